@@ -1,0 +1,70 @@
+"""Lightning data module over a collected dataset directory."""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+from torch.utils.data import DataLoader
+
+from data.dataset import Episodes, TrajectoryWindowDataset, load_episodes, split_episodes
+
+
+class TrajectoryDataModule(pl.LightningDataModule):
+    """Train/val windows split by episode, from a dataset written by ``scripts/collect.py``.
+
+    ``num_frames`` is what the model needs per sample: its history plus its rollout horizon.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        obs_type: str,
+        num_frames: int,
+        frameskip: int = 1,
+        batch_size: int = 64,
+        val_fraction: float = 0.1,
+        num_workers: int = 0,
+        seed: int = 0,
+    ):
+        super().__init__()
+        self.path, self.obs_type = path, obs_type
+        self.num_frames, self.frameskip = num_frames, frameskip
+        self.batch_size, self.val_fraction = batch_size, val_fraction
+        self.num_workers, self.seed = num_workers, seed
+        self.episodes: Episodes | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.episodes is not None:
+            return
+        self.episodes = load_episodes(self.path, self.obs_type)
+        train_ids, val_ids = split_episodes(self.episodes.num_episodes, self.val_fraction, self.seed)
+        self.train_set = TrajectoryWindowDataset(self.episodes, train_ids, self.num_frames, self.frameskip)
+        self.val_set = TrajectoryWindowDataset(self.episodes, val_ids, self.num_frames, self.frameskip)
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return tuple(self.episodes.observations.shape[2:])
+
+    @property
+    def action_dim(self) -> int:
+        """Action size per model step: the env's action size times ``frameskip``."""
+        return self.episodes.actions.shape[-1] * self.frameskip
+
+    @property
+    def physics_size(self) -> int:
+        return self.episodes.physics.shape[-1]
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(dataset) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, shuffle=False)

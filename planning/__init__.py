@@ -1,0 +1,1 @@
+from planning.planners import CEM, MPPI, GradientPlanner, PlanResult, Planner, build_planner

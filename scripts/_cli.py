@@ -1,0 +1,20 @@
+"""What every entry point shares: user errors end the program with their message, not a traceback."""
+
+import sys
+
+from data.storage import DatasetError
+from jepa_wm.config import ConfigError
+
+
+def run_cli(main) -> None:
+    """Run ``main(argv)``; a bad config, dataset or checkpoint prints its message and exits with code 2."""
+    from jepa_wm.checkpoint import CheckpointError
+
+    try:
+        main(sys.argv[1:])
+    except (ConfigError, DatasetError, CheckpointError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+        sys.exit(130)
