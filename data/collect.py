@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +181,22 @@ def collect(
     finally:
         bar.close()
     return out
+
+
+def _plain(value):
+    """Nested mappings and sequences (e.g. OmegaConf containers) as plain dicts and lists, for JSON."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(item) for item in value]
+    return value
+
+
+def collect_from_config(cfg) -> Path:
+    """Collect with the settings of a ``configs/collect.yaml``-style mapping; returns the dataset directory."""
+    policy = {"name": cfg["policy"]["name"]}
+    if policy["name"] == "ou":
+        policy.update(theta=float(cfg["policy"]["theta"]), sigma=float(cfg["policy"]["sigma"]))
+    out = cfg["out"] or f"datasets/{cfg['env']['name']}-{cfg['seed']}"
+    return collect(_plain(cfg["env"]), out, cfg["episodes"], cfg["steps_per_episode"], policy, seed=cfg["seed"],
+                   workers=cfg["workers"], episodes_per_shard=cfg["episodes_per_shard"], progress=cfg["progress"])

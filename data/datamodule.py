@@ -53,6 +53,17 @@ class TrajectoryDataModule(pl.LightningDataModule):
     def physics_size(self) -> int:
         return self.episodes.physics.shape[-1]
 
+    def describe(self) -> dict:
+        """What a trained model must remember about its data to plan in the same task."""
+        manifest = self.episodes.manifest
+        return {
+            "config": manifest["env"],
+            "action_low": manifest["action"]["low"],
+            "action_high": manifest["action"]["high"],
+            "frameskip": self.frameskip,
+            "dataset": str(self.path),
+        }
+
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
             dataset,

@@ -2,7 +2,8 @@
 
 A script config (``configs/train.yaml``) names one file per *group* (``env: reacher-easy`` loads
 ``configs/env/reacher-easy.yaml``). On the command line, ``model=state`` picks another file of a group
-and ``model.encoder.embed_dim=128`` sets one value. Leading dashes are accepted (``--lr=1e-3``), since
+and ``model.encoder.embed_dim=128`` sets one value; ``+trainer.accumulate_grad_batches=4`` adds a
+key the file does not list. Leading dashes are accepted (``--lr=1e-3``), since
 W&B sweep agents pass arguments either way. Unknown keys are errors that name the nearest valid key.
 """
 
@@ -12,15 +13,13 @@ import difflib
 from pathlib import Path
 from typing import Iterable
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+
+from jepa_wm.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("env", "model", "planner")
-
-
-class ConfigError(ValueError):
-    """A config file or override is invalid; the message says what would be valid."""
 
 
 def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -34,12 +33,15 @@ def _nearest(name: str, choices: Iterable[str]) -> str:
 
 
 def load_group(group: str, choice: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
-    """Load ``configs/<group>/<choice>.yaml``, naming the valid choices if it does not exist."""
+    """Load ``configs/<group>/<choice>.yaml`` (merged onto its ``base:`` file, if it names one)."""
     path = config_dir / group / f"{choice}.yaml"
     if not path.is_file():
         choices = group_choices(group, config_dir)
         raise ConfigError(f"unknown {group} '{choice}'{_nearest(choice, choices)} (choices: {', '.join(choices)})")
-    return OmegaConf.load(path)
+    cfg = OmegaConf.load(path)
+    # A file may start from another of its group and hold only its differences.
+    base = cfg.pop("base", None)
+    return OmegaConf.merge(load_group(group, base, config_dir), cfg) if base else cfg
 
 
 def leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -57,7 +59,7 @@ def parse_overrides(arguments: Iterable[str]) -> list[tuple[str, str]]:
     """``["a.b=1", "--c=x"]`` -> ``[("a.b", "1"), ("c", "x")]``."""
     pairs = []
     for argument in arguments:
-        argument = argument.lstrip("-")
+        argument = argument[2:] if argument.startswith("--") else argument
         if "=" not in argument:
             raise ConfigError(f"override '{argument}' is not of the form key=value (e.g. trainer.max_steps=1000)")
         key, value = argument.split("=", 1)
@@ -84,8 +86,13 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
     for key, value in pairs:
         if key in group_picks:
             continue
+        parsed = OmegaConf.from_dotlist([f"_={value}"])["_"]
+        if key.startswith("+"):
+            with open_dict(cfg):
+                OmegaConf.update(cfg, key[1:], parsed, merge=False)
+            continue
         try:
-            OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"_={value}"])["_"], merge=False)
+            OmegaConf.update(cfg, key, parsed, merge=False)
         except (ConfigKeyError, ConfigAttributeError):
             raise ConfigError(f"unknown config key '{key}'{_nearest(key, valid)} (see configs/{script}.yaml)") from None
     return cfg

@@ -3,13 +3,11 @@
 import sys
 
 from data.storage import DatasetError
-from jepa_wm.config import ConfigError
+from jepa_wm.errors import CheckpointError, ConfigError
 
 
 def run_cli(main) -> None:
     """Run ``main(argv)``; a bad config, dataset or checkpoint prints its message and exits with code 2."""
-    from jepa_wm.checkpoint import CheckpointError
-
     try:
         main(sys.argv[1:])
     except (ConfigError, DatasetError, CheckpointError) as error:

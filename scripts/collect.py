@@ -6,19 +6,12 @@ Interrupted collections resume: run the same command again.
 """
 
 from _cli import run_cli
-from data.collect import collect
-from jepa_wm.config import compose, to_dict
+from data.collect import collect_from_config
+from jepa_wm.config import compose
 
 
 def main(argv: list[str]) -> None:
-    cfg = compose("collect", argv)
-    out = cfg.out or f"datasets/{cfg.env.name}-{cfg.seed}"
-    policy = to_dict(cfg.policy)
-    if policy["name"] != "ou":
-        policy = {"name": policy["name"]}
-    path = collect(to_dict(cfg.env), out, cfg.episodes, cfg.steps_per_episode, policy, seed=cfg.seed,
-                   workers=cfg.workers, episodes_per_shard=cfg.episodes_per_shard, progress=cfg.progress)
-    print(f"dataset: {path}")
+    print(f"dataset: {collect_from_config(compose('collect', argv))}")
 
 
 if __name__ == "__main__":

@@ -197,6 +197,14 @@ class GoalReachingEnv:
         size = size or self.image_size
         return self.physics.render(size, size, camera_id=self.camera_id)
 
+    def goal_frame(self, size: int | None = None) -> np.ndarray:
+        """The goal state rendered at any size (for videos; works whatever the observation type)."""
+        current = self.get_state()
+        self.set_state(self._goal_state)
+        frame = self.render(size)
+        self.set_state(current)
+        return frame
+
     def observation(self) -> dict[str, np.ndarray]:
         obs = {}
         if self.obs_type in ("pixels", "both"):

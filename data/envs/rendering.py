@@ -1,5 +1,6 @@
 """Headless rendering defaults, applied before dm_control is imported anywhere in the package."""
 
+import importlib.util
 import os
 
 
@@ -13,3 +14,15 @@ def ensure_headless_rendering() -> None:
     # PyOpenGL must agree with MuJoCo on the platform, otherwise context creation fails.
     if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
         os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    _load_triton_before_opengl()
+
+
+def _load_triton_before_opengl() -> None:
+    """Import triton (when installed) before MuJoCo opens an OpenGL library.
+
+    Mesa's EGL/OSMesa drivers and triton each carry their own LLVM; when Mesa's is loaded first, the
+    later ``import triton`` (which torchvision, and so timm, triggers through torch._dynamo) crashes
+    the process with a segmentation fault. Loading triton first avoids the clash.
+    """
+    if importlib.util.find_spec("triton") is not None:
+        import triton  # noqa: F401

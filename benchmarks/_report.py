@@ -1,0 +1,40 @@
+"""Shared by the benchmarks: describe the machine and update one section of BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import platform
+import re
+from pathlib import Path
+
+BENCHMARKS_FILE = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+HEADER = "# Benchmarks\n\nEvery table below is written by the script named under it; rerun it to reproduce.\n"
+
+
+def machine_description(device: str = "cpu") -> str:
+    """CPU model, cores, library versions, and the GPU when one is used."""
+    import mujoco
+    import os
+    import torch
+
+    cpu = platform.processor() or "unknown CPU"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = names[0].strip() if names else cpu
+    parts = [f"{cpu}, {os.cpu_count()} cores", f"Python {platform.python_version()}",
+             f"torch {torch.__version__}", f"mujoco {mujoco.__version__}"]
+    if device.startswith("cuda"):
+        parts.insert(1, torch.cuda.get_device_name())
+    return "; ".join(parts)
+
+
+def update_benchmarks_section(title: str, body: str, command: str, machine: str) -> None:
+    """Replace (or append) the ``## title`` section of BENCHMARKS.md, leaving the others as they are."""
+    text = BENCHMARKS_FILE.read_text() if BENCHMARKS_FILE.is_file() else HEADER
+    section = f"## {title}\n\nMachine: {machine}.\nCommand: `{command.strip()}`\n\n{body.strip()}\n"
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    BENCHMARKS_FILE.write_text(text.rstrip("\n") + "\n")

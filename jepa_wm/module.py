@@ -1,0 +1,276 @@
+"""The JEPA world model: encoder, action-conditioned predictor, anti-collapse terms, as a LightningModule.
+
+It learns embeddings of observations and predicts the embeddings of future frames from actions,
+without ever reconstructing pixels (the optional decoder is an ablation). The planner uses three verbs:
+``encode``, ``predict`` and ``rollout``. Embeddings are always (B, T, N, D): batch, frames, tokens per
+frame (N=1 for pooled encoders), embedding size.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from jepa_wm.decoder import PixelDecoder
+from jepa_wm.encoders import build_encoder
+from jepa_wm.errors import NonFiniteLossError
+from jepa_wm.metrics import effective_rank, embedding_std, linear_probe_r2
+from jepa_wm.predictors import build_predictor
+from jepa_wm.regularizers import (
+    InverseDynamicsHead,
+    sigreg,
+    temporal_smoothness,
+    vicreg_covariance,
+    vicreg_variance,
+)
+
+CHECKPOINT_FORMAT = "jepa-wm/1"
+TARGETS = ("online", "ema")
+PROBE_MAX_SAMPLES = 4096
+
+
+class JEPAWorldModel(pl.LightningModule):
+    """World model over observations of shape ``obs_shape`` and actions of size ``action_dim``.
+
+    ``cfg`` is the ``model`` section of the training config (see ``configs/model/*.yaml``).
+    ``env`` records the task the data came from, so a checkpoint knows what it can plan for;
+    ``run_config`` is the whole training config, kept in checkpoints for the record.
+    """
+
+    def __init__(self, cfg: dict | DictConfig, obs_shape, action_dim: int, env: dict | None = None,
+                 run_config: dict | None = None):
+        super().__init__()
+        cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
+        self.save_hyperparameters(
+            {"cfg": cfg, "obs_shape": list(obs_shape), "action_dim": int(action_dim), "env": env or {},
+             "run_config": run_config or {}, "format": CHECKPOINT_FORMAT}
+        )
+        self.cfg = cfg
+        self.obs_shape = tuple(obs_shape)
+        self.action_dim = int(action_dim)
+        self.history = int(cfg["history"])
+        self.rollout_steps = int(cfg["rollout_steps"])
+        if self.history < 1 or self.rollout_steps < 1:
+            raise ValueError(f"model.history and model.rollout_steps must be >= 1; got {self.history}, {self.rollout_steps}")
+        if cfg["target"] not in TARGETS:
+            raise ValueError(f"model.target must be one of {TARGETS}; got '{cfg['target']}'")
+        # Teacher forcing feeds the whole window but its last frame: the longest context ever seen.
+        self.max_context = self.history + self.rollout_steps - 1
+
+        self.encoder = build_encoder(cfg["encoder"], cfg["obs_type"], self.obs_shape)
+        self.embed_dim, self.num_tokens = self.encoder.embed_dim, self.encoder.num_tokens
+        self.predictor = build_predictor(
+            cfg["predictor"], self.embed_dim, self.num_tokens, self.action_dim, max_frames=self.max_context
+        )
+        weights = cfg["regularizers"]
+        self.inverse_dynamics = (
+            InverseDynamicsHead(self.embed_dim, self.num_tokens, self.action_dim)
+            if weights["inverse_dynamics"] > 0 else None
+        )
+        decoder_cfg = cfg["decoder"]
+        self.decoder = None
+        if decoder_cfg["enabled"]:
+            if cfg["obs_type"] != "pixels":
+                raise ValueError("model.decoder.enabled needs pixel observations (it reconstructs frames)")
+            self.decoder = PixelDecoder(self.embed_dim * self.num_tokens, self.obs_shape[0])
+        self.target_encoder = None
+        if cfg["target"] == "ema":
+            self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self._probe_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    # --------------------------------------------------------------------------------- the verbs
+    def encode(self, obs) -> torch.Tensor:
+        """obs (B, T, *obs_shape) -> embeddings (B, T, N, D)."""
+        obs = torch.as_tensor(obs, device=self.device)
+        if tuple(obs.shape[2:]) != self.obs_shape:
+            raise ValueError(
+                f"this world model expects observations (B, T, {', '.join(map(str, self.obs_shape))}); "
+                f"got {tuple(obs.shape)}"
+            )
+        return self._encode_with(self.encoder, obs)
+
+    @staticmethod
+    def _encode_with(encoder, obs: torch.Tensor) -> torch.Tensor:
+        batch, frames = obs.shape[:2]
+        z = encoder(obs.flatten(0, 1))  # (B*T, N, D)
+        return z.unflatten(0, (batch, frames))  # (B, T, N, D)
+
+    def predict(self, z_history: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Next embedding after the last frame: z_history (B, H, N, D), actions (B, H, A) -> (B, N, D).
+
+        ``actions[:, t]`` is the action taken at frame t; the last one leads to the predicted frame.
+        """
+        context = min(z_history.shape[1], self.max_context)
+        return self.predictor(z_history[:, -context:], actions[:, -context:])[:, -1]
+
+    def rollout(self, z_history: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Open-loop, autoregressive prediction of K future embeddings.
+
+        z_history (B, H, N, D); actions (B, K, A), the future actions; past_actions (B, H-1, A), the
+        actions between the history frames (zeros if None). Returns (B, K, N, D); step k only ever
+        sees predicted, never true, future embeddings.
+        """
+        batch, frames = z_history.shape[:2]
+        if past_actions is None:
+            past_actions = actions.new_zeros(batch, frames - 1, actions.shape[-1])
+        sequence, context_actions = z_history, past_actions  # (B, T, N, D), (B, T-1, A)
+        predictions = []
+        for step in range(actions.shape[1]):
+            step_actions = torch.cat([context_actions, actions[:, step : step + 1]], dim=1)  # (B, T, A)
+            next_z = self.predict(sequence, step_actions)  # (B, N, D)
+            predictions.append(next_z)
+            sequence = torch.cat([sequence, next_z[:, None]], dim=1)[:, -self.max_context :]
+            context_actions = step_actions[:, step_actions.shape[1] - (sequence.shape[1] - 1) :]
+        return torch.stack(predictions, dim=1)
+
+    # ------------------------------------------------------------------------------------ losses
+    def _targets(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """Embeddings the predictor is trained to hit: EMA encoder's, or the online encoder's."""
+        if self.target_encoder is not None:
+            with torch.no_grad():
+                return self._encode_with(self.target_encoder, obs)
+        return z.detach() if self.cfg["stop_gradient"] else z
+
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """All loss terms of one batch of windows: obs (B, L, ...), actions (B, L-1, A)."""
+        obs, actions = batch["obs"], batch["actions"]
+        window = self.history + self.rollout_steps
+        if obs.shape[1] != window or actions.shape[1] != window - 1:
+            raise ValueError(
+                f"batches need windows of history + rollout_steps = {window} frames and {window - 1} actions; "
+                f"got {obs.shape[1]} frames and {actions.shape[1]} actions"
+            )
+        weights, loss_cfg = self.cfg["regularizers"], self.cfg["loss"]
+        z = self.encode(obs)  # (B, L, N, D)
+        target = self._targets(obs, z)  # (B, L, N, D)
+        terms: dict[str, torch.Tensor] = {}
+
+        teacher_forced = self.predictor(z[:, :-1], actions)  # (B, L-1, N, D), from true context
+        terms["teacher_forcing"] = F.mse_loss(teacher_forced, target[:, 1:])
+        history = self.history
+        rolled = self.rollout(z[:, :history], actions[:, history - 1:], actions[:, : history - 1])  # (B, K, N, D)
+        step_errors = (rolled - target[:, history:]).pow(2).mean(dim=(0, 2, 3))  # (K,)
+        terms["rollout"] = step_errors.mean()
+        loss = loss_cfg["teacher_forcing"] * terms["teacher_forcing"] + loss_cfg["rollout"] * terms["rollout"]
+
+        flat = z.flatten(0, 2)  # (B*L*N, D)
+        if weights["vicreg_variance"] > 0:
+            terms["vicreg_variance"] = vicreg_variance(flat)
+        if weights["vicreg_covariance"] > 0:
+            terms["vicreg_covariance"] = vicreg_covariance(flat)
+        if weights["sigreg"] > 0:
+            terms["sigreg"] = sigreg(flat, num_projections=self.cfg["sigreg_projections"])
+        if self.inverse_dynamics is not None:
+            predicted_actions = self.inverse_dynamics(z[:, :-1], z[:, 1:])  # (B, L-1, A)
+            terms["inverse_dynamics"] = F.mse_loss(predicted_actions, actions)
+        if weights["temporal"] > 0:
+            terms["temporal"] = temporal_smoothness(z)
+        for name in ("vicreg_variance", "vicreg_covariance", "sigreg", "inverse_dynamics", "temporal"):
+            if name in terms:
+                loss = loss + weights[name] * terms[name]
+        if self.decoder is not None:
+            decoded_from = z.detach() if self.cfg["decoder"]["detach"] else z
+            reconstruction = self.decoder(decoded_from.flatten(2))  # (B, L, H, W, 3) in [0, 1]
+            terms["reconstruction"] = F.mse_loss(reconstruction, obs.float() / 255.0)
+            loss = loss + self.cfg["decoder"]["weight"] * terms["reconstruction"]
+
+        terms["loss"] = loss
+        terms["step_errors"] = step_errors.detach()
+        terms["copy_last_errors"] = (target[:, history - 1 : history] - target[:, history:]).pow(2).mean(dim=(0, 2, 3)).detach()
+        terms["embedding_std"] = embedding_std(flat.detach())
+        return loss, terms
+
+    # ---------------------------------------------------------------------------------- training
+    def training_step(self, batch, batch_index):
+        loss, terms = self.compute_losses(batch)
+        if not torch.isfinite(loss):
+            finite = {k: float(v) for k, v in terms.items() if v.ndim == 0}
+            raise NonFiniteLossError(
+                f"loss became {float(loss)} at step {self.global_step} (terms: {finite}); lower optim.lr, "
+                f"enable trainer.gradient_clip_val, or check the dataset for NaNs"
+            )
+        self._log_terms("train", terms, on_step=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_index) -> None:
+        if self.target_encoder is None:
+            return
+        momentum = self.cfg["ema_momentum"]
+        with torch.no_grad():
+            for target, online in zip(self.target_encoder.parameters(), self.encoder.parameters()):
+                target.lerp_(online, 1.0 - momentum)
+            for target, online in zip(self.target_encoder.buffers(), self.encoder.buffers()):
+                target.copy_(online)
+
+    def validation_step(self, batch, batch_index):
+        loss, terms = self.compute_losses(batch)
+        self._log_terms("val", terms, on_step=False)
+        self.log("val/effective_rank", effective_rank(self.encode(batch["obs"][:, :1]).flatten(0, 2).float()),
+                 on_epoch=True, sync_dist=True)
+        if sum(len(z) for z, _ in self._probe_batches) < PROBE_MAX_SAMPLES:
+            z = self.encode(batch["obs"]).flatten(2).flatten(0, 1)  # (B*L, N*D)
+            self._probe_batches.append((z.detach().float().cpu(), batch["physics"].flatten(0, 1).float().cpu()))
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._probe_batches:
+            return
+        z = torch.cat([z for z, _ in self._probe_batches])
+        physics = torch.cat([p for _, p in self._probe_batches])
+        self._probe_batches.clear()
+        if len(z) < 8:
+            return
+        # Fit on one half of the validation frames, score on the other (shuffled with a fixed seed).
+        order = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
+        half = len(z) // 2
+        fit, score = order[:half], order[half:]
+        r2 = linear_probe_r2(z[fit], physics[fit], z[score], physics[score])
+        self.log("val/probe_r2", r2, sync_dist=True)
+
+    def _log_terms(self, stage: str, terms: dict[str, torch.Tensor], on_step: bool) -> None:
+        for name, value in terms.items():
+            if value.ndim == 0:
+                self.log(f"{stage}/{name}", value, on_step=on_step, on_epoch=not on_step,
+                         prog_bar=name == "loss", sync_dist=not on_step)
+        if stage != "val":
+            return
+        for step, error in enumerate(terms["step_errors"], start=1):
+            self.log(f"val/rollout_error_step{step}", error, sync_dist=True)
+        rollout_error, copy_error = terms["step_errors"].mean(), terms["copy_last_errors"].mean()
+        self.log("val/rollout_error", rollout_error, sync_dist=True)
+        self.log("val/copy_last_error", copy_error, sync_dist=True)
+        # Scale-free: < 1 means the predictor beats "nothing moves"; comparable across embedding scales.
+        self.log("val/rollout_error_ratio", rollout_error / copy_error.clamp_min(1e-12), prog_bar=True, sync_dist=True)
+
+    def configure_optimizers(self):
+        optim = self.cfg["optim"]
+        parameters = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("target_encoder.")]
+        optimizer = torch.optim.AdamW(parameters, lr=optim["lr"], weight_decay=optim["weight_decay"])
+        warmup = max(1, int(optim["warmup_steps"]))
+        total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if total is None:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return optim["min_lr_ratio"] + (1 - optim["min_lr_ratio"]) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------- misc
+    @property
+    def frameskip(self) -> int:
+        return int(self.cfg["frameskip"])
+
+    def describe(self) -> dict[str, Any]:
+        return {"obs_type": self.cfg["obs_type"], "obs_shape": self.obs_shape, "action_dim": self.action_dim,
+                "embed_dim": self.embed_dim, "num_tokens": self.num_tokens, "env": self.hparams["env"]}

@@ -1,0 +1,100 @@
+"""Action-conditioned predictors of the next frame's embedding.
+
+All share one signature: ``forward(z (B, T, N, D), actions (B, T, A)) -> (B, T, N, D)`` where output
+``[:, t]`` predicts ``z[:, t+1]`` from ``z[:, :t+1]`` and ``actions[:, :t+1]`` only (``actions[:, t]``
+is the action taken at frame t). Both predict a residual: the change of the embedding.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+import torch
+from torch import nn
+
+from jepa_wm.layers import AdaLNBlock, mlp
+
+
+class MLPPredictor(nn.Module):
+    """Markov predictor: the next embedding from the current frame and action alone."""
+
+    def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, hidden_dim: int = 512, depth: int = 2):
+        super().__init__()
+        self.net = mlp(num_tokens * embed_dim + action_dim, hidden_dim, num_tokens * embed_dim, depth)
+
+    def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        flat = z.flatten(2)  # (B, T, N*D)
+        delta = self.net(torch.cat([flat, actions], dim=-1))  # (B, T, N*D)
+        return z + delta.view_as(z)
+
+
+class CausalTransformerPredictor(nn.Module):
+    """Transformer over a history of frames, with a block-causal mask: frame t sees frames <= t only.
+
+    ``action_conditioning="adaln"``: each frame's action modulates the norms of every block (AdaLN).
+    ``"token"``: each frame gets one extra action token, attended to under the same causal rule.
+    """
+
+    def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int, depth: int = 4,
+                 heads: int = 4, hidden_dim: int = 256, mlp_ratio: float = 4.0, action_conditioning: str = "adaln",
+                 dropout: float = 0.0):
+        super().__init__()
+        if action_conditioning not in ("adaln", "token"):
+            raise ValueError(f"action_conditioning must be 'adaln' or 'token'; got '{action_conditioning}'")
+        if hidden_dim % heads:
+            raise ValueError(f"predictor hidden_dim ({hidden_dim}) must be divisible by heads ({heads})")
+        self.max_frames, self.num_tokens = max_frames, num_tokens
+        self.conditioning = action_conditioning
+        self.tokens_per_frame = num_tokens + (1 if action_conditioning == "token" else 0)
+        self.embed = nn.Linear(embed_dim, hidden_dim)
+        self.action_embed = nn.Sequential(nn.Linear(action_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, hidden_dim))
+        self.frame_position = nn.Parameter(torch.zeros(1, max_frames, 1, hidden_dim))
+        self.token_position = nn.Parameter(torch.zeros(1, 1, self.tokens_per_frame, hidden_dim))
+        nn.init.trunc_normal_(self.frame_position, std=0.02)
+        nn.init.trunc_normal_(self.token_position, std=0.02)
+        cond_dim = hidden_dim if action_conditioning == "adaln" else None
+        self.blocks = nn.ModuleList(AdaLNBlock(hidden_dim, heads, mlp_ratio, dropout, cond_dim) for _ in range(depth))
+        self.norm = nn.LayerNorm(hidden_dim)
+        self.out = nn.Linear(hidden_dim, embed_dim)
+
+    def block_causal_mask(self, frames: int, device) -> torch.Tensor:
+        """(S, S) bool, True where attention is forbidden: any token of a later frame."""
+        frame_of_token = torch.arange(frames, device=device).repeat_interleave(self.tokens_per_frame)
+        return frame_of_token[None, :] > frame_of_token[:, None]
+
+    def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        batch, frames, tokens, _ = z.shape
+        if frames > self.max_frames:
+            raise ValueError(f"the transformer predictor was built for at most {self.max_frames} frames; got {frames}")
+        action_tokens = self.action_embed(actions)  # (B, T, W)
+        x = self.embed(z)  # (B, T, N, W)
+        if self.conditioning == "token":
+            x = torch.cat([x, action_tokens[:, :, None]], dim=2)  # (B, T, N+1, W)
+        x = x + self.frame_position[:, :frames] + self.token_position  # (B, T, N', W)
+        x = x.flatten(1, 2)  # (B, T*N', W)
+        cond = None
+        if self.conditioning == "adaln":
+            cond = action_tokens.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, T*N', W)
+        mask = self.block_causal_mask(frames, z.device)
+        for block in self.blocks:
+            x = block(x, mask, cond)
+        x = x.view(batch, frames, self.tokens_per_frame, -1)[:, :, :tokens]  # (B, T, N, W): observation tokens
+        return z + self.out(self.norm(x))
+
+
+PREDICTORS = ("mlp", "transformer")
+
+
+def build_predictor(cfg, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int) -> nn.Module:
+    """The predictor named by ``cfg.name`` (``mlp`` or ``transformer``) with the config's sizes."""
+    name = cfg["name"]
+    if name == "mlp":
+        return MLPPredictor(embed_dim, num_tokens, action_dim, cfg["hidden_dim"], cfg["depth"])
+    if name == "transformer":
+        return CausalTransformerPredictor(
+            embed_dim, num_tokens, action_dim, max_frames, depth=cfg["depth"], heads=cfg["heads"],
+            hidden_dim=cfg["hidden_dim"], action_conditioning=cfg["action_conditioning"], dropout=cfg["dropout"],
+        )
+    close = difflib.get_close_matches(name, PREDICTORS, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise ValueError(f"unknown predictor '{name}'{hint} (choices: {', '.join(PREDICTORS)})")

@@ -1,0 +1,67 @@
+"""Anti-collapse terms. Each is a pure function of embeddings flattened to (M, D), or a small head.
+
+Without them, predicting one's own embeddings is solved by a constant encoder; each term removes
+that solution in a different way, and each has its own weight in the model config.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from jepa_wm.layers import mlp
+
+
+def vicreg_variance(z: torch.Tensor, target_std: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    """VICReg's variance hinge: mean over dimensions of relu(target_std - std). z (M, D) -> scalar."""
+    std = torch.sqrt(z.var(dim=0) + eps)  # (D,)
+    return torch.relu(target_std - std).mean()
+
+
+def vicreg_covariance(z: torch.Tensor) -> torch.Tensor:
+    """VICReg's covariance term: squared off-diagonal covariances / D. Decorrelates dimensions."""
+    count, dim = z.shape
+    centred = z - z.mean(dim=0)
+    covariance = centred.T @ centred / max(count - 1, 1)  # (D, D)
+    off_diagonal = covariance - torch.diag(torch.diagonal(covariance))
+    return off_diagonal.pow(2).sum() / dim
+
+
+def sigreg(z: torch.Tensor, num_projections: int = 256, num_points: int = 17, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SIGReg (LeJEPA, Balestriero & LeCun 2025): Epps-Pulley test of random 1-D projections vs N(0, 1).
+
+    For each random unit direction u, compares the empirical characteristic function of z @ u with
+    the standard normal's exp(-t^2/2), weighted by exp(-t^2/2) and integrated over t in [-5, 5]; the
+    statistic is scaled by M and averaged over directions. Zero only for an isotropic Gaussian, so it
+    rules out collapse (and any other degenerate shape) with one weight and no EMA or stop-gradient.
+    """
+    count, dim = z.shape
+    directions = torch.randn(dim, num_projections, device=z.device, dtype=z.dtype, generator=generator)
+    directions = directions / directions.norm(dim=0, keepdim=True)  # (D, P) unit columns
+    t = torch.linspace(-5.0, 5.0, num_points, device=z.device, dtype=z.dtype)  # (Q,)
+    gaussian = torch.exp(-0.5 * t**2)  # (Q,) characteristic function of N(0, 1), also the weight
+    phase = (z @ directions).unsqueeze(-1) * t  # (M, P, Q)
+    real, imaginary = torch.cos(phase).mean(dim=0), torch.sin(phase).mean(dim=0)  # (P, Q)
+    squared_error = (real - gaussian).pow(2) + imaginary.pow(2)  # (P, Q)
+    statistic = torch.trapezoid(squared_error * gaussian, t, dim=-1) * count  # (P,)
+    return statistic.mean()
+
+
+class InverseDynamicsHead(nn.Module):
+    """Predicts the action a_t from (z_t, z_t+1): embeddings must keep what the agent's actions change.
+
+    In EB-JEPA's ablations removing this term dropped planning success from ~97% to ~1%.
+    """
+
+    def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, hidden_dim: int = 256):
+        super().__init__()
+        self.net = mlp(2 * embed_dim * num_tokens, hidden_dim, action_dim, depth=2)
+
+    def forward(self, z_now: torch.Tensor, z_next: torch.Tensor) -> torch.Tensor:
+        """z_now, z_next (B, T, N, D) -> actions (B, T, A) in [-1, 1]."""
+        return torch.tanh(self.net(torch.cat([z_now.flatten(2), z_next.flatten(2)], dim=-1)))
+
+
+def temporal_smoothness(z: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance between consecutive frames' embeddings. z (B, T, N, D) -> scalar."""
+    return (z[:, 1:] - z[:, :-1]).pow(2).sum(dim=(-2, -1)).mean()

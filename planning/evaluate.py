@@ -1,0 +1,159 @@
+"""Goal-reaching evaluation: the same seeded episodes for every method, a report, a video and a plot.
+
+Methods: ``ours`` (MPC on a world model), ``random`` (the floor) and ``oracle`` (the same planner
+with the true simulator as the model and the true distance as the cost: the ceiling for this
+planner budget).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from data.collect import episode_seed
+
+EVAL_STREAM = 2  # evaluation episodes never coincide with collected (training) episodes
+
+
+@dataclass
+class EpisodeRecord:
+    success: bool
+    final_distance: float
+    steps: int
+    distances: list[float]
+    planning_seconds: list[float]
+    frames: list[np.ndarray] = field(default_factory=list)  # observation beside goal, when recorded
+
+
+def evaluation_seed(seed: int, episode: int) -> int:
+    return episode_seed(seed, episode, EVAL_STREAM)
+
+
+def run_episode(env, controller, seed: int, record: bool = False, frame_size: int = 128) -> EpisodeRecord:
+    """One goal-reaching episode; success means the goal was reached before the step budget ran out."""
+    obs = env.reset(seed=seed)
+    controller.reset(seed)
+    goal_frame = env.goal_frame(frame_size) if record else None
+    frames = [np.concatenate([env.render(frame_size), goal_frame], axis=1)] if record else []
+    distances = [env.distance_to_goal()]
+    success, steps = env.is_success(), 0
+    while not success:
+        obs, _, terminated, truncated, info = env.step(controller.act(env, obs))
+        steps += 1
+        distances.append(info["distance"])
+        success = info["success"]
+        if record:
+            frames.append(np.concatenate([env.render(frame_size), goal_frame], axis=1))
+        if terminated or truncated:
+            break
+    return EpisodeRecord(bool(success), distances[-1], steps, distances, list(controller.planning_seconds), frames)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a success rate: honest at 0% and 100%, unlike the normal one."""
+    if trials == 0:
+        return (0.0, 1.0)
+    rate = successes / trials
+    denominator = 1 + z**2 / trials
+    centre = (rate + z**2 / (2 * trials)) / denominator
+    half_width = z * math.sqrt(rate * (1 - rate) / trials + z**2 / (4 * trials**2)) / denominator
+    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
+
+
+def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner: str | None, seed: int) -> dict:
+    """One row of the report (the JSON schema of ``results``)."""
+    successes = sum(record.success for record in records)
+    planning = [s for record in records for s in record.planning_seconds]
+    return {
+        "env": env_name,
+        "method": method,
+        "planner": planner if method != "random" else None,
+        "success_rate": successes / len(records),
+        "ci95": list(wilson_interval(successes, len(records))),
+        "final_distance": float(np.mean([record.final_distance for record in records])),
+        "ms_per_step": float(np.mean(planning) * 1000) if planning else 0.0,
+        "episodes": len(records),
+        "seed": seed,
+    }
+
+
+def evaluate(env, controllers: dict, episodes: int, seed: int, record_episodes: int = 0,
+             progress: bool = True) -> dict[str, list[EpisodeRecord]]:
+    """Run every controller on the same ``episodes`` seeded episodes; returns records per method."""
+    records: dict[str, list[EpisodeRecord]] = {method: [] for method in controllers}
+    bar = tqdm(total=episodes * len(controllers), unit="episode", desc=f"evaluate {env.name}", disable=not progress)
+    for episode in range(episodes):
+        episode_seed_value = evaluation_seed(seed, episode)
+        for method, controller in controllers.items():
+            record = run_episode(env, controller, episode_seed_value, record=episode < record_episodes)
+            records[method].append(record)
+            bar.update(1)
+            bar.set_postfix({m: f"{np.mean([r.success for r in rs]):.0%}" for m, rs in records.items() if rs})
+    bar.close()
+    return records
+
+
+def format_table(rows: list[dict]) -> str:
+    header = f"{'env':<16} {'method':<8} {'planner':<9} {'success':>8} {'95% CI':>15} {'final dist':>10} {'ms/step':>8} {'episodes':>8}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        low, high = row["ci95"]
+        lines.append(
+            f"{row['env']:<16} {row['method']:<8} {str(row['planner'] or '-'):<9} {row['success_rate']:>8.0%} "
+            f"{f'[{low:.0%}, {high:.0%}]':>15} {row['final_distance']:>10.3f} {row['ms_per_step']:>8.1f} {row['episodes']:>8}"
+        )
+    return "\n".join(lines)
+
+
+def save_video(records: dict[str, list[EpisodeRecord]], path: Path, fps: int = 10) -> Path | None:
+    """GIF of the recorded episodes, method after method: each frame is the observation beside the goal."""
+    import imageio.v2 as imageio
+
+    frames = [frame for method_records in records.values() for record in method_records for frame in record.frames]
+    if not frames:
+        return None
+    imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    return path
+
+
+def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success_radius: float, path: Path) -> Path:
+    """Success rate with 95% intervals, and distance to goal over the episode, per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (bars, curves) = plt.subplots(1, 2, figsize=(11, 4))
+    methods = [row["method"] for row in rows]
+    rates = np.array([row["success_rate"] for row in rows])
+    errors = np.array([[rate - row["ci95"][0], row["ci95"][1] - rate] for rate, row in zip(rates, rows)]).T
+    bars.bar(methods, rates, yerr=errors, capsize=6, color=["C0", "C1", "C2", "C3"][: len(methods)])
+    bars.set_ylim(0, 1)
+    bars.set_ylabel("success rate (95% CI)")
+    bars.set_title(f"{rows[0]['env']}: {rows[0]['episodes']} episodes")
+    for method, method_records in records.items():
+        length = max(len(record.distances) for record in method_records)
+        # Episodes that ended early (success) keep their last distance.
+        padded = np.array([record.distances + [record.distances[-1]] * (length - len(record.distances))
+                           for record in method_records])
+        curves.plot(padded.mean(axis=0), label=method)
+    curves.axhline(success_radius, color="k", linestyle="--", linewidth=1, label="success radius")
+    curves.set_xlabel("env step")
+    curves.set_ylabel("mean distance to goal")
+    curves.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def write_report(path: Path, rows: list[dict], config: dict) -> Path:
+    """The JSON report: ``{"results": [row, ...], "config": {...}}``, written atomically."""
+    from data.storage import write_json_atomic
+
+    write_json_atomic(path, {"results": rows, "config": config})
+    return path

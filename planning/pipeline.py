@@ -1,0 +1,82 @@
+"""The end-to-end pipeline behind the scripts: collect -> train -> plan, each from its config.
+
+Every script is a thin wrapper around one of these functions, so anything a script does can also be
+done from Python (e.g. in a notebook) with ``jepa_wm.config.compose`` and these calls.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from data.collect import collect_from_config
+from data.datamodule import TrajectoryDataModule
+from jepa_wm.checkpoint import read_checkpoint
+from jepa_wm.config import compose, to_dict
+from jepa_wm.training import fit
+from planning.callbacks import GoalReachingEvalCallback
+from planning.experiment import run_plan
+
+
+def datamodule_from_config(cfg: DictConfig) -> TrajectoryDataModule:
+    """The data module a ``configs/train.yaml``-style config asks for (window = history + rollout)."""
+    model = cfg.model
+    return TrajectoryDataModule(
+        cfg.data.path, obs_type=model.obs_type, num_frames=model.history + model.rollout_steps,
+        frameskip=model.frameskip, batch_size=cfg.data.batch_size, val_fraction=cfg.data.val_fraction,
+        num_workers=cfg.data.num_workers, seed=cfg.seed,
+    )
+
+
+def train_from_config(cfg: DictConfig) -> Path:
+    """Train as ``scripts/train.py`` does (with the goal-reaching callback if ``eval.every_n_steps``)."""
+    callbacks = []
+    if cfg.eval.every_n_steps:
+        callbacks.append(GoalReachingEvalCallback(cfg.eval.every_n_steps, cfg.eval.episodes, cfg.eval.planner,
+                                                  cfg.eval.horizon, cfg.seed, cfg.eval.video))
+    return fit(cfg, datamodule_from_config(cfg), callbacks=callbacks)
+
+
+def trained_steps(checkpoint: Path) -> int:
+    """How many optimisation steps a checkpoint has seen (0 if there is none)."""
+    return int(read_checkpoint(checkpoint).get("global_step", 0)) if checkpoint.is_file() else 0
+
+
+def run_quickstart(cfg: DictConfig) -> dict:
+    """Collect, train and plan with the sizes of ``configs/quickstart.yaml``; finished stages are reused.
+
+    Returns the planning result (rows, table, files) plus the dataset and checkpoint paths.
+    """
+    size = cfg.full_size if cfg.full else cfg.small
+    out = Path(cfg.out)
+    dataset = out / "dataset"
+    collect_cfg = compose("collect", [f"env={cfg.env}", f"out={dataset}", f"workers={cfg.workers}",
+                                      f"seed={cfg.seed}", *[f"{k}={v}" for k, v in size.collect.items()]])
+    run_dir = out / "train"
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    train_overrides = [f"data.path={dataset}", f"out={run_dir}", f"seed={cfg.seed}",
+                       *[f"{k}={v}" for k, v in size.train.items()]]
+    if cfg.fresh:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+
+    print(f"[1/3] collecting {size.collect.episodes} {cfg.env} episodes into {dataset}")
+    collect_from_config(collect_cfg)
+
+    max_steps = int(size.train["trainer.max_steps"])
+    done = trained_steps(checkpoint)
+    if done >= max_steps:
+        print(f"[2/3] reusing the trained world model {checkpoint} ({done} steps)")
+    else:
+        resume = ["resume=true"] if done > 0 else []
+        print(f"[2/3] training a world model for {max_steps} steps into {run_dir}")
+        train_from_config(compose("train", train_overrides + resume))
+
+    print(f"[3/3] planning on {size.plan.episodes} goal-reaching episodes: ours, random and oracle")
+    plan_cfg = compose("plan", [f"checkpoint={checkpoint}", f"env={cfg.env}", "baselines=true", f"seed={cfg.seed}",
+                                f"out={out / 'plan'}", *[f"{k}={v}" for k, v in size.plan.items()]])
+    result = run_plan(plan_cfg)
+    result["files"] = {"dataset": dataset, "checkpoint": checkpoint, **result["files"]}
+    return result

@@ -1,0 +1,24 @@
+"""From nothing to a planning result: collect reacher-easy data, train a world model, plan to goals.
+
+    python scripts/quickstart.py            # CPU-sized defaults
+    python scripts/quickstart.py full=true  # full size
+
+Rerunning reuses the finished dataset and checkpoint (fresh=true redoes everything).
+"""
+
+from _cli import run_cli
+from jepa_wm.config import compose
+from planning.pipeline import run_quickstart
+
+
+def main(argv: list[str]) -> None:
+    result = run_quickstart(compose("quickstart", argv))
+    print()
+    print(result["table"])
+    for kind, path in result["files"].items():
+        if path is not None:
+            print(f"{kind}: {path}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
