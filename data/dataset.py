@@ -19,6 +19,7 @@ class Episodes:
     observations: np.ndarray  # (E, T+1, *obs_shape)
     actions: np.ndarray  # (E, T, A), normalised to [-1, 1]
     physics: np.ndarray  # (E, T+1, P), ground-truth physics state
+    position: np.ndarray  # (E, T+1, C), the coordinates goal success is measured on
     manifest: dict
 
     @property
@@ -54,6 +55,7 @@ def load_episodes(path: str | Path, obs_type: str) -> Episodes:
         observations=np.concatenate([shard[obs_type] for shard in shards]),
         actions=normalize_actions(np.concatenate([shard["action"] for shard in shards]), action["low"], action["high"]),
         physics=np.concatenate([shard["physics"] for shard in shards]),
+        position=np.concatenate([shard["position"] for shard in shards]),
         manifest=manifest,
     )
 
@@ -78,7 +80,8 @@ class TrajectoryWindowDataset(Dataset):
         obs      (L, *obs_shape)   uint8 pixels or float32 states
         actions  (L-1, A*frameskip) the actions between consecutive frames, concatenated over the
                                     skipped steps, so one model step covers ``frameskip`` env steps
-        physics  (L, P)            ground-truth physics state of each frame (for probes)
+        physics  (L, P)            ground-truth physics state of each frame
+        position (L, C)            ground-truth goal coordinates of each frame (fingertip, mass)
     """
 
     def __init__(self, episodes: Episodes, episode_indices, num_frames: int, frameskip: int = 1):
@@ -108,4 +111,5 @@ class TrajectoryWindowDataset(Dataset):
             "obs": torch.from_numpy(self.episodes.observations[episode, steps]),
             "actions": torch.from_numpy(actions),
             "physics": torch.from_numpy(self.episodes.physics[episode, steps]),
+            "position": torch.from_numpy(self.episodes.position[episode, steps]),
         }

@@ -72,7 +72,8 @@ def load_world_model(reference: str | Path, device: str | torch.device = "cpu") 
     path = resolve_checkpoint(reference)
     checkpoint = read_checkpoint(path)
     hparams = checkpoint["hyper_parameters"]
-    model = JEPAWorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"], hparams["env"])
+    model = JEPAWorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"], hparams["env"],
+                           hparams.get("run_config"))
     try:
         model.load_state_dict(checkpoint["state_dict"])
     except (RuntimeError, KeyError) as error:

@@ -138,7 +138,10 @@ class JEPAWorldModel(pl.LightningModule):
         return z.detach() if self.cfg["stop_gradient"] else z
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """All loss terms of one batch of windows: obs (B, L, ...), actions (B, L-1, A)."""
+        """All loss terms of one batch of windows: obs (B, L, ...), actions (B, L-1, A).
+
+        ``terms["embeddings"]`` holds the batch's (detached) embeddings (B, L, N, D) for monitoring.
+        """
         obs, actions = batch["obs"], batch["actions"]
         window = self.history + self.rollout_steps
         if obs.shape[1] != window or actions.shape[1] != window - 1:
@@ -184,13 +187,14 @@ class JEPAWorldModel(pl.LightningModule):
         terms["step_errors"] = step_errors.detach()
         terms["copy_last_errors"] = (target[:, history - 1 : history] - target[:, history:]).pow(2).mean(dim=(0, 2, 3)).detach()
         terms["embedding_std"] = embedding_std(flat.detach())
+        terms["embeddings"] = z.detach()
         return loss, terms
 
     # ---------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_index):
         loss, terms = self.compute_losses(batch)
         if not torch.isfinite(loss):
-            finite = {k: float(v) for k, v in terms.items() if v.ndim == 0}
+            finite = {k: float(v.detach()) for k, v in terms.items() if v.ndim == 0}
             raise NonFiniteLossError(
                 f"loss became {float(loss)} at step {self.global_step} (terms: {finite}); lower optim.lr, "
                 f"enable trainer.gradient_clip_val, or check the dataset for NaNs"
@@ -211,18 +215,24 @@ class JEPAWorldModel(pl.LightningModule):
     def validation_step(self, batch, batch_index):
         loss, terms = self.compute_losses(batch)
         self._log_terms("val", terms, on_step=False)
-        self.log("val/effective_rank", effective_rank(self.encode(batch["obs"][:, :1]).flatten(0, 2).float()),
-                 on_epoch=True, sync_dist=True)
+        embeddings = terms["embeddings"]  # (B, L, N, D)
+        self.log("val/effective_rank", effective_rank(embeddings[:, 0].flatten(0, 1).float()), sync_dist=True)
         if sum(len(z) for z, _ in self._probe_batches) < PROBE_MAX_SAMPLES:
-            z = self.encode(batch["obs"]).flatten(2).flatten(0, 1)  # (B*L, N*D)
-            self._probe_batches.append((z.detach().float().cpu(), batch["physics"].flatten(0, 1).float().cpu()))
+            # First frame of each window only: the other frames repeat the same states.
+            z = embeddings[:, 0].flatten(1)  # (B, N*D)
+            self._probe_batches.append((z.float().cpu(), batch["position"][:, 0].float().cpu()))
         return loss
 
     def on_validation_epoch_end(self) -> None:
+        """Linear probe R^2 of the true goal coordinates (fingertip, mass position) from embeddings.
+
+        Those coordinates, unlike raw joint angles (which wrap around), are what reaching is about and
+        are a smooth function of what the camera sees.
+        """
         if not self._probe_batches:
             return
         z = torch.cat([z for z, _ in self._probe_batches])
-        physics = torch.cat([p for _, p in self._probe_batches])
+        positions = torch.cat([p for _, p in self._probe_batches])
         self._probe_batches.clear()
         if len(z) < 8:
             return
@@ -230,7 +240,7 @@ class JEPAWorldModel(pl.LightningModule):
         order = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
         half = len(z) // 2
         fit, score = order[:half], order[half:]
-        r2 = linear_probe_r2(z[fit], physics[fit], z[score], physics[score])
+        r2 = linear_probe_r2(z[fit], positions[fit], z[score], positions[score])
         self.log("val/probe_r2", r2, sync_dist=True)
 
     def _log_terms(self, stage: str, terms: dict[str, torch.Tensor], on_step: bool) -> None:

@@ -23,6 +23,7 @@ def fake_batch(batch=3, frames=5, action_dim=2):
         "obs": torch.randint(0, 256, (batch, frames, 64, 64, 3), dtype=torch.uint8),
         "actions": torch.rand(batch, frames - 1, action_dim) * 2 - 1,
         "physics": torch.randn(batch, frames, 4),
+        "position": torch.randn(batch, frames, 2),
     }
 
 

@@ -69,10 +69,15 @@ class GoalReachingEnv:
         self.action_high = np.asarray(spec.maximum, dtype=np.float32) * np.ones(spec.shape, np.float32)
         self.action_dim = int(spec.shape[0])
         marker = self.goal_task.marker_geom
+        self._marker_rgba = None
         if marker is not None:
-            # The goal marker is only drawn: it must never push the arm or the mass.
+            # The goal marker is only drawn, and only in videos: it must never push the arm or the mass,
+            # and observations show the physical state alone (a static marker is a trivially
+            # predictable feature that an encoder would otherwise latch onto).
             self.physics.named.model.geom_contype[marker] = 0
             self.physics.named.model.geom_conaffinity[marker] = 0
+            self._marker_rgba = self.physics.named.model.geom_rgba[marker].copy()
+            self.physics.named.model.geom_rgba[marker, 3] = 0.0
 
         self._goal_state: np.ndarray | None = None
         self._goal_position: np.ndarray | None = None
@@ -193,22 +198,30 @@ class GoalReachingEnv:
         with self.physics.reset_context():
             self.physics.set_state(np.asarray(state, dtype=np.float64))
 
-    def render(self, size: int | None = None) -> np.ndarray:
+    def render(self, size: int | None = None, show_goal_marker: bool = False) -> np.ndarray:
+        """A frame from the env's camera; ``show_goal_marker`` draws the goal marker (for videos)."""
         size = size or self.image_size
-        return self.physics.render(size, size, camera_id=self.camera_id)
+        if not (show_goal_marker and self._marker_rgba is not None):
+            return self.physics.render(size, size, camera_id=self.camera_id)
+        rgba = self.physics.named.model.geom_rgba
+        rgba[self.goal_task.marker_geom] = self._marker_rgba
+        try:
+            return self.physics.render(size, size, camera_id=self.camera_id)
+        finally:
+            rgba[self.goal_task.marker_geom, 3] = 0.0
 
     def goal_frame(self, size: int | None = None) -> np.ndarray:
         """The goal state rendered at any size (for videos; works whatever the observation type)."""
         current = self.get_state()
         self.set_state(self._goal_state)
-        frame = self.render(size)
+        frame = self.render(size, show_goal_marker=True)
         self.set_state(current)
         return frame
 
     def observation(self) -> dict[str, np.ndarray]:
         obs = {}
         if self.obs_type in ("pixels", "both"):
-            obs["pixels"] = self.render()
+            obs["pixels"] = np.ascontiguousarray(self.render())  # MuJoCo returns a flipped view
         if self.obs_type in ("state", "both"):
             obs["state"] = self._state_vector()
         return obs

@@ -1,0 +1,29 @@
+"""Shared fixtures: small real datasets collected from MuJoCo once per test session."""
+
+import pytest
+
+from data.collect import collect
+from jepa_wm.config import load_group, to_dict
+
+OU_POLICY = {"name": "ou", "theta": 0.15, "sigma": 0.3}
+
+
+@pytest.fixture(scope="session")
+def reacher_env_cfg():
+    return to_dict(load_group("env", "reacher-easy"))
+
+
+@pytest.fixture(scope="session")
+def reacher_pixel_dataset(tmp_path_factory, reacher_env_cfg):
+    """6 reacher-easy episodes of 20 steps with 64x64 pixels (and states), 2 episodes per shard."""
+    out = tmp_path_factory.mktemp("reacher-pixels")
+    return collect(reacher_env_cfg, out, episodes=6, steps_per_episode=20, policy=OU_POLICY, seed=0,
+                   workers=1, episodes_per_shard=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def reacher_state_dataset(tmp_path_factory, reacher_env_cfg):
+    """The same episodes as state vectors only."""
+    out = tmp_path_factory.mktemp("reacher-states")
+    return collect({**reacher_env_cfg, "obs_type": "state"}, out, episodes=6, steps_per_episode=20,
+                   policy=OU_POLICY, seed=0, workers=1, episodes_per_shard=2, progress=False)
