@@ -51,7 +51,7 @@ def run_quickstart(cfg: DictConfig) -> dict:
     size = cfg.full_size if cfg.full else cfg.small
     out = Path(cfg.out)
     dataset = out / "dataset"
-    collect_cfg = compose("collect", [f"env={cfg.env}", f"out={dataset}", f"workers={cfg.workers}",
+    collect_cfg = compose("collect", [f"env={cfg.env.name}", f"out={dataset}", f"workers={cfg.workers}",
                                       f"seed={cfg.seed}", *[f"{k}={v}" for k, v in size.collect.items()]])
     run_dir = out / "train"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -62,7 +62,7 @@ def run_quickstart(cfg: DictConfig) -> dict:
 
         shutil.rmtree(out, ignore_errors=True)
 
-    print(f"[1/3] collecting {size.collect.episodes} {cfg.env} episodes into {dataset}")
+    print(f"[1/3] collecting {size.collect.episodes} {cfg.env.name} episodes into {dataset}")
     collect_from_config(collect_cfg)
 
     max_steps = int(size.train["trainer.max_steps"])
@@ -75,7 +75,7 @@ def run_quickstart(cfg: DictConfig) -> dict:
         train_from_config(compose("train", train_overrides + resume))
 
     print(f"[3/3] planning on {size.plan.episodes} goal-reaching episodes: ours, random and oracle")
-    plan_cfg = compose("plan", [f"checkpoint={checkpoint}", f"env={cfg.env}", "baselines=true", f"seed={cfg.seed}",
+    plan_cfg = compose("plan", [f"checkpoint={checkpoint}", f"env={cfg.env.name}", "baselines=true", f"seed={cfg.seed}",
                                 f"out={out / 'plan'}", *[f"{k}={v}" for k, v in size.plan.items()]])
     result = run_plan(plan_cfg)
     result["files"] = {"dataset": dataset, "checkpoint": checkpoint, **result["files"]}
