@@ -68,6 +68,8 @@ class JEPAWorldModel(pl.LightningModule):
         self.predictor = build_predictor(
             cfg["predictor"], self.embed_dim, self.num_tokens, self.action_dim, max_frames=self.max_context
         )
+        if getattr(self.predictor, "is_markov", False):
+            self.max_context = 1  # a Markov predictor ignores older frames: do not compute them
         weights = cfg["regularizers"]
         self.inverse_dynamics = (
             InverseDynamicsHead(self.embed_dim, self.num_tokens, self.action_dim)

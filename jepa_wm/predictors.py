@@ -18,6 +18,8 @@ from jepa_wm.layers import AdaLNBlock, mlp
 class MLPPredictor(nn.Module):
     """Markov predictor: the next embedding from the current frame and action alone."""
 
+    is_markov = True  # rollouts need to feed it only the last frame
+
     def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, hidden_dim: int = 512, depth: int = 2):
         super().__init__()
         self.net = mlp(num_tokens * embed_dim + action_dim, hidden_dim, num_tokens * embed_dim, depth)

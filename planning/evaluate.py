@@ -38,7 +38,11 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
     obs = env.reset(seed=seed)
     controller.reset(seed)
     goal_frame = env.goal_frame(frame_size) if record else None
-    frames = [np.concatenate([env.render(frame_size, show_goal_marker=True), goal_frame], axis=1)] if record else []
+
+    def observation_beside_goal() -> np.ndarray:
+        return np.concatenate([env.render(frame_size, show_goal_marker=True), goal_frame], axis=1)
+
+    frames = [observation_beside_goal()] if record else []
     distances = [env.distance_to_goal()]
     success, steps = env.is_success(), 0
     while not success:
@@ -47,7 +51,7 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
         distances.append(info["distance"])
         success = info["success"]
         if record:
-            frames.append(np.concatenate([env.render(frame_size, show_goal_marker=True), goal_frame], axis=1))
+            frames.append(observation_beside_goal())
         if terminated or truncated:
             break
     return EpisodeRecord(bool(success), distances[-1], steps, distances, list(controller.planning_seconds), frames)

@@ -16,3 +16,11 @@ def run_cli(main) -> None:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
         sys.exit(130)
+
+
+def print_result(result: dict) -> None:
+    """The success table of a planning result, then the paths of the files it wrote."""
+    print(result["table"])
+    for kind, path in result["files"].items():
+        if path is not None:
+            print(f"{kind}: {path}")

@@ -6,17 +6,14 @@
 Writes report.json, plot.png and episodes.gif under out= and prints the success table.
 """
 
-from _cli import run_cli
+from _cli import print_result, run_cli
 from jepa_wm.config import compose
 from planning.experiment import run_plan
 
 
 def main(argv: list[str]) -> None:
     result = run_plan(compose("plan", argv))
-    print(result["table"])
-    for kind, path in result["files"].items():
-        if path is not None:
-            print(f"{kind}: {path}")
+    print_result(result)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 Rerunning reuses the finished dataset and checkpoint (fresh=true redoes everything).
 """
 
-from _cli import run_cli
+from _cli import print_result, run_cli
 from jepa_wm.config import compose
 from planning.pipeline import run_quickstart
 
@@ -14,10 +14,7 @@ from planning.pipeline import run_quickstart
 def main(argv: list[str]) -> None:
     result = run_quickstart(compose("quickstart", argv))
     print()
-    print(result["table"])
-    for kind, path in result["files"].items():
-        if path is not None:
-            print(f"{kind}: {path}")
+    print_result(result)
 
 
 if __name__ == "__main__":

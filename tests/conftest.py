@@ -27,3 +27,11 @@ def reacher_state_dataset(tmp_path_factory, reacher_env_cfg):
     out = tmp_path_factory.mktemp("reacher-states")
     return collect({**reacher_env_cfg, "obs_type": "state"}, out, episodes=6, steps_per_episode=20,
                    policy=OU_POLICY, seed=0, workers=1, episodes_per_shard=2, progress=False)
+
+
+@pytest.fixture(scope="session")
+def reacher_learning_dataset(tmp_path_factory, reacher_env_cfg):
+    """Enough reacher-easy data for a world model to learn something in a minute: 60 x 60 steps."""
+    out = tmp_path_factory.mktemp("reacher-learning")
+    return collect(reacher_env_cfg, out, episodes=60, steps_per_episode=60, policy=OU_POLICY, seed=0,
+                   workers=2, episodes_per_shard=10, progress=False)

@@ -31,8 +31,8 @@ def save_model_checkpoint(model, path):
 def tiny_pixel_model(image_size=64):
     cfg = compose("train", ["data.path=unused", "model.encoder.channels=[8,16,16,16]", "model.encoder.embed_dim=8",
                             "model.predictor.hidden_dim=32"]).model
-    env_info = {"config": {"name": "reacher-easy"}, "frameskip": 1}
-    return JEPAWorldModel(cfg, (image_size, image_size, 3), 2, env=env_info).eval()
+    env_info = {"config": {"name": "reacher-easy"}}
+    return JEPAWorldModel(cfg, (image_size, image_size, 3), 2 * cfg.frameskip, env=env_info).eval()
 
 
 def test_wilson_interval_contains_the_rate_and_stays_in_bounds():
@@ -53,7 +53,7 @@ def test_latent_cost_scores_every_candidate_from_the_current_observation(reacher
     model = tiny_pixel_model()
     obs = reacher_env.reset(seed=0)
     cost_fn = LatentGoalCost(model, steps="all").make_cost(reacher_env, [obs], [])
-    candidates = torch.rand(7, 5, 2) * 2 - 1
+    candidates = torch.rand(7, 5, model.action_dim) * 2 - 1
     costs = cost_fn(candidates)
     assert costs.shape == (7,)
     z = model.encode(torch.as_tensor(obs["pixels"])[None, None])

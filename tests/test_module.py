@@ -121,7 +121,9 @@ def test_checkpoint_roundtrip_gives_identical_outputs(tmp_path, reacher_pixel_da
     loaded = load_world_model(last)
     assert not loaded.training
     checkpoint = torch.load(last, weights_only=True)
-    again = JEPAWorldModel(checkpoint["hyper_parameters"]["cfg"], (64, 64, 3), 2)
+    hparams = checkpoint["hyper_parameters"]
+    assert hparams["action_dim"] == 2 * hparams["cfg"]["frameskip"]
+    again = JEPAWorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"])
     again.load_state_dict(checkpoint["state_dict"])
     obs = torch.randint(0, 256, (2, 2, 64, 64, 3), dtype=torch.uint8)
     assert torch.equal(loaded.encode(obs), again.eval().encode(obs))
@@ -158,3 +160,28 @@ def test_load_world_model_never_unpickles_code(tmp_path, capsys):
     with pytest.raises(CheckpointError, match="not loaded for safety"):
         load_world_model(unsafe)
     assert "this must never run" not in capsys.readouterr().out
+
+
+def test_load_world_model_accepts_a_wandb_artifact_reference(tmp_path, monkeypatch):
+    import wandb
+
+    artifact_dir = tmp_path / "artifact"
+    artifact_dir.mkdir()
+    model = small_pixel_model()
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, artifact_dir / "model.ckpt")
+    requested = []
+
+    class OfflineArtifact:
+        def download(self):
+            return str(artifact_dir)
+
+    class OfflineApi:
+        def artifact(self, name, type=None):
+            requested.append((name, type))
+            return OfflineArtifact()
+
+    monkeypatch.setattr(wandb, "Api", OfflineApi)
+    loaded = load_world_model("wandb:me/jepa-wm/model-abc:latest")
+    assert requested == [("me/jepa-wm/model-abc:latest", "model")]
+    obs = torch.randint(0, 256, (1, 1, 64, 64, 3), dtype=torch.uint8)
+    assert torch.equal(loaded.encode(obs), model.eval().encode(obs))
