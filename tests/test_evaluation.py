@@ -159,3 +159,20 @@ def test_checkpoint_for_another_observation_space_fails_clearly(tmp_path):
 def test_unknown_planner_name_fails_with_the_nearest_choice():
     with pytest.raises(ConfigError, match="unknown planner 'cme'; did you mean 'cem'"):
         compose("plan", ["planner=cme"])
+
+
+def test_training_with_eval_callback_logs_goal_reaching_success(tmp_path, reacher_pixel_dataset):
+    import csv
+
+    from planning.pipeline import train_from_config
+
+    cfg = compose("train", [
+        f"data.path={reacher_pixel_dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=2",
+        "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
+        "trainer.log_every_n_steps=1", "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled",
+        "model.frameskip=1", "eval.every_n_steps=1", "eval.episodes=1", "eval.video=false",
+    ])
+    run = train_from_config(cfg)
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    logged = [float(row["eval/success_rate"]) for row in rows if row.get("eval/success_rate")]
+    assert logged and all(rate in (0.0, 1.0) for rate in logged)
