@@ -27,7 +27,8 @@ def main(argv: list[str]) -> None:
     lines = [
         f"Checkpoint `{cfg.checkpoint}`; {cfg.episodes} episodes per method, the same seeded episodes "
         f"for each (seed {cfg.seed}); MPC horizon {cfg.mpc.horizon} model steps, replanning every "
-        f"{cfg.mpc.replan_every}; cost {cfg.cost.distance} on the {cfg.cost.steps} step(s).",
+        f"{cfg.mpc.replan_every}; cost {cfg.cost.distance} on the {cfg.cost.steps} step(s). The oracle cannot "
+        f"use the gradient planner (the simulator is not differentiable) and uses CEM then.",
         "",
         "| method | planner | success | 95% CI | mean final distance | planning ms / MPC step |",
         "| --- | --- | ---: | ---: | ---: | ---: |",

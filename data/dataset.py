@@ -47,8 +47,12 @@ def load_episodes(path: str | Path, obs_type: str) -> Episodes:
             f"{sorted(manifest['observations'])[0]}"
         )
     names = sorted(manifest["shards"])
-    if not names:
-        raise DatasetError(f"dataset {path} has no finished shards; rerun its collect command to finish it")
+    finished = sum(last - first for first, last in (manifest["shards"][name]["episodes"] for name in names))
+    if finished < manifest["episodes"]:
+        raise DatasetError(
+            f"dataset {path} is incomplete: {finished} of {manifest['episodes']} episodes were collected "
+            f"(the collection was interrupted); rerun the same collect command to finish it"
+        )
     shards = [read_shard(path, name, manifest) for name in names]
     action = manifest["action"]
     return Episodes(

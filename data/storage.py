@@ -24,6 +24,8 @@ import numpy as np
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 TEMP_SUFFIX = ".partial"
+_UMASK = os.umask(0o022)  # reading the umask means setting it; restored on the next line, at import
+os.umask(_UMASK)
 
 # Arrays of every shard: E episodes of T actions and T + 1 frames.
 #   action   (E, T, A)       float32, raw env actions
@@ -49,6 +51,9 @@ def _atomic_write(path: Path, write) -> None:
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(handle, "wb") as file:
+            # mkstemp makes the file readable by its owner alone; give it what open() would (0o666
+            # less the umask), so a dataset can be shared with other users like any other file.
+            os.fchmod(file.fileno(), 0o666 & ~_UMASK)
             write(file)
             file.flush()
             os.fsync(file.fileno())

@@ -75,7 +75,7 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
     return {
         "env": env_name,
         "method": method,
-        "planner": planner if method != "random" else None,
+        "planner": planner,
         "success_rate": successes / len(records),
         "ci95": list(wilson_interval(successes, len(records))),
         "final_distance": float(np.mean([record.final_distance for record in records])),

@@ -10,7 +10,7 @@ import torch
 
 from data.envs import make_env
 from jepa_wm.checkpoint import load_world_model
-from jepa_wm.config import to_dict
+from jepa_wm.config import load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError
 from planning.costs import LatentGoalCost, SimulatorCost
 from planning.evaluate import evaluate, format_table, save_plot, save_video, summarize, write_report
@@ -44,8 +44,8 @@ def check_compatible(model, env) -> None:
         )
 
 
-def build_mpc(cfg, cost_model, action_dim: int, frameskip: int, device: str) -> MPCController:
-    settings = to_dict(cfg.planner)
+def build_mpc(cfg, planner_settings: dict, cost_model, action_dim: int, frameskip: int, device: str) -> MPCController:
+    settings = dict(planner_settings)
     name = settings.pop("name")
     planner = build_planner(name, cfg.mpc.horizon, [-1.0] * action_dim, [1.0] * action_dim, device=device,
                             seed=cfg.seed, **settings)
@@ -70,20 +70,26 @@ def run_plan(cfg) -> dict:
         check_compatible(model, env)
     action_dim = env.action_dim * frameskip
 
-    controllers = {}
+    planner_settings = to_dict(cfg.planner)
+    # The simulator is not differentiable: with the gradient planner, the oracle plans with CEM.
+    oracle_settings = planner_settings if planner_settings["name"] != "gradient" else to_dict(load_group("planner", "cem"))
+    controllers, planner_names = {}, {}
     for method in methods:
         if method == "ours":
             cost = LatentGoalCost(model, cfg.cost.distance, cfg.cost.steps, cfg.cost.action_penalty)
-            controllers[method] = build_mpc(cfg, cost, action_dim, frameskip, device)
+            controllers[method] = build_mpc(cfg, planner_settings, cost, action_dim, frameskip, device)
+            planner_names[method] = planner_settings["name"]
         elif method == "random":
             controllers[method] = RandomController()
+            planner_names[method] = None
         else:
-            controllers[method] = build_mpc(cfg, SimulatorCost(frameskip), action_dim, frameskip, "cpu")
+            controllers[method] = build_mpc(cfg, oracle_settings, SimulatorCost(frameskip), action_dim, frameskip, "cpu")
+            planner_names[method] = oracle_settings["name"]
 
     out = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("plan-%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     records = evaluate(env, controllers, cfg.episodes, cfg.seed, record_episodes=cfg.videos, progress=cfg.progress)
-    rows = [summarize(records[method], env.name, method, cfg.planner.name, cfg.seed) for method in methods]
+    rows = [summarize(records[method], env.name, method, planner_names[method], cfg.seed) for method in methods]
     files = {
         "report": write_report(out / "report.json", rows, to_dict(cfg)),
         "plot": save_plot(rows, records, env.success_radius, out / "plot.png"),

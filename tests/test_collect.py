@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,15 +14,15 @@ import pytest
 
 from data.collect import collect
 from data.dataset import load_episodes
-from data.storage import DatasetError, load_manifest, read_shard
+from data.storage import MANIFEST_NAME, DatasetError, load_manifest, read_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 OU = {"name": "ou", "theta": 0.15, "sigma": 0.3}
 
 
-def small_collection(env_cfg, out, seed=0, workers=1, episodes=4, steps=10):
+def small_collection(env_cfg, out, seed=0, workers=1, episodes=4, steps=10, **settings):
     return collect(env_cfg, out, episodes=episodes, steps_per_episode=steps, policy=OU, seed=seed,
-                   workers=workers, episodes_per_shard=2, progress=False)
+                   workers=workers, episodes_per_shard=2, progress=False, **settings)
 
 
 def all_arrays(path):
@@ -33,72 +34,173 @@ def assert_same_data(first, second):
     a, b = all_arrays(first), all_arrays(second)
     assert a.keys() == b.keys()
     for name in a:
+        assert a[name].keys() == b[name].keys(), name
         for key in a[name]:
-            assert np.array_equal(a[name][key], b[name][key]), (name, key)
+            assert a[name][key].dtype == b[name][key].dtype, (name, key)
+            assert a[name][key].tobytes() == b[name][key].tobytes(), (name, key)
 
 
-def test_manifest_describes_the_dataset(reacher_pixel_dataset):
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory, reacher_env_cfg):
+    """4 reacher-easy episodes of 10 steps, seed 0; tests that only read it share it."""
+    return small_collection(reacher_env_cfg, tmp_path_factory.mktemp("small"))
+
+
+def test_manifest_describes_the_dataset(reacher_pixel_dataset, reacher_env_cfg):
     manifest = load_manifest(reacher_pixel_dataset)
+    assert manifest["format_version"] == 1
     assert manifest["episodes"] == 6 and manifest["steps_per_episode"] == 20 and manifest["seed"] == 0
+    assert manifest["episodes_per_shard"] == 2 and manifest["action_repeat"] == 2
     assert manifest["observations"] == {"pixels": [64, 64, 3], "state": [6]}
+    assert manifest["physics_size"] == 4 and manifest["position_size"] == 2  # qpos+qvel; fingertip x-y
     assert manifest["action"] == {"dim": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]}
-    assert manifest["policy"] == OU and manifest["env"]["name"] == "reacher-easy"
-    assert sorted(manifest["shards"]) == ["shard-00000.npz", "shard-00001.npz", "shard-00002.npz"]
+    assert manifest["policy"] == OU and manifest["env"] == reacher_env_cfg
+    assert manifest["shards"].keys() == {"shard-00000.npz", "shard-00001.npz", "shard-00002.npz"}
+    assert [manifest["shards"][name]["episodes"] for name in sorted(manifest["shards"])] == [[0, 2], [2, 4], [4, 6]]
 
 
-def test_same_seed_gives_identical_data_for_any_worker_count(tmp_path, reacher_env_cfg):
-    one = small_collection(reacher_env_cfg, tmp_path / "one", workers=1)
+def test_shards_hold_every_array_with_its_dtype(reacher_pixel_dataset):
+    arrays = all_arrays(reacher_pixel_dataset)["shard-00001.npz"]
+    assert {key: (value.shape, value.dtype.name) for key, value in arrays.items()} == {
+        "action": ((2, 20, 2), "float32"),
+        "state": ((2, 21, 6), "float32"),
+        "physics": ((2, 21, 4), "float32"),
+        "position": ((2, 21, 2), "float32"),
+        "pixels": ((2, 21, 64, 64, 3), "uint8"),
+        "episode": ((2,), "int64"),
+    }
+    assert arrays["episode"].tolist() == [2, 3]
+
+
+def test_state_only_collection_stores_no_pixels(reacher_state_dataset):
+    manifest = load_manifest(reacher_state_dataset)
+    assert manifest["observations"] == {"state": [6]}
+    assert "pixels" not in all_arrays(reacher_state_dataset)["shard-00000.npz"]
+
+
+def test_pixel_and_state_collections_with_one_seed_hold_the_same_trajectories(reacher_pixel_dataset,
+                                                                               reacher_state_dataset):
+    pixels, states = all_arrays(reacher_pixel_dataset), all_arrays(reacher_state_dataset)
+    for name in pixels:
+        for key in ("action", "state", "physics", "position"):
+            assert np.array_equal(pixels[name][key], states[name][key]), (name, key)
+
+
+def test_dataset_files_are_readable_like_any_other_new_file(reacher_pixel_dataset):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in [reacher_pixel_dataset / MANIFEST_NAME, *reacher_pixel_dataset.glob("shard-*.npz")]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
+
+
+def test_same_seed_gives_identical_data_for_any_worker_count(tmp_path, reacher_env_cfg, small_dataset):
+    one = small_dataset
+    again = small_collection(reacher_env_cfg, tmp_path / "again", workers=1)
     two = small_collection(reacher_env_cfg, tmp_path / "two", workers=2)
+    assert_same_data(one, again)
     assert_same_data(one, two)
 
 
 def test_different_seeds_give_different_data(tmp_path, reacher_env_cfg):
-    a = all_arrays(small_collection(reacher_env_cfg, tmp_path / "a", seed=0))
-    b = all_arrays(small_collection(reacher_env_cfg, tmp_path / "b", seed=1))
-    assert not np.array_equal(a["shard-00000.npz"]["pixels"], b["shard-00000.npz"]["pixels"])
+    a = all_arrays(small_collection(reacher_env_cfg, tmp_path / "a", seed=0, episodes=2))
+    b = all_arrays(small_collection(reacher_env_cfg, tmp_path / "b", seed=1, episodes=2))
+    for key in ("pixels", "action", "physics"):
+        assert not np.array_equal(a["shard-00000.npz"][key], b["shard-00000.npz"][key]), key
 
 
-def test_rerun_recollects_only_missing_shards_and_removes_partial_files(tmp_path, reacher_env_cfg):
+def test_episodes_of_one_collection_differ_from_each_other(reacher_pixel_dataset):
+    episodes = load_episodes(reacher_pixel_dataset, "pixels")
+    first_frames = episodes.observations[:, 0].reshape(episodes.num_episodes, -1)
+    assert len(np.unique(first_frames, axis=0)) == episodes.num_episodes
+    assert len(np.unique(episodes.actions[:, 0], axis=0)) == episodes.num_episodes
+
+
+def test_rerun_recollects_a_deleted_shard_identically_and_keeps_the_others(tmp_path, reacher_env_cfg):
     path = small_collection(reacher_env_cfg, tmp_path / "data")
     reference = all_arrays(path)
     untouched = (path / "shard-00000.npz").stat().st_mtime_ns
     (path / "shard-00001.npz").unlink()
-    (path / ".shard-00001.npz.abc.partial").write_bytes(b"half a shard")
     small_collection(reacher_env_cfg, path)
-    assert not list(path.glob("*.partial"))
     assert (path / "shard-00000.npz").stat().st_mtime_ns == untouched
+    assert load_episodes(path, "pixels").num_episodes == 4
     rerun = all_arrays(path)
     for key in reference["shard-00001.npz"]:
-        assert np.array_equal(reference["shard-00001.npz"][key], rerun["shard-00001.npz"][key])
+        assert np.array_equal(reference["shard-00001.npz"][key], rerun["shard-00001.npz"][key]), key
 
 
-def test_rerun_with_other_settings_refuses_to_mix_datasets(tmp_path, reacher_env_cfg):
+def test_rerun_recollects_a_shard_written_but_not_yet_recorded(tmp_path, reacher_env_cfg, small_dataset):
+    """A kill between a shard's rename and the manifest update leaves a file the manifest does not list."""
     path = small_collection(reacher_env_cfg, tmp_path / "data")
-    with pytest.raises(DatasetError, match="seed: on disk 0, requested 1"):
-        small_collection(reacher_env_cfg, path, seed=1)
+    reference = all_arrays(path)
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    del manifest["shards"]["shard-00001.npz"]
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="incomplete: 2 of 4 episodes"):
+        load_episodes(path, "pixels")
+    small_collection(reacher_env_cfg, path)
+    assert load_manifest(path)["shards"].keys() == reference.keys()
+    assert load_episodes(path, "pixels").num_episodes == 4
+    assert_same_data(path, small_dataset)
+
+
+def test_rerun_removes_partial_files_left_by_a_killed_writer(tmp_path, reacher_env_cfg):
+    path = small_collection(reacher_env_cfg, tmp_path / "data", episodes=2)
+    (path / ".shard-00001.npz.x1y2.partial").write_bytes(b"half a shard")
+    (path / ".manifest.json.z3.partial").write_bytes(b'{"half": ')
+    small_collection(reacher_env_cfg, path, episodes=2)
+    assert sorted(file.name for file in path.iterdir()) == ["manifest.json", "shard-00000.npz"]
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"seed": 1}, "seed: on disk 0, requested 1"),
+    ({"steps": 12}, "steps_per_episode: on disk 10, requested 12"),
+    ({"episodes": 6}, "episodes: on disk 4, requested 6"),
+    ({"image_size": 32}, "env: on disk"),
+])
+def test_rerun_with_other_settings_refuses_to_mix_datasets(small_dataset, reacher_env_cfg, change, message):
+    path = small_dataset  # 4 episodes of 10 steps, seed 0
+    env_cfg = {**reacher_env_cfg, "image_size": change.pop("image_size", 64)}
+    with pytest.raises(DatasetError, match=f"already holds a different dataset \\({message}"):
+        small_collection(env_cfg, path, **{"episodes": 4, "steps": 10, **change})
+
+
+def test_collect_script_reports_a_mismatched_directory_without_a_traceback(small_dataset):
+    command = [sys.executable, str(ROOT / "scripts" / "collect.py"), "episodes=4", "steps_per_episode=10",
+               "episodes_per_shard=2", "seed=5", f"out={small_dataset}"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"error: {small_dataset} already holds a different dataset (seed: on disk 0, requested 5)" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_killed_collection_resumes_to_the_same_dataset(tmp_path, reacher_env_cfg):
     out = tmp_path / "killed"
-    command = [sys.executable, str(ROOT / "scripts" / "collect.py"), "episodes=8", "steps_per_episode=15",
-               "episodes_per_shard=2", "workers=2", "progress=false", f"out={out}"]
+    command = [sys.executable, str(ROOT / "scripts" / "collect.py"), "env=reacher-easy", "seed=0", "episodes=8",
+               "steps_per_episode=15", "episodes_per_shard=2", "policy.name=ou", "policy.theta=0.15",
+               "policy.sigma=0.3", "workers=2", "progress=false", f"out={out}"]
     process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = out / "manifest.json"
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    manifest = out / MANIFEST_NAME
+
+    def finished_shards():
+        return json.loads(manifest.read_text())["shards"] if manifest.is_file() else {}
+
     deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        if manifest.is_file() and json.loads(manifest.read_text())["shards"]:
-            break
-        time.sleep(0.1)
-    os.killpg(process.pid, signal.SIGKILL)
+    while time.time() < deadline and process.poll() is None and not finished_shards():
+        time.sleep(0.05)
+    assert process.poll() is None, f"collection ended before it could be killed: {process.stderr.read()}"
+    os.killpg(process.pid, signal.SIGKILL)  # the script and its spawned workers
     process.wait()
-    finished_before = len(json.loads(manifest.read_text())["shards"])
-    assert finished_before < 4, "the collection finished before it could be killed; make it longer"
+    process.stderr.close()
+    finished_before = len(finished_shards())
+    assert 1 <= finished_before < 4, "the kill must land mid-collection; make the collection longer"
+    with pytest.raises(DatasetError, match="incomplete"):
+        load_episodes(out, "pixels")
 
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     episodes = load_episodes(out, "pixels")
-    assert episodes.num_episodes == 8
-    assert not list(out.glob(".*.partial"))
+    assert episodes.num_episodes == 8 and episodes.observations.shape[1] == 16
+    assert not list(out.glob("*.partial")) and not list(out.glob(".*"))
     reference = collect(reacher_env_cfg, tmp_path / "reference", episodes=8, steps_per_episode=15, policy=OU,
                         seed=0, workers=1, episodes_per_shard=2, progress=False)
     assert_same_data(out, reference)

@@ -5,15 +5,35 @@ import sys
 from pathlib import Path
 
 import pytest
+from omegaconf.errors import ConfigAttributeError
 
-from jepa_wm.config import ConfigError, compose
+from jepa_wm.config import ConfigError, compose, load_group, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def test_collect_config_loads_its_env_group_file():
+    cfg = compose("collect")
+    assert to_dict(cfg.env) == to_dict(load_group("env", "reacher-easy"))
+    assert cfg.episodes == 200 and cfg.policy.name == "ou" and cfg.out is None
+
+
 def test_group_selection_and_dotted_overrides():
-    cfg = compose("collect", ["env=reacher-hard", "episodes=3", "--env.image_size=32"])
-    assert cfg.env.name == "reacher-hard" and cfg.episodes == 3 and cfg.env.image_size == 32
+    cfg = compose("collect", ["env=reacher-hard", "episodes=3", "policy.sigma=0.5", "env.image_size=32"])
+    assert cfg.env.name == "reacher-hard" and cfg.env.task == "hard" and cfg.env.image_size == 32
+    assert cfg.episodes == 3 and cfg.policy.sigma == 0.5
+
+
+def test_leading_dashes_are_accepted_as_wandb_agents_pass_them():
+    cfg = compose("collect", ["--env=point_mass-easy", "--env.action_repeat=3", "--out=/tmp/x", "--progress=false"])
+    assert cfg.env.name == "point_mass-easy" and cfg.env.action_repeat == 3
+    assert cfg.out == "/tmp/x" and cfg.progress is False
+
+
+def test_values_are_parsed_as_yaml():
+    cfg = compose("collect", ["seed=7", "policy.theta=1e-1", "out=null", "env.position_indices=[0,1]"])
+    assert cfg.seed == 7 and cfg.policy.theta == pytest.approx(0.1) and cfg.out is None
+    assert list(cfg.env.position_indices) == [0, 1]
 
 
 def test_group_file_inherits_from_its_base():
@@ -28,21 +48,32 @@ def test_plus_adds_a_key_the_file_does_not_list():
 
 
 def test_unknown_key_names_the_nearest_valid_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'episodez'; did you mean 'episodes'\? \(see configs/collect.yaml\)"):
+        compose("collect", ["episodez=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'env.image_sise'; did you mean 'env.image_size'"):
+        compose("collect", ["env=reacher-hard", "env.image_sise=32"])
     with pytest.raises(ConfigError, match="unknown config key 'model.encoder.embed_dimm'; did you mean 'model.encoder.embed_dim'"):
         compose("train", ["model.encoder.embed_dimm=3"])
 
 
 def test_unknown_group_choice_lists_the_choices():
-    with pytest.raises(ConfigError, match=r"unknown env 'reacher-esy'; did you mean 'reacher-easy'\? \(choices: point_mass-easy"):
+    with pytest.raises(ConfigError, match=r"unknown env 'reacher-esy'; did you mean 'reacher-easy'\? "
+                                          r"\(choices: point_mass-easy, reacher-easy, reacher-hard\)"):
         compose("collect", ["env=reacher-esy"])
 
 
 def test_override_without_equals_sign_is_rejected():
-    with pytest.raises(ConfigError, match="not of the form key=value"):
+    with pytest.raises(ConfigError, match="override 'episodes' is not of the form key=value"):
         compose("collect", ["episodes"])
 
 
-def test_scripts_print_config_errors_without_a_traceback():
+def test_composed_config_rejects_reading_an_unknown_key():
+    cfg = compose("collect")
+    with pytest.raises(ConfigAttributeError):
+        cfg.episodez  # noqa: B018  (struct mode: a typo fails instead of reading None)
+
+
+def test_collect_script_prints_config_errors_without_a_traceback():
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "collect.py"), "episodez=3"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2

@@ -9,9 +9,18 @@ import pytest
 
 from data.envs import GoalReachingEnv
 
+REACHER_FINGER_LENGTH = 0.12  # wrist joint to fingertip, in reacher.xml
+
 
 def reacher(**settings):
     return GoalReachingEnv("reacher", settings.pop("task", "easy"), **settings)
+
+
+def goal_state_moved(env, joint: int, offset: float) -> np.ndarray:
+    """The goal's physics state (qpos, qvel) with one joint position moved by ``offset``."""
+    state = env._goal_state.copy()
+    state[joint] += offset
+    return state
 
 
 def test_same_seed_gives_same_start_goal_and_frames():
@@ -19,25 +28,51 @@ def test_same_seed_gives_same_start_goal_and_frames():
     obs_a, obs_b = first.reset(seed=7), second.reset(seed=7)
     assert np.array_equal(obs_a["pixels"], obs_b["pixels"])
     assert np.array_equal(first.goal_obs()["pixels"], second.goal_obs()["pixels"])
+    assert np.array_equal(first.goal_position, second.goal_position)
     for action in np.random.default_rng(0).uniform(-1, 1, (5, 2)):
         assert np.array_equal(first.step(action)[0]["pixels"], second.step(action)[0]["pixels"])
 
 
-def test_different_seeds_give_different_episodes():
+def test_reset_with_a_seed_forgets_earlier_episodes():
     env = reacher()
-    start = env.reset(seed=1)["pixels"]
-    goal = env.goal_position
+    first = env.reset(seed=7)["pixels"]
+    env.step(np.ones(2))
+    env.reset(seed=3)
+    assert np.array_equal(env.reset(seed=7)["pixels"], first)
+
+
+def test_different_seeds_give_different_starts_and_goals():
+    env = reacher()
+    start, goal = env.reset(seed=1)["pixels"], env.goal_obs()["pixels"]
+    goal_position = env.goal_position
     assert not np.array_equal(start, env.reset(seed=2)["pixels"])
-    assert not np.allclose(goal, env.goal_position)
+    assert not np.array_equal(goal, env.goal_obs()["pixels"])
+    assert not np.allclose(goal_position, env.goal_position)
 
 
-def test_observation_types_and_sizes():
+def test_default_pixels_are_64x64_rgb_uint8():
+    obs = reacher().reset(seed=0)
+    assert set(obs) == {"pixels"}
+    assert obs["pixels"].shape == (64, 64, 3) and obs["pixels"].dtype == np.uint8
+
+
+def test_image_size_camera_and_observation_type_are_configurable():
     env = reacher(obs_type="both", image_size=32, camera_id=1)
     obs = env.reset(seed=0)
     assert obs["pixels"].shape == (32, 32, 3) and obs["pixels"].dtype == np.uint8
-    assert obs["state"].shape == (6,) and obs["state"].dtype == np.float32
+    assert obs["state"].shape == (6,) and obs["state"].dtype == np.float32  # position, to_target, velocity
     assert env.observation_spec() == {"pixels": ((32, 32, 3), "uint8"), "state": ((6,), "float32")}
-    assert set(reacher(obs_type="state").reset(seed=0)) == {"state"}
+    from_camera_0 = reacher(image_size=32, camera_id=0).reset(seed=0)["pixels"]
+    assert not np.array_equal(obs["pixels"], from_camera_0)
+
+
+def test_state_observations_carry_no_pixels():
+    env = reacher(obs_type="state")
+    obs = env.reset(seed=0)
+    assert set(obs) == {"state"} and obs["state"].shape == (6,)
+    assert env.observation_spec() == {"state": ((6,), "float32")}
+    assert set(env.goal_obs()) == {"state"}
+    assert env.goal_frame().shape == (64, 64, 3)  # videos still work
 
 
 def test_action_repeat_moves_further_per_step():
@@ -59,6 +94,7 @@ def test_set_state_reproduces_the_future_exactly():
     first = env.step(np.array([1.0, 1.0]))[0]
     env.step(np.array([-1.0, 0.3]))
     env.set_state(saved)
+    assert np.array_equal(env.get_state(), saved)
     again = env.step(np.array([1.0, 1.0]))[0]
     assert np.array_equal(first["pixels"], again["pixels"]) and np.array_equal(first["state"], again["state"])
 
@@ -68,55 +104,102 @@ def test_reacher_success_is_fingertip_within_target_radius_of_goal(task, radius)
     env = reacher(task=task)
     env.reset(seed=4)
     assert env.success_radius == pytest.approx(radius)
-    assert not env.is_success()
-    env.set_state(env._goal_state)  # the goal state itself is a success
+    assert not env.is_success()  # goals are drawn away from the start
+    env.set_state(env._goal_state)
     assert env.is_success() and env.distance_to_goal() == pytest.approx(0.0, abs=1e-9)
+    env.set_state(goal_state_moved(env, joint=0, offset=np.pi))  # shoulder half a turn away
+    assert env.distance_to_goal() > 0.1 and not env.is_success()
 
 
-def test_point_mass_success_and_goal_marker_does_not_collide():
+def test_fingertip_3cm_from_the_goal_succeeds_on_easy_but_not_on_hard():
+    wrist_turn = 2 * np.arcsin(0.03 / (2 * REACHER_FINGER_LENGTH))  # moves the fingertip ~3 cm
+    outcomes = {}
+    for task in ("easy", "hard"):
+        env = reacher(task=task)
+        env.reset(seed=4)
+        env.set_state(goal_state_moved(env, joint=1, offset=wrist_turn))
+        assert env.distance_to_goal() == pytest.approx(0.03, abs=0.002)
+        outcomes[task] = env.is_success()
+    assert outcomes == {"easy": True, "hard": False}
+
+
+def test_step_reports_success_and_terminates_on_it():
+    env = reacher()
+    env.reset(seed=4)
+    env.set_state(env._goal_state)
+    _, reward, terminated, truncated, info = env.step(np.zeros(2))
+    assert info["success"] and terminated and not truncated
+    assert reward == pytest.approx(-info["distance"])
+
+
+def test_episode_is_truncated_after_its_step_budget():
+    env = reacher(episode_length=3, terminate_on_success=False)
+    env.reset(seed=0)
+    truncations = [env.step(np.zeros(2))[3] for _ in range(3)]
+    assert truncations == [False, False, True]
+
+
+def test_point_mass_success_is_the_mass_within_3cm_of_the_goal():
     env = GoalReachingEnv("point_mass", "easy", obs_type="state")
     env.reset(seed=0)
     assert env.success_radius == pytest.approx(0.03)
-    assert env.physics.named.model.geom_contype["target"] == 0
-    env.set_state(env._goal_state)
+    assert not env.is_success()
+    env.set_state(goal_state_moved(env, joint=0, offset=0.02))
     assert env.is_success()
+    env.set_state(goal_state_moved(env, joint=0, offset=0.05))
+    assert not env.is_success()
 
 
-def test_goal_marker_shows_in_videos_but_not_in_observations():
-    env = reacher()
+def test_goal_marker_never_collides_and_shows_in_videos_only():
+    env = GoalReachingEnv("point_mass", "easy")
     obs = env.reset(seed=0)["pixels"]
+    assert env.physics.named.model.geom_contype["target"] == 0
+    assert env.physics.named.model.geom_conaffinity["target"] == 0
     assert np.array_equal(obs, env.render())
     assert not np.array_equal(env.render(show_goal_marker=True), env.render())
 
 
-def test_generic_domain_uses_random_rollout_goals():
+def test_generic_domain_uses_random_rollout_goals_and_the_given_radius():
     env = GoalReachingEnv("cartpole", "swingup", obs_type="state", success_radius=0.2, position_indices=[0])
     env.reset(seed=0)
-    assert env.position().shape == (1,)
+    assert env.position().shape == (1,)  # the cart position alone
     env.set_state(env._goal_state)
     assert env.is_success()
+    env.set_state(goal_state_moved(env, joint=0, offset=0.5))
+    assert not env.is_success()
 
 
 def test_generic_domain_without_success_radius_says_what_to_set():
-    with pytest.raises(ValueError, match="set env.success_radius"):
+    with pytest.raises(ValueError, match="task 'cartpole-swingup' has no built-in success criterion; set env.success_radius"):
         GoalReachingEnv("cartpole", "swingup")
 
 
 def test_unknown_task_suggests_the_nearest():
-    with pytest.raises(ValueError, match="did you mean 'reacher-easy'"):
+    with pytest.raises(ValueError, match="unknown dm_control task 'reacher-esy'; did you mean 'reacher-easy'"):
         GoalReachingEnv("reacher", "esy")
+
+
+def test_unknown_observation_type_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="obs_type must be one of"):
+        reacher(obs_type="rgb")
 
 
 def test_wrong_action_shape_is_rejected():
     env = reacher()
     env.reset(seed=0)
-    with pytest.raises(ValueError, match=r"expects actions of shape \(2,\)"):
+    with pytest.raises(ValueError, match=r"reacher-easy expects actions of shape \(2,\); got \(3,\)"):
         env.step(np.zeros(3))
+
+
+def test_step_before_reset_is_rejected():
+    with pytest.raises(RuntimeError, match="reset"):
+        reacher().step(np.zeros(2))
 
 
 def test_renders_without_a_display():
     code = "from data.envs import GoalReachingEnv; print(GoalReachingEnv('reacher', 'easy').reset(seed=0)['pixels'].shape)"
-    env = {key: value for key, value in os.environ.items() if key not in ("DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")}
+    hidden = ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")
+    env = {key: value for key, value in os.environ.items() if key not in hidden}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "(64, 64, 3)" in result.stdout

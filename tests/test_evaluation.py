@@ -170,9 +170,17 @@ def test_training_with_eval_callback_logs_goal_reaching_success(tmp_path, reache
         f"data.path={reacher_pixel_dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=2",
         "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1", "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled",
-        "model.frameskip=1", "eval.every_n_steps=1", "eval.episodes=1", "eval.video=false",
+        "eval.every_n_steps=2", "eval.episodes=1", "eval.video=false",
     ])
     run = train_from_config(cfg)
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
     logged = [float(row["eval/success_rate"]) for row in rows if row.get("eval/success_rate")]
     assert logged and all(rate in (0.0, 1.0) for rate in logged)
+
+
+def test_gradient_planner_runs_ours_and_the_oracle_falls_back_to_cem(tmp_path):
+    checkpoint = save_model_checkpoint(tiny_pixel_model(), tmp_path / "model.ckpt")
+    cfg = compose("plan", [f"checkpoint={checkpoint}", "planner=gradient", "planner.iterations=2", "episodes=1",
+                           "baselines=true", "videos=0", "progress=false", "env.episode_length=5", f"out={tmp_path}"])
+    rows = run_plan(cfg)["rows"]
+    assert {row["method"]: row["planner"] for row in rows} == {"ours": "gradient", "random": None, "oracle": "cem"}
