@@ -1,0 +1,1 @@
+"""DeepMind Control goal-reaching tasks, offline trajectory collection, datasets and data modules."""

@@ -1,1 +1,8 @@
-from planning.planners import CEM, MPPI, GradientPlanner, PlanResult, Planner, build_planner
+"""Latent-space planning: planners, costs, model-predictive control and goal-reaching evaluation."""
+
+from planning.costs import LatentGoalCost, SimulatorCost
+from planning.mpc import MPCController, RandomController
+from planning.planners import CEM, MPPI, GradientPlanner, Planner, PlanResult, build_planner
+
+__all__ = ["CEM", "MPPI", "GradientPlanner", "Planner", "PlanResult", "build_planner", "LatentGoalCost",
+           "SimulatorCost", "MPCController", "RandomController"]

@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from data.collect import collect_from_config
 from data.datamodule import TrajectoryDataModule
 from jepa_wm.checkpoint import read_checkpoint
-from jepa_wm.config import compose, to_dict
+from jepa_wm.config import compose
 from jepa_wm.training import fit
 from planning.callbacks import GoalReachingEvalCallback
 from planning.experiment import run_plan

@@ -36,7 +36,7 @@ def reacher_state_dataset(tmp_path_factory, reacher_env_cfg):
 
 @pytest.fixture(scope="session")
 def reacher_learning_dataset(tmp_path_factory, reacher_env_cfg):
-    """Enough reacher-easy data for a world model to learn something in a minute: 60 x 60 steps."""
+    """Enough reacher-easy data for a world model that plans: 100 episodes x 80 steps (slow tests only)."""
     out = tmp_path_factory.mktemp("reacher-learning")
-    return collect(reacher_env_cfg, out, episodes=60, steps_per_episode=60, policy=OU_POLICY, seed=0,
+    return collect(reacher_env_cfg, out, episodes=100, steps_per_episode=80, policy=OU_POLICY, seed=0,
                    workers=2, episodes_per_shard=10, progress=False)

@@ -7,7 +7,8 @@ import torch
 
 from data.envs import make_env
 from jepa_wm.config import compose, to_dict
-from jepa_wm.metrics import embedding_std
+from jepa_wm.metrics import embedding_std, linear_probe_r2
+from jepa_wm.module import JEPAWorldModel
 from planning.costs import LatentGoalCost
 from planning.evaluate import evaluate
 from planning.mpc import MPCController, RandomController
@@ -17,26 +18,23 @@ from planning.planners import build_planner
 pytestmark = pytest.mark.slow
 
 
-def train(dataset, steps, *overrides):
+def train(dataset, steps, *overrides, batch_size=32):
     """Train in-process for ``steps`` steps; returns the model (eval mode) and its data module."""
-    cfg = compose("train", [f"data.path={dataset}", "data.batch_size=32", "data.num_workers=0", "data.val_fraction=0.2",
-                            *overrides])
+    cfg = compose("train", [f"data.path={dataset}", f"data.batch_size={batch_size}", "data.num_workers=0",
+                            "data.val_fraction=0.2", *overrides])
     pl.seed_everything(0)
     datamodule = datamodule_from_config(cfg)
     datamodule.setup()
-    from jepa_wm.module import JEPAWorldModel
-
     model = JEPAWorldModel(cfg.model, datamodule.obs_shape, datamodule.action_dim, env=datamodule.describe())
-    trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0)
-    trainer.fit(model, datamodule=datamodule)
+    if steps:
+        trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                             enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0)
+        trainer.fit(model, datamodule=datamodule)
     return model.eval(), datamodule
 
 
 def validation_metrics(model, datamodule):
     """Rollout error vs copy-last baseline, embedding std, and the position probe on validation windows."""
-    from jepa_wm.metrics import linear_probe_r2
-
     errors, baselines, embeddings, positions = [], [], [], []
     with torch.no_grad():
         for batch in datamodule.val_dataloader():
@@ -54,32 +52,60 @@ def validation_metrics(model, datamodule):
     }
 
 
-def test_short_training_learns_dynamics_and_the_state(reacher_learning_dataset):
-    model, datamodule = train(reacher_learning_dataset, 500)
-    metrics = validation_metrics(model, datamodule)
+@pytest.fixture(scope="module")
+def trained_world_model(reacher_learning_dataset):
+    """The default pixel world model after 1500 steps: what the quickstart trains, on less data."""
+    return train(reacher_learning_dataset, 1500, batch_size=64)
+
+
+def test_short_training_learns_dynamics_and_the_state(trained_world_model):
+    metrics = validation_metrics(*trained_world_model)
     assert metrics["rollout_ratio"] < 0.5, metrics  # far better than "nothing moves"
-    assert metrics["probe_r2"] > 0.7, metrics  # fingertip position is linearly readable
+    assert metrics["probe_r2"] > 0.7, metrics  # the fingertip position is linearly readable
 
 
+def test_small_trained_model_beats_random_at_reaching_goals(trained_world_model):
+    model, _ = trained_world_model
+    env = make_env(to_dict(compose("plan", []).env))
+    planner = build_planner("cem", 5, [-1.0] * model.action_dim, [1.0] * model.action_dim, seed=0)
+    controllers = {"ours": MPCController(planner, LatentGoalCost(model, steps="all"), frameskip=model.frameskip),
+                   "random": RandomController()}
+    records = evaluate(env, controllers, episodes=12, seed=0, progress=False)
+    ours = np.mean([r.success for r in records["ours"]])
+    random = np.mean([r.success for r in records["random"]])
+    assert ours >= 0.5 and ours >= random + 0.3, (ours, random)
+
+
+# Collapse is measured scale-free: embedding std after 150 steps relative to the same model at step 0.
+# Measured on this data: none 0.03, inverse dynamics alone 0.03, EMA 0.35, VICReg 2.1, SIGReg 3.5.
 NO_REGULARIZERS = ["model.regularizers.vicreg_variance=0", "model.regularizers.vicreg_covariance=0",
                    "model.regularizers.inverse_dynamics=0"]
 ANTI_COLLAPSE_MODES = {
     "vicreg": ["model.regularizers.inverse_dynamics=0"],
     "sigreg": [*NO_REGULARIZERS, "model.regularizers.sigreg=1.0"],
-    "inverse_dynamics": [*NO_REGULARIZERS, "model.regularizers.inverse_dynamics=1.0"],
     "ema": [*NO_REGULARIZERS, "model.target=ema"],
 }
 
 
+def std_ratio_after_training(dataset, steps, *overrides):
+    initial, datamodule = train(dataset, 0, *overrides)
+    trained, _ = train(dataset, steps, *overrides)
+    return validation_metrics(trained, datamodule)["std"] / validation_metrics(initial, datamodule)["std"]
+
+
 def test_without_anti_collapse_embeddings_collapse(reacher_learning_dataset):
-    model, datamodule = train(reacher_learning_dataset, 150, *NO_REGULARIZERS)
-    assert validation_metrics(model, datamodule)["std"] < 0.02
+    assert std_ratio_after_training(reacher_learning_dataset, 150, *NO_REGULARIZERS) < 0.1
 
 
 @pytest.mark.parametrize("mode", sorted(ANTI_COLLAPSE_MODES))
 def test_each_anti_collapse_mode_keeps_embeddings_spread(reacher_learning_dataset, mode):
-    model, datamodule = train(reacher_learning_dataset, 150, *ANTI_COLLAPSE_MODES[mode])
-    assert validation_metrics(model, datamodule)["std"] > 0.1
+    assert std_ratio_after_training(reacher_learning_dataset, 150, *ANTI_COLLAPSE_MODES[mode]) > 0.25
+
+
+def test_inverse_dynamics_alone_does_not_prevent_collapse(reacher_learning_dataset):
+    """It keeps action-relevant information but lets the scale shrink: pair it with VICReg or SIGReg."""
+    only_inverse_dynamics = [*NO_REGULARIZERS, "model.regularizers.inverse_dynamics=1.0"]
+    assert std_ratio_after_training(reacher_learning_dataset, 150, *only_inverse_dynamics) < 0.1
 
 
 def test_frozen_pretrained_encoder_cannot_collapse(reacher_learning_dataset, tmp_path):
@@ -89,19 +115,6 @@ def test_frozen_pretrained_encoder_cannot_collapse(reacher_learning_dataset, tmp
     torch.save(timm.create_model("vit_tiny_patch16_224", img_size=64, num_classes=0).state_dict(), weights)
     encoder = ["model.encoder.name=timm", "model.encoder.pretrained=true", "model.encoder.frozen=true",
                f"model.encoder.pretrained_file={weights}"]
-    model, datamodule = train(reacher_learning_dataset, 100, *NO_REGULARIZERS, *encoder)
-    assert not any(p.requires_grad for p in model.encoder.parameters())
-    assert validation_metrics(model, datamodule)["std"] > 0.1
-
-
-def test_small_trained_model_beats_random_at_reaching_goals(reacher_learning_dataset):
-    model, _ = train(reacher_learning_dataset, 600)
-    env = make_env(to_dict(compose("plan", []).env))
-    planner = build_planner("cem", 5, [-1.0] * model.action_dim, [1.0] * model.action_dim, seed=0,
-                            samples=200, elites=20, iterations=6)
-    controllers = {"ours": MPCController(planner, LatentGoalCost(model), frameskip=model.frameskip),
-                   "random": RandomController()}
-    records = evaluate(env, controllers, episodes=12, seed=0, progress=False)
-    ours = np.mean([r.success for r in records["ours"]])
-    random = np.mean([r.success for r in records["random"]])
-    assert ours >= 0.5 and ours >= random + 0.3, (ours, random)
+    untrained, _ = train(reacher_learning_dataset, 0, *NO_REGULARIZERS, *encoder)
+    assert not any(p.requires_grad for p in untrained.encoder.parameters())
+    assert std_ratio_after_training(reacher_learning_dataset, 100, *NO_REGULARIZERS, *encoder) == pytest.approx(1.0)
