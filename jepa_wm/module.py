@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -282,7 +281,3 @@ class JEPAWorldModel(pl.LightningModule):
     @property
     def frameskip(self) -> int:
         return int(self.cfg["frameskip"])
-
-    def describe(self) -> dict[str, Any]:
-        return {"obs_type": self.cfg["obs_type"], "obs_shape": self.obs_shape, "action_dim": self.action_dim,
-                "embed_dim": self.embed_dim, "num_tokens": self.num_tokens, "env": self.hparams["env"]}

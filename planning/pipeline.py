@@ -6,6 +6,7 @@ done from Python (e.g. in a notebook) with ``jepa_wm.config.compose`` and these 
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from omegaconf import DictConfig
@@ -58,8 +59,6 @@ def run_quickstart(cfg: DictConfig) -> dict:
     train_overrides = [f"data.path={dataset}", f"out={run_dir}", f"seed={cfg.seed}",
                        *[f"{k}={v}" for k, v in size.train.items()]]
     if cfg.fresh:
-        import shutil
-
         shutil.rmtree(out, ignore_errors=True)
 
     print(f"[1/3] collecting {size.collect.episodes} {cfg.env.name} episodes into {dataset}")

@@ -137,20 +137,21 @@ def test_wrong_observation_type_names_the_dataset_and_what_it_has(reacher_state_
         load_episodes(reacher_state_dataset, "pixels")
 
 
-def test_corrupt_shard_is_named(dataset_copy):
-    shard = dataset_copy / "shard-00001.npz"
+def zero_middle_bytes(shard):
+    """Overwrite 64 bytes in the middle of a file, as a bad disk or a bad copy would."""
     data = bytearray(shard.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
     shard.write_bytes(bytes(data))
+
+
+def test_corrupt_shard_is_named(dataset_copy):
+    zero_middle_bytes(dataset_copy / "shard-00001.npz")
     with pytest.raises(DatasetError, match="shard-00001.npz is corrupt or was modified .* rerun the same collect"):
         load_episodes(dataset_copy, "pixels")
 
 
 def test_corrupt_shard_is_named_even_when_its_checksum_is_updated(dataset_copy):
-    shard = dataset_copy / "shard-00001.npz"
-    data = bytearray(shard.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
-    shard.write_bytes(bytes(data))
+    zero_middle_bytes(dataset_copy / "shard-00001.npz")
     patch_manifest_checksum(dataset_copy, "shard-00001.npz")
     with pytest.raises(DatasetError, match="shard-00001.npz cannot be read"):
         load_episodes(dataset_copy, "pixels")
