@@ -1,7 +1,8 @@
 """Loading trained world models from checkpoints, safely.
 
 Checkpoints may come from strangers, so they are read with ``torch.load(weights_only=True)``: tensors
-and plain containers only, never pickled code. The model is rebuilt from the config stored inside.
+and plain containers only, never pickled code. The model is rebuilt from the config stored inside,
+without downloading or reading pretrained weights: the checkpoint holds every weight.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from jepa_wm.errors import CheckpointError
 from jepa_wm.module import CHECKPOINT_FORMAT, JEPAWorldModel
 
 ARTIFACT_PREFIX = "wandb:"
+REBUILD_HINT = "retrain it with scripts/train.py (the dataset can be reused once recollected if its format is older)"
 
 
 def resolve_checkpoint(reference: str | Path) -> Path:
@@ -25,7 +27,7 @@ def resolve_checkpoint(reference: str | Path) -> Path:
         return _download_artifact(reference[len(ARTIFACT_PREFIX):])
     path = Path(reference).expanduser()
     if path.is_dir():
-        for candidate in ("last.ckpt", "model.ckpt"):
+        for candidate in ("last.ckpt", "model.ckpt", "checkpoints/last.ckpt"):
             if (path / candidate).is_file():
                 return path / candidate
         checkpoints = sorted(path.glob("*.ckpt"))
@@ -51,31 +53,59 @@ def _download_artifact(name: str) -> Path:
     return checkpoints[0]
 
 
+def _holds_pickled_objects(path: Path) -> bool:
+    """A well-formed PyTorch zip archive, so a weights-only refusal means it pickles objects, not damage."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("data.pkl") for name in archive.namelist()) and archive.testzip() is None
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
 def read_checkpoint(path: Path) -> dict:
     """The checkpoint dictionary, loaded without executing any pickled code."""
+    path = Path(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} contains objects that are not plain tensors or containers, and is not loaded for safety "
-            f"(it may execute code). Only load checkpoints written by jepa-wm. Detail: {str(error).splitlines()[0]}"
-        ) from error
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as error:
-        raise CheckpointError(f"{path} is truncated or not a PyTorch checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(checkpoint, dict) or checkpoint.get("hyper_parameters", {}).get("format") != CHECKPOINT_FORMAT:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
+            AttributeError, TypeError, ImportError, KeyError) as error:
+        if isinstance(error, pickle.UnpicklingError) and _holds_pickled_objects(path):
+            raise CheckpointError(
+                f"{path} contains objects that are not plain tensors or containers (pickled code could run "
+                f"while loading it), so it is not loaded; use checkpoints written by jepa-wm"
+            ) from error
+        raise CheckpointError(f"{path} is corrupt or truncated, or not a PyTorch checkpoint "
+                              f"({type(error).__name__}); use an intact copy or retrain") from error
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters"), dict):
+        raise CheckpointError(f"{path} is not a jepa-wm world model checkpoint (no jepa-wm hyper-parameters)")
+    found = checkpoint["hyper_parameters"].get("format")
+    if found != CHECKPOINT_FORMAT:
+        if isinstance(found, str) and found.startswith("jepa-wm/"):
+            raise CheckpointError(f"{path} has checkpoint format {found}, but this version reads {CHECKPOINT_FORMAT}; "
+                                  f"{REBUILD_HINT}")
         raise CheckpointError(f"{path} is not a jepa-wm world model checkpoint (no '{CHECKPOINT_FORMAT}' hyper-parameters)")
     return checkpoint
+
+
+def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> JEPAWorldModel:
+    """Rebuild the world model a checkpoint dictionary describes and load its weights (train mode, CPU)."""
+    hparams = checkpoint["hyper_parameters"]
+    try:
+        model = JEPAWorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"], hparams.get("env"),
+                               hparams.get("run_config"), load_pretrained=False)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{path}: its model config cannot build a jepa-wm world model "
+                              f"({type(error).__name__}: {error}); {REBUILD_HINT}") from error
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({first_line})") from error
+    return model
 
 
 def load_world_model(reference: str | Path, device: str | torch.device = "cpu") -> JEPAWorldModel:
     """Checkpoint path (or ``wandb:`` artifact reference) -> world model in eval mode on ``device``."""
     path = resolve_checkpoint(reference)
-    checkpoint = read_checkpoint(path)
-    hparams = checkpoint["hyper_parameters"]
-    model = JEPAWorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"], hparams["env"],
-                           hparams.get("run_config"))
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError) as error:
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({error})") from error
+    model = model_from_checkpoint(read_checkpoint(path), path)
     return model.eval().requires_grad_(False).to(device)

@@ -9,14 +9,13 @@ W&B sweep agents pass arguments either way. Unknown keys are errors that name th
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
-from jepa_wm.errors import ConfigError
+from jepa_wm.errors import ConfigError, did_you_mean
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 GROUPS = ("env", "model", "planner")
@@ -26,18 +25,12 @@ def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
 
 
-def _nearest(name: str, choices: Iterable[str]) -> str:
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
-    return f"; did you mean '{close[0]}'?" if close else ""
-
-
 def load_group(group: str, choice: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Load ``configs/<group>/<choice>.yaml`` (merged onto its ``base:`` file, if it names one)."""
     path = config_dir / group / f"{choice}.yaml"
     if not path.is_file():
         choices = group_choices(group, config_dir)
-        raise ConfigError(f"unknown {group} '{choice}'{_nearest(choice, choices)} (choices: {', '.join(choices)})")
+        raise ConfigError(f"unknown {group} '{choice}'{did_you_mean(choice, choices)} (choices: {', '.join(choices)})")
     cfg = OmegaConf.load(path)
     # A file may start from another of its group and hold only its differences.
     base = cfg.pop("base", None)
@@ -67,9 +60,100 @@ def parse_overrides(arguments: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def _at_least(minimum: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value >= minimum), f"an integer >= {minimum}"
+
+
+def _fraction(open_low: bool) -> tuple[Callable[[Any], bool], str]:
+    if open_low:
+        return (lambda value: 0.0 < value < 1.0), "a number in (0, 1)"
+    return (lambda value: 0.0 <= value < 1.0), "a number in [0, 1)"
+
+
+# Allowed values of settings wherever they appear (train, collect, plan, quickstart), beyond their type.
+# A key absent from a script's config is ignored; one home for every range check of the command line.
+VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "episodes": _at_least(1),
+    "steps_per_episode": _at_least(1),
+    "episodes_per_shard": _at_least(1),
+    "workers": _at_least(1),
+    "videos": _at_least(0),
+    "data.batch_size": _at_least(1),
+    "data.num_workers": _at_least(0),
+    "data.val_fraction": _fraction(open_low=True),  # validation selects best.ckpt and fits the probe
+    "trainer.max_steps": _at_least(1),
+    "trainer.val_check_interval": _at_least(1),
+    "trainer.log_every_n_steps": _at_least(1),
+    "model.history": _at_least(1),
+    "model.rollout_steps": _at_least(1),
+    "model.frameskip": _at_least(1),
+    "model.encoder.embed_dim": _at_least(1),
+    "model.predictor.hidden_dim": _at_least(1),
+    "model.predictor.depth": _at_least(1),
+    "model.ema_momentum": _fraction(open_low=False),
+    "eval.every_n_steps": _at_least(0),
+    "eval.episodes": _at_least(1),
+    "mpc.horizon": _at_least(1),
+    "mpc.replan_every": _at_least(1),
+    "mpc.frameskip": _at_least(1),
+    "env.image_size": _at_least(8),
+    "env.action_repeat": _at_least(1),
+    "env.episode_length": _at_least(1),
+}
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, (list, ListConfig)):
+        return "a list, e.g. [1,2]"
+    return type(value).__name__
+
+
+def _checked_value(key: str, default: Any, value: Any) -> Any:
+    """``value`` for ``key`` if it has the type of the file's ``default`` (ints may stand for floats)."""
+    if default is None or isinstance(default, str) or value is None and not isinstance(default, (bool, int, float)):
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, (list, ListConfig)):
+        ok = isinstance(value, (list, ListConfig))
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"{key} must be {_type_name(default)}; got {value!r}")
+    return value
+
+
+def check_values(cfg: DictConfig, script: str) -> None:
+    """Apply ``VALUE_RULES`` and require every mandatory (``???``) value."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        given = " ".join(f"{key}=VALUE" for key in missing)
+        raise ConfigError(f"missing required setting {', '.join(missing)}: pass {given} (see configs/{script}.yaml)")
+    for key, (allowed, description) in VALUE_RULES.items():
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value):
+            raise ConfigError(f"{key} must be {description}; got {value!r}")
+
+
 def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Build the config of ``script`` (``configs/<script>.yaml``) with its groups and overrides applied.
 
+    Every override is checked: the key must exist (or start with ``+``), the value must have the type of
+    the file's value, and ranges in ``VALUE_RULES`` hold. A group left ``null`` in the file (``plan.yaml``'s
+    ``env``: the checkpoint's own task) takes ``group.key=value`` overrides as an overlay of just those keys.
     The result is in struct mode: reading or writing a key that does not exist raises.
     """
     base_path = config_dir / f"{script}.yaml"
@@ -78,9 +162,19 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
     cfg = OmegaConf.load(base_path)
     pairs = parse_overrides(overrides)
     group_picks = {key: value for key, value in pairs if key in GROUPS and key in cfg}
+    overlays = {}
     for group in GROUPS:
-        if group in cfg and isinstance(cfg[group], str):
-            cfg[group] = load_group(group, group_picks.get(group, cfg[group]), config_dir)
+        if group not in cfg:
+            continue
+        choice = group_picks.get(group, cfg[group])
+        if choice in (None, "null"):
+            cfg[group] = None
+            if any(key.startswith(f"{group}.") for key, _ in pairs):
+                # Keys of any file of the group are the valid keys of an overlay (all files share them).
+                overlays[group] = leaf_keys(load_group(group, group_choices(group, config_dir)[0], config_dir))
+                cfg[group] = {}
+        elif isinstance(choice, str):
+            cfg[group] = load_group(group, choice, config_dir)
     OmegaConf.set_struct(cfg, True)
     valid = leaf_keys(cfg)
     for key, value in pairs:
@@ -91,10 +185,20 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
             with open_dict(cfg):
                 OmegaConf.update(cfg, key[1:], parsed, merge=False)
             continue
+        group = key.split(".", 1)[0]
+        if group in overlays:
+            if key[len(group) + 1:] not in overlays[group]:
+                choices = [f"{group}.{name}" for name in overlays[group]]
+                raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, choices)} (see configs/{group}/)")
+            with open_dict(cfg):
+                OmegaConf.update(cfg, key, parsed, merge=False)
+            continue
         try:
-            OmegaConf.update(cfg, key, parsed, merge=False)
+            default = OmegaConf.select(cfg, key, throw_on_missing=False)
+            OmegaConf.update(cfg, key, _checked_value(key, default, parsed), merge=False)
         except (ConfigKeyError, ConfigAttributeError):
-            raise ConfigError(f"unknown config key '{key}'{_nearest(key, valid)} (see configs/{script}.yaml)") from None
+            raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, valid)} (see configs/{script}.yaml)") from None
+    check_values(cfg, script)
     return cfg
 
 

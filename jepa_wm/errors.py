@@ -1,5 +1,10 @@
 """Errors a user can fix; entry points print their message instead of a traceback."""
 
+from __future__ import annotations
+
+import difflib
+from typing import Iterable
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message says what would be valid."""
@@ -11,3 +16,12 @@ class CheckpointError(Exception):
 
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/inf: continuing would only write a broken checkpoint."""
+
+
+def did_you_mean(name: str, choices: Iterable[str], cutoff: float = 0.5) -> str:
+    """``"; did you mean 'cem'?"`` for the choice nearest to ``name``, or ``""`` when none is close.
+
+    The one home of the hint every "unknown X" error carries.
+    """
+    close = difflib.get_close_matches(str(name), [str(choice) for choice in choices], n=1, cutoff=cutoff)
+    return f"; did you mean '{close[0]}'?" if close else ""

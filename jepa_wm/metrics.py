@@ -6,19 +6,22 @@ import torch
 
 
 def embedding_std(z: torch.Tensor) -> torch.Tensor:
-    """Mean over dimensions of the per-dimension std of z (M, D): near zero means collapse."""
-    return z.std(dim=0).mean()
+    """Mean over dimensions of the per-dimension std over samples of z (M, D) or (G, M, D): near zero
+    means collapse."""
+    return z.std(dim=-2).mean()
 
 
 def effective_rank(z: torch.Tensor) -> torch.Tensor:
-    """exp(entropy of the normalised singular values) of centred z (M, D) (Roy & Vetterli, 2007).
+    """exp(entropy of the normalised singular values) of centred z (Roy & Vetterli, 2007).
 
-    Counts the directions embeddings actually use: 1 for a line, D for an isotropic cloud.
+    Counts the directions embeddings actually use: 1 for a line, D for an isotropic cloud. z (M, D),
+    or (G, M, D) for groups of samples (one per token position), whose ranks are averaged.
     """
-    singular_values = torch.linalg.svdvals(z - z.mean(dim=0))
-    p = singular_values / singular_values.sum().clamp_min(1e-12)
-    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum()
-    return torch.exp(entropy)
+    z = z[None] if z.ndim == 2 else z
+    singular_values = torch.linalg.svdvals(z - z.mean(dim=-2, keepdim=True))  # (G, min(M, D))
+    p = singular_values / singular_values.sum(dim=-1, keepdim=True).clamp_min(1e-12)
+    entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(dim=-1)  # (G,)
+    return torch.exp(entropy).mean()
 
 
 def linear_probe_r2(train_z, train_y, test_z, test_y, ridge: float = 1e-3) -> torch.Tensor:

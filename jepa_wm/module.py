@@ -25,13 +25,25 @@ from jepa_wm.regularizers import (
     InverseDynamicsHead,
     sigreg,
     temporal_smoothness,
+    token_groups,
     vicreg_covariance,
     vicreg_variance,
 )
 
-CHECKPOINT_FORMAT = "jepa-wm/1"
+# Format 2: env configs with goal sources and success criteria, goal-free state observations.
+CHECKPOINT_FORMAT = "jepa-wm/2"
 TARGETS = ("online", "ema")
 PROBE_MAX_SAMPLES = 4096
+
+# Anti-collapse terms, by their weight's name under ``model.regularizers``: a new term is one entry.
+# Each maps (model, embeddings z (B, L, N, D), actions (B, L-1, A)) to a scalar.
+REGULARIZERS = {
+    "vicreg_variance": lambda model, z, actions: vicreg_variance(token_groups(z)),
+    "vicreg_covariance": lambda model, z, actions: vicreg_covariance(token_groups(z)),
+    "sigreg": lambda model, z, actions: sigreg(token_groups(z), num_projections=model.cfg["sigreg_projections"]),
+    "inverse_dynamics": lambda model, z, actions: F.mse_loss(model.inverse_dynamics(z[:, :-1], z[:, 1:]), actions),
+    "temporal": lambda model, z, actions: temporal_smoothness(z),
+}
 
 
 class JEPAWorldModel(pl.LightningModule):
@@ -40,10 +52,12 @@ class JEPAWorldModel(pl.LightningModule):
     ``cfg`` is the ``model`` section of the training config (see ``configs/model/*.yaml``).
     ``env`` records the task the data came from, so a checkpoint knows what it can plan for;
     ``run_config`` is the whole training config, kept in checkpoints for the record.
+    ``load_pretrained=False`` builds a timm encoder without its published weights: a checkpoint being
+    loaded or resumed holds the weights itself, so rebuilding it needs no download or local file.
     """
 
     def __init__(self, cfg: dict | DictConfig, obs_shape, action_dim: int, env: dict | None = None,
-                 run_config: dict | None = None):
+                 run_config: dict | None = None, load_pretrained: bool = True):
         super().__init__()
         cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else copy.deepcopy(dict(cfg))
         self.save_hyperparameters(
@@ -62,7 +76,10 @@ class JEPAWorldModel(pl.LightningModule):
         # Teacher forcing feeds the whole window but its last frame: the longest context ever seen.
         self.max_context = self.history + self.rollout_steps - 1
 
-        self.encoder = build_encoder(cfg["encoder"], cfg["obs_type"], self.obs_shape)
+        encoder_cfg = dict(cfg["encoder"])
+        if not load_pretrained:
+            encoder_cfg.update(pretrained=False, pretrained_file=None)
+        self.encoder = build_encoder(encoder_cfg, cfg["obs_type"], self.obs_shape)
         self.embed_dim, self.num_tokens = self.encoder.embed_dim, self.encoder.num_tokens
         self.predictor = build_predictor(
             cfg["predictor"], self.embed_dim, self.num_tokens, self.action_dim, max_frames=self.max_context
@@ -70,6 +87,9 @@ class JEPAWorldModel(pl.LightningModule):
         if getattr(self.predictor, "is_markov", False):
             self.max_context = 1  # a Markov predictor ignores older frames: do not compute them
         weights = cfg["regularizers"]
+        unknown = sorted(set(weights) - set(REGULARIZERS))
+        if unknown:
+            raise ValueError(f"unknown regularizer(s) {unknown} under model.regularizers (choices: {', '.join(REGULARIZERS)})")
         self.inverse_dynamics = (
             InverseDynamicsHead(self.embed_dim, self.num_tokens, self.action_dim)
             if weights["inverse_dynamics"] > 0 else None
@@ -88,13 +108,25 @@ class JEPAWorldModel(pl.LightningModule):
     # --------------------------------------------------------------------------------- the verbs
     def encode(self, obs) -> torch.Tensor:
         """obs (B, T, *obs_shape) -> embeddings (B, T, N, D)."""
+        return self._encode_with(self.encoder, self._checked_observations(obs))
+
+    def encode_target(self, obs) -> torch.Tensor:
+        """obs (B, T, *obs_shape) -> embeddings (B, T, N, D) in the space the predictor predicts into.
+
+        That is the EMA target encoder's space when the model has one (``target=ema``), else the
+        encoder's: planning compares predictions with a goal embedded here.
+        """
+        encoder = self.encoder if self.target_encoder is None else self.target_encoder
+        return self._encode_with(encoder, self._checked_observations(obs))
+
+    def _checked_observations(self, obs) -> torch.Tensor:
         obs = torch.as_tensor(obs, device=self.device)
         if tuple(obs.shape[2:]) != self.obs_shape:
             raise ValueError(
                 f"this world model expects observations (B, T, {', '.join(map(str, self.obs_shape))}); "
                 f"got {tuple(obs.shape)}"
             )
-        return self._encode_with(self.encoder, obs)
+        return obs
 
     @staticmethod
     def _encode_with(encoder, obs: torch.Tensor) -> torch.Tensor:
@@ -163,21 +195,10 @@ class JEPAWorldModel(pl.LightningModule):
         terms["rollout"] = step_errors.mean()
         loss = loss_cfg["teacher_forcing"] * terms["teacher_forcing"] + loss_cfg["rollout"] * terms["rollout"]
 
-        flat = z.flatten(0, 2)  # (B*L*N, D)
-        if weights["vicreg_variance"] > 0:
-            terms["vicreg_variance"] = vicreg_variance(flat)
-        if weights["vicreg_covariance"] > 0:
-            terms["vicreg_covariance"] = vicreg_covariance(flat)
-        if weights["sigreg"] > 0:
-            terms["sigreg"] = sigreg(flat, num_projections=self.cfg["sigreg_projections"])
-        if self.inverse_dynamics is not None:
-            predicted_actions = self.inverse_dynamics(z[:, :-1], z[:, 1:])  # (B, L-1, A)
-            terms["inverse_dynamics"] = F.mse_loss(predicted_actions, actions)
-        if weights["temporal"] > 0:
-            terms["temporal"] = temporal_smoothness(z)
-        for name in ("vicreg_variance", "vicreg_covariance", "sigreg", "inverse_dynamics", "temporal"):
-            if name in terms:
-                loss = loss + weights[name] * terms[name]
+        for name, weight in weights.items():
+            if weight > 0:
+                terms[name] = REGULARIZERS[name](self, z, actions)
+                loss = loss + weight * terms[name]
         if self.decoder is not None:
             decoded_from = z.detach() if self.cfg["decoder"]["detach"] else z
             reconstruction = self.decoder(decoded_from.flatten(2))  # (B, L, H, W, 3) in [0, 1]
@@ -187,7 +208,7 @@ class JEPAWorldModel(pl.LightningModule):
         terms["loss"] = loss
         terms["step_errors"] = step_errors.detach()
         terms["copy_last_errors"] = (target[:, history - 1 : history] - target[:, history:]).pow(2).mean(dim=(0, 2, 3)).detach()
-        terms["embedding_std"] = embedding_std(flat.detach())
+        terms["embedding_std"] = embedding_std(token_groups(z.detach()))
         terms["embeddings"] = z.detach()
         return loss, terms
 
@@ -197,13 +218,20 @@ class JEPAWorldModel(pl.LightningModule):
         if not torch.isfinite(loss):
             finite = {k: float(v.detach()) for k, v in terms.items() if v.ndim == 0}
             raise NonFiniteLossError(
-                f"loss became {float(loss)} at step {self.global_step} (terms: {finite}); lower optim.lr, "
-                f"enable trainer.gradient_clip_val, or check the dataset for NaNs"
+                f"loss became {float(loss)} at step {self.global_step} (terms: {finite}); lower model.optim.lr "
+                f"or trainer.gradient_clip_val, or check the dataset for NaNs"
             )
         self._log_terms("train", terms, on_step=True)
         return loss
 
-    def on_train_batch_end(self, outputs, batch, batch_index) -> None:
+    def optimizer_step(self, *args, **kwargs) -> None:
+        """The optimizer step, then the EMA target's: once per optimizer step, also with gradient
+        accumulation (where training batches outnumber optimizer steps)."""
+        super().optimizer_step(*args, **kwargs)
+        self.update_target_encoder()
+
+    def update_target_encoder(self) -> None:
+        """target <- m * target + (1 - m) * online (buffers copied), when there is an EMA target."""
         if self.target_encoder is None:
             return
         momentum = self.cfg["ema_momentum"]
@@ -215,9 +243,15 @@ class JEPAWorldModel(pl.LightningModule):
 
     def validation_step(self, batch, batch_index):
         loss, terms = self.compute_losses(batch)
-        self._log_terms("val", terms, on_step=False)
         embeddings = terms["embeddings"]  # (B, L, N, D)
-        self.log("val/effective_rank", effective_rank(embeddings[:, 0].flatten(0, 1).float()), sync_dist=True)
+        if not (torch.isfinite(loss) and torch.isfinite(embeddings).all()):
+            # Weights can diverge inside an optimizer step: stop here, before any metric chokes on NaN.
+            raise NonFiniteLossError(
+                f"validation loss or embeddings became non-finite after step {self.global_step} (the weights "
+                f"diverged); lower model.optim.lr or trainer.gradient_clip_val, or check the dataset for NaNs"
+            )
+        self._log_terms("val", terms, on_step=False)
+        self.log("val/effective_rank", effective_rank(token_groups(embeddings[:, :1]).float()), sync_dist=True)
         if sum(len(z) for z, _ in self._probe_batches) < PROBE_MAX_SAMPLES:
             # First frame of each window only: the other frames repeat the same states.
             z = embeddings[:, 0].flatten(1)  # (B, N*D)
@@ -258,6 +292,24 @@ class JEPAWorldModel(pl.LightningModule):
         self.log("val/copy_last_error", copy_error, sync_dist=True)
         # Scale-free: < 1 means the predictor beats "nothing moves"; comparable across embedding scales.
         self.log("val/rollout_error_ratio", rollout_error / copy_error.clamp_min(1e-12), prog_bar=True, sync_dist=True)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Resuming applies this run's optimizer settings, not the checkpoint's.
+
+        Lightning restores the optimizer and scheduler states after this hook, from ``checkpoint``: patch
+        their learning rate and weight decay to this config's, keeping the schedule's progress (the
+        schedule itself is rebuilt from this config in ``configure_optimizers``).
+        """
+        lr, weight_decay = float(self.cfg["optim"]["lr"]), float(self.cfg["optim"]["weight_decay"])
+        for state in checkpoint.get("optimizer_states", []):
+            for group in state.get("param_groups", []):
+                progress = group["lr"] / group["initial_lr"] if group.get("initial_lr") else 1.0
+                group.update(lr=lr * progress, initial_lr=lr, weight_decay=weight_decay)
+        for state in checkpoint.get("lr_schedulers", []):
+            if "base_lrs" in state:
+                progress = [last / base if base else 1.0 for last, base in zip(state.get("_last_lr", state["base_lrs"]), state["base_lrs"])]
+                state["base_lrs"] = [lr] * len(state["base_lrs"])
+                state["_last_lr"] = [lr * factor for factor in progress]
 
     def configure_optimizers(self):
         optim = self.cfg["optim"]

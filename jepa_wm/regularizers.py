@@ -12,19 +12,40 @@ from torch import nn
 from jepa_wm.layers import mlp
 
 
+def token_groups(z: torch.Tensor) -> torch.Tensor:
+    """Embeddings (B, T, N, D) -> (N, B*T, D): the samples of each token position, as one group each.
+
+    Batch statistics are taken per token position and then averaged: pooled over positions, an
+    encoder could meet the variance hinge with embeddings that are constant across samples and differ
+    only from one token position to the next.
+    """
+    return z.permute(2, 0, 1, 3).flatten(1, 2)
+
+
+def _grouped(z: torch.Tensor) -> torch.Tensor:
+    return z[None] if z.ndim == 2 else z  # (M, D) is one group
+
+
 def vicreg_variance(z: torch.Tensor, target_std: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
-    """VICReg's variance hinge: mean over dimensions of relu(target_std - std). z (M, D) -> scalar."""
-    std = torch.sqrt(z.var(dim=0) + eps)  # (D,)
+    """VICReg's variance hinge: mean over dimensions (and groups) of relu(target_std - std over samples).
+
+    z (M, D) or (G, M, D) -> scalar.
+    """
+    std = torch.sqrt(_grouped(z).var(dim=-2) + eps)  # (G, D)
     return torch.relu(target_std - std).mean()
 
 
 def vicreg_covariance(z: torch.Tensor) -> torch.Tensor:
-    """VICReg's covariance term: squared off-diagonal covariances / D. Decorrelates dimensions."""
-    count, dim = z.shape
-    centred = z - z.mean(dim=0)
-    covariance = centred.T @ centred / max(count - 1, 1)  # (D, D)
-    off_diagonal = covariance - torch.diag(torch.diagonal(covariance))
-    return off_diagonal.pow(2).sum() / dim
+    """VICReg's covariance term: squared off-diagonal covariances / D, averaged over groups.
+
+    Decorrelates dimensions. z (M, D) or (G, M, D) -> scalar.
+    """
+    z = _grouped(z)
+    count, dim = z.shape[-2:]
+    centred = z - z.mean(dim=-2, keepdim=True)  # (G, M, D)
+    covariance = centred.transpose(-1, -2) @ centred / max(count - 1, 1)  # (G, D, D)
+    off_diagonal = covariance - torch.diag_embed(torch.diagonal(covariance, dim1=-2, dim2=-1))
+    return (off_diagonal.pow(2).sum(dim=(-2, -1)) / dim).mean()
 
 
 def sigreg(z: torch.Tensor, num_projections: int = 256, num_points: int = 17, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -32,18 +53,20 @@ def sigreg(z: torch.Tensor, num_projections: int = 256, num_points: int = 17, ge
 
     For each random unit direction u, compares the empirical characteristic function of z @ u with
     the standard normal's exp(-t^2/2), weighted by exp(-t^2/2) and integrated over t in [-5, 5]; the
-    statistic is scaled by M and averaged over directions. Zero only for an isotropic Gaussian, so it
-    rules out collapse (and any other degenerate shape) with one weight and no EMA or stop-gradient.
+    statistic is scaled by M and averaged over directions (and groups). Zero only for an isotropic
+    Gaussian, so it rules out collapse (and any other degenerate shape) with one weight and no EMA or
+    stop-gradient. z (M, D) or (G, M, D) -> scalar.
     """
-    count, dim = z.shape
+    z = _grouped(z)
+    count, dim = z.shape[-2:]
     directions = torch.randn(dim, num_projections, device=z.device, dtype=z.dtype, generator=generator)
     directions = directions / directions.norm(dim=0, keepdim=True)  # (D, P) unit columns
     t = torch.linspace(-5.0, 5.0, num_points, device=z.device, dtype=z.dtype)  # (Q,)
     gaussian = torch.exp(-0.5 * t**2)  # (Q,) characteristic function of N(0, 1), also the weight
-    phase = (z @ directions).unsqueeze(-1) * t  # (M, P, Q)
-    real, imaginary = torch.cos(phase).mean(dim=0), torch.sin(phase).mean(dim=0)  # (P, Q)
-    squared_error = (real - gaussian).pow(2) + imaginary.pow(2)  # (P, Q)
-    statistic = torch.trapezoid(squared_error * gaussian, t, dim=-1) * count  # (P,)
+    phase = (z @ directions).unsqueeze(-1) * t  # (G, M, P, Q)
+    real, imaginary = torch.cos(phase).mean(dim=-3), torch.sin(phase).mean(dim=-3)  # (G, P, Q)
+    squared_error = (real - gaussian).pow(2) + imaginary.pow(2)  # (G, P, Q)
+    statistic = torch.trapezoid(squared_error * gaussian, t, dim=-1) * count  # (G, P)
     return statistic.mean()
 
 

@@ -1,37 +1,165 @@
 """Training runs: the Trainer, loggers and checkpoints around a ``JEPAWorldModel``.
 
+A run directory holds ``config.yaml`` (what the run does, written once it really starts),
+``checkpoints/last.ckpt`` (the newest state: written at every validation and at the end),
+``checkpoints/best.ckpt`` (the best by the selection metric), ``csv/metrics.csv`` (the whole metric
+history, across resumes) and the W&B run. Checkpoints are written atomically, so a kill at any moment
+leaves the previous ones intact; ``resume=true`` continues in place from ``last.ckpt`` after any number
+of kills.
+
 The data module is passed in (anything with ``setup``, ``obs_shape``, ``action_dim`` and
 ``describe()``, like ``data.TrajectoryDataModule``), so this package stays independent of ``data``.
 """
 
 from __future__ import annotations
 
+import csv
 import datetime
-import difflib
 import inspect
 import os
+import shutil
+import tempfile
 from pathlib import Path
+from weakref import proxy
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.config import to_dict
-from jepa_wm.errors import ConfigError
+from jepa_wm.errors import ConfigError, did_you_mean
 from jepa_wm.module import JEPAWorldModel
 
 MONITOR = "val/rollout_error_ratio"  # scale-free, so comparable across anti-collapse settings
+RUN_DIRECTORY_VARIABLE = "JEPA_WM_RUN_DIRECTORY"  # shared with the processes a DDP launcher starts
+
+# What resume=true may change. Everything else is fixed by the checkpoint: model settings that change
+# its parameters, the data (another task's dataset) and the train/val split (data.val_fraction, seed).
+RESUMABLE_PREFIXES = ("trainer.", "eval.", "wandb.", "model.optim.", "model.loss.", "model.regularizers.",
+                      "model.decoder.weight", "model.decoder.detach", "model.ema_momentum", "model.stop_gradient",
+                      "model.sigreg_projections", "model.rollout_steps", "data.path", "data.batch_size",
+                      "data.num_workers", "resume", "out")
 
 
 def run_directory(cfg: DictConfig) -> Path:
+    """``out=``, or a new ``runs/train-<time>``: chosen once, then shared with DDP worker processes."""
     if cfg.out:
         return Path(cfg.out)
-    return Path("runs") / datetime.datetime.now().strftime("train-%Y%m%d-%H%M%S")
+    if RUN_DIRECTORY_VARIABLE not in os.environ:
+        os.environ[RUN_DIRECTORY_VARIABLE] = str(Path("runs") / datetime.datetime.now().strftime("train-%Y%m%d-%H%M%S"))
+    return Path(os.environ[RUN_DIRECTORY_VARIABLE])
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def save_checkpoint_atomically(trainer: pl.Trainer, path: Path, weights_only: bool = False) -> None:
+    """``trainer.save_checkpoint`` to a temporary file, then renamed over ``path``: never half a file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.partial")
+    trainer.save_checkpoint(temporary, weights_only)
+    if trainer.is_global_zero:
+        os.replace(temporary, path)
+    trainer.strategy.barrier("save_checkpoint_atomically")
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``best.ckpt``: the best by ``MONITOR``, overwritten in place (no ``-v1`` copies) and atomically."""
+
+    def __init__(self, directory: Path):
+        super().__init__(dirpath=directory, filename="best", monitor=MONITOR, mode="min", save_top_k=1,
+                         save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
+
+    def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+        save_checkpoint_atomically(trainer, Path(filepath), self.save_weights_only)
+        self._last_global_step_saved = trainer.global_step
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
+
+
+class LatestCheckpoint(pl.Callback):
+    """``last.ckpt``: the newest state, written after every validation and when training ends."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            save_checkpoint_atomically(trainer, self.path)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        save_checkpoint_atomically(trainer, self.path)
+
+
+class RunRecord(pl.Callback):
+    """Writes ``config.yaml`` once training really starts (checkpoint restored, sanity check passed), so
+    a start that fails changes nothing on disk; remembers whether the run was interrupted (Ctrl-C)."""
+
+    def __init__(self, cfg: DictConfig, out: Path):
+        self.cfg, self.out = cfg, out
+        self.interrupted = False
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.is_global_zero:
+            write_text_atomically(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg))
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        self.interrupted = isinstance(exception, KeyboardInterrupt)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    with os.fdopen(handle, "w") as file:
+        file.write(text)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+
+
+# ---------------------------------------------------------------------------------------- loggers
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing ``metrics.csv``; this one continues it (resume)."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as file:
+                self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+
+
+class HistoryCSVLogger(CSVLogger):
+    """CSV metrics that survive resumes: ``csv/metrics.csv`` keeps every row of every attempt."""
+
+    @property
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+def truncate_metric_history(path: Path, after_step: int) -> None:
+    """Drop rows logged after ``after_step``: a resumed run repeats those steps and logs them again."""
+    if not path.is_file():
+        return
+    with open(path, newline="") as file:
+        reader = csv.DictReader(file)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if row.get("step") in (None, "") or int(float(row["step"])) <= after_step]
+    if len(kept) == len(rows):
+        return
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    with os.fdopen(handle, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
 
 
 def build_loggers(cfg: DictConfig, out: Path) -> list:
-    loggers = [CSVLogger(save_dir=str(out), name="csv", version="")]
+    loggers = [HistoryCSVLogger(save_dir=str(out), name="csv", version="")]
     mode = os.environ.get("WANDB_MODE", cfg.wandb.mode)
     if mode != "disabled":
         # Reuse the run id on resume so W&B continues the same run instead of starting a new one.
@@ -49,43 +177,109 @@ def build_loggers(cfg: DictConfig, out: Path) -> list:
     return loggers
 
 
-def build_trainer(cfg: DictConfig, out: Path, callbacks=(), loggers=None) -> pl.Trainer:
-    checkpoints = ModelCheckpoint(
-        dirpath=out / "checkpoints", filename="best", monitor=MONITOR, mode="min", save_last=True,
-        save_top_k=1, auto_insert_metric_name=False,
-    )
+# ---------------------------------------------------------------------------------------- trainer
+def trainer_arguments(cfg: DictConfig) -> dict:
+    """``cfg.trainer`` checked against ``pytorch_lightning.Trainer``'s signature."""
     trainer_args = to_dict(cfg.trainer)
-    valid = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    valid = sorted(set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"})
     for name in trainer_args:
         if name not in valid:
-            close = difflib.get_close_matches(name, sorted(valid), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"'trainer.{name}' is not a pytorch_lightning.Trainer argument{hint}")
+            raise ConfigError(f"'trainer.{name}' is not a pytorch_lightning.Trainer argument{did_you_mean(name, valid)}")
+    return trainer_args
+
+
+def build_trainer(cfg: DictConfig, out: Path, callbacks=(), loggers=None) -> pl.Trainer:
+    checkpoints = out / "checkpoints"
     return pl.Trainer(
-        **trainer_args, default_root_dir=str(out), callbacks=[checkpoints, *callbacks],
+        **trainer_arguments(cfg), default_root_dir=str(out),
+        callbacks=[BestCheckpoint(checkpoints), LatestCheckpoint(checkpoints / "last.ckpt"), *callbacks],
         logger=build_loggers(cfg, out) if loggers is None else loggers,
     )
 
 
+# ----------------------------------------------------------------------------------------- resume
+def _flatten(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix[:-1]: tree}
+    flat = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}{key}."))
+    return flat
+
+
+def check_resume(checkpoint: dict, cfg: DictConfig, model: JEPAWorldModel, data_description: dict, path: Path) -> None:
+    """Refuse, naming the keys, a resume whose config the checkpoint cannot continue.
+
+    Anything that would change the model's parameters, the task of the data or the train/val split is
+    fixed by the checkpoint; everything else (learning rate, schedule, loss weights, batch size,
+    Trainer settings...) is applied from the new config.
+    """
+    before = _flatten(checkpoint["hyper_parameters"].get("run_config") or {})
+    after = _flatten(to_dict(cfg))
+    changed = sorted(key for key in set(before) | set(after)
+                     if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_PREFIXES))
+    old_shapes = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
+    new_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+    if old_shapes != new_shapes:
+        changed += sorted(key for key in set(before) | set(after) if key.startswith("model.")
+                          and before.get(key) != after.get(key) and key not in changed)
+        if not changed:
+            changed = ["model parameters (a setting that is not in the config, e.g. the data's observation shape)"]
+    old_data = checkpoint["hyper_parameters"].get("env") or {}
+    for key in ("config", "action_low", "action_high", "frameskip"):
+        if old_data.get(key) != data_description.get(key):
+            changed.append(f"the data's {key.replace('config', 'task')} (data.path holds another dataset)")
+    if changed:
+        details = "; ".join(f"{key}: {before.get(key)!r} -> {after.get(key)!r}" if key in before or key in after
+                            else key for key in changed)
+        raise ConfigError(f"resume=true cannot change what {path} was trained with ({details}); drop these "
+                          f"overrides to continue, or start a new run with another out=")
+
+
+# -------------------------------------------------------------------------------------------- fit
 def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
     """Train the world model of ``cfg`` on ``datamodule``; returns the run directory.
 
-    The run directory holds ``config.yaml``, ``checkpoints/{last,best}.ckpt`` (each with the model
-    config inside), a CSV log and the W&B run. With ``cfg.resume`` training continues from
-    ``last.ckpt``.
+    Everything that can be wrong with the config, the data or the checkpoint to resume is checked before
+    anything is written; a fresh run that fails before its first checkpoint leaves no directory behind.
     """
     out = run_directory(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(cfg.seed, workers=True)
+    trainer_arguments(cfg)  # fails early on a mistyped Trainer argument
     resume_from = out / "checkpoints" / "last.ckpt"
+    if out.is_file():
+        raise ConfigError(f"out={out} is a file; pass a directory for the run")
     if cfg.resume and not resume_from.is_file():
         raise ConfigError(f"resume=true but {resume_from} does not exist; drop resume or point out= at an earlier run")
     if not cfg.resume and resume_from.is_file():
         raise ConfigError(f"{out} already holds a run; pass resume=true to continue it, or choose another out=")
-    OmegaConf.save(cfg, out / "config.yaml")
+    checkpoint = read_checkpoint(resume_from) if cfg.resume else None
+    pl.seed_everything(cfg.seed, workers=True)
     datamodule.setup("fit")
-    model = JEPAWorldModel(cfg.model, datamodule.obs_shape, datamodule.action_dim, env=datamodule.describe(),
-                           run_config=to_dict(cfg))
-    trainer = build_trainer(cfg, out, callbacks)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if cfg.resume else None)
+    try:
+        model = JEPAWorldModel(cfg.model, datamodule.obs_shape, datamodule.action_dim, env=datamodule.describe(),
+                               run_config=to_dict(cfg), load_pretrained=checkpoint is None)
+    except ValueError as error:
+        raise ConfigError(f"the model config is invalid: {error}") from error
+    if checkpoint is not None:
+        check_resume(checkpoint, cfg, model, datamodule.describe(), resume_from)
+        truncate_metric_history(out / "csv" / "metrics.csv", int(checkpoint.get("global_step", 0)))
+    else:
+        truncate_metric_history(out / "csv" / "metrics.csv", after_step=-1)  # rows of a start that failed
+
+    created = not out.exists()
+    record = RunRecord(cfg, out)
+    trainer = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        trainer = build_trainer(cfg, out, [record, *callbacks])
+        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if checkpoint else None, weights_only=True)
+    except BaseException as error:
+        started = trainer is not None and trainer.global_step > 0
+        if created and not started and pl.utilities.rank_zero_only.rank == 0:
+            shutil.rmtree(out, ignore_errors=True)
+        # Lightning turns Ctrl-C into SystemExit(1) after its graceful shutdown.
+        if record.interrupted or isinstance(error, KeyboardInterrupt):
+            how = f"rerun with resume=true out={out} to continue" if resume_from.is_file() else "nothing was saved"
+            raise KeyboardInterrupt(f"training interrupted; {how}") from None
+        raise
     return out

@@ -10,26 +10,25 @@ import pytorch_lightning as pl
 import torch
 
 from data.envs import make_env
-from jepa_wm.config import load_group, to_dict
-from planning.costs import LatentGoalCost
 from planning.evaluate import evaluate, save_video
-from planning.mpc import MPCController
-from planning.planners import build_planner
+from planning.experiment import build_controllers, plan_config, planning_env_settings
 
 
 class GoalReachingEvalCallback(pl.Callback):
     """Every ``every_n_steps`` training steps, plan a few goal-reaching episodes with the current model.
 
-    Logs ``eval/success_rate`` and ``eval/final_distance`` (and a GIF to W&B when ``video``). The task
-    is the one the training data came from. Runs on rank 0 only; the episodes are the same each time.
+    The planner, MPC schedule and cost are those of ``configs/plan.yaml`` (with ``plan_overrides``), so
+    ``eval/success_rate`` measures the planner ``plan.py`` runs. Episodes come from the *dev* split
+    (the same each time), never from the test episodes results are reported on. The task is the one the
+    training data came from. Logs ``eval/success_rate`` and ``eval/final_distance`` (and a GIF to W&B
+    when ``video``). Runs on rank 0; the other ranks wait for it at the next collective.
     """
 
-    def __init__(self, every_n_steps: int, episodes: int = 5, planner: str = "cem", horizon: int = 5,
-                 seed: int = 0, video: bool = True):
+    def __init__(self, every_n_steps: int, episodes: int = 5, plan_overrides=(), seed: int = 0, video: bool = True):
         if every_n_steps < 1 or episodes < 1:
             raise ValueError(f"need every_n_steps >= 1 and episodes >= 1; got {every_n_steps}, {episodes}")
-        self.every_n_steps, self.episodes, self.horizon = every_n_steps, episodes, horizon
-        self.planner_settings = to_dict(load_group("planner", planner))
+        self.every_n_steps, self.episodes = every_n_steps, episodes
+        self.plan_cfg = plan_config([*plan_overrides, f"seed={seed}", "split=dev"])
         self.seed, self.video = seed, video
         self._env = None
 
@@ -47,18 +46,12 @@ class GoalReachingEvalCallback(pl.Callback):
 
     def run_episodes(self, model) -> tuple[float, float, Path | None]:
         if self._env is None:
-            env_settings = dict(model.hparams["env"]["config"])
-            env_settings["obs_type"] = model.cfg["obs_type"]
-            self._env = make_env(env_settings)
-        settings = dict(self.planner_settings)
-        name = settings.pop("name")
-        planner = build_planner(name, self.horizon, [-1.0] * model.action_dim, [1.0] * model.action_dim,
-                                device=model.device, seed=self.seed, **settings)
-        controller = MPCController(planner, LatentGoalCost(model), frameskip=model.frameskip)
+            self._env = make_env(planning_env_settings(None, model))
+        controllers, _ = build_controllers(self.plan_cfg, ["ours"], model, self._env, str(model.device))
         was_training = model.training
         model.eval()
         with torch.inference_mode(False):
-            records = evaluate(self._env, {"ours": controller}, self.episodes, self.seed,
+            records = evaluate(self._env, controllers, self.episodes, self.seed, split="dev",
                                record_episodes=1 if self.video else 0, progress=False)["ours"]
         model.train(was_training)
         video = None

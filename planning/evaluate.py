@@ -16,12 +16,16 @@ from tqdm.auto import tqdm
 
 from data.collect import episode_seed
 
-EVAL_STREAM = 2  # evaluation episodes never coincide with collected (training) episodes
+# Evaluation episodes come from their own seed streams, never from the collection's (stream 0 and 1):
+# tune anything (planner settings, training length, checkpoints) on "dev" episodes and report "test"
+# episodes, which nothing was tuned on.
+SPLIT_STREAMS = {"dev": 2, "test": 3}
 
 
 @dataclass
 class EpisodeRecord:
-    success: bool
+    success: bool  # the goal was reached at some step within the budget
+    success_at_end: bool  # the goal is met when the episode ends
     final_distance: float
     steps: int
     distances: list[float]
@@ -29,12 +33,20 @@ class EpisodeRecord:
     frames: list[np.ndarray] = field(default_factory=list)  # observation beside goal, when recorded
 
 
-def evaluation_seed(seed: int, episode: int) -> int:
-    return episode_seed(seed, episode, EVAL_STREAM)
+def evaluation_seed(seed: int, episode: int, split: str = "dev") -> int:
+    """The env seed of evaluation episode ``episode`` of ``split`` ("dev" or "test")."""
+    if split not in SPLIT_STREAMS:
+        raise ValueError(f"unknown split '{split}' (choices: {', '.join(SPLIT_STREAMS)})")
+    return episode_seed(seed, episode, SPLIT_STREAMS[split])
 
 
 def run_episode(env, controller, seed: int, record: bool = False, frame_size: int = 128) -> EpisodeRecord:
-    """One goal-reaching episode; success means the goal was reached before the step budget ran out."""
+    """One goal-reaching episode of the env's budget.
+
+    The goal counts as reached when a step ends on it (or passes it within an action repeat), so at
+    least one step is taken; with ``terminate_on_success`` the episode ends there, otherwise it runs the
+    whole budget and ``success_at_end`` tells whether the controller stayed on the goal.
+    """
     obs = env.reset(seed=seed)
     controller.reset(seed)
     goal_frame = env.goal_frame(frame_size) if record else None
@@ -44,17 +56,17 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
 
     frames = [observation_beside_goal()] if record else []
     distances = [env.distance_to_goal()]
-    success, steps = env.is_success(), 0
-    while not success:
+    reached, steps, done = False, 0, False
+    while not done:
         obs, _, terminated, truncated, info = env.step(controller.act(env, obs))
         steps += 1
         distances.append(info["distance"])
-        success = info["success"]
+        reached = reached or info["success"]
         if record:
             frames.append(observation_beside_goal())
-        if terminated or truncated:
-            break
-    return EpisodeRecord(bool(success), distances[-1], steps, distances, list(controller.planning_seconds), frames)
+        done = terminated or truncated
+    return EpisodeRecord(reached, env.is_success(), distances[-1], steps, distances,
+                         list(controller.planning_seconds), frames)
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -68,9 +80,15 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return (max(0.0, centre - half_width), min(1.0, centre + half_width))
 
 
-def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner: str | None, seed: int) -> dict:
-    """One row of the report (the JSON schema of ``results``)."""
+def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner: str | None, seed: int,
+              split: str = "dev") -> dict:
+    """One row of the report (the JSON schema of ``results``).
+
+    ``success_rate`` counts goals reached at any step, ``success_at_end_rate`` goals held when the
+    episode ended (the same when episodes terminate on success); each has its 95% Wilson interval.
+    """
     successes = sum(record.success for record in records)
+    at_end = sum(record.success_at_end for record in records)
     planning = [s for record in records for s in record.planning_seconds]
     return {
         "env": env_name,
@@ -78,20 +96,23 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
         "planner": planner,
         "success_rate": successes / len(records),
         "ci95": list(wilson_interval(successes, len(records))),
+        "success_at_end_rate": at_end / len(records),
+        "ci95_at_end": list(wilson_interval(at_end, len(records))),
         "final_distance": float(np.mean([record.final_distance for record in records])),
         "ms_per_step": float(np.mean(planning) * 1000) if planning else 0.0,
         "episodes": len(records),
         "seed": seed,
+        "split": split,
     }
 
 
 def evaluate(env, controllers: dict, episodes: int, seed: int, record_episodes: int = 0,
-             progress: bool = True) -> dict[str, list[EpisodeRecord]]:
-    """Run every controller on the same ``episodes`` seeded episodes; returns records per method."""
+             progress: bool = True, split: str = "dev") -> dict[str, list[EpisodeRecord]]:
+    """Run every controller on the same ``episodes`` seeded episodes of ``split``; records per method."""
     records: dict[str, list[EpisodeRecord]] = {method: [] for method in controllers}
     bar = tqdm(total=episodes * len(controllers), unit="episode", desc=f"evaluate {env.name}", disable=not progress)
     for episode in range(episodes):
-        episode_seed_value = evaluation_seed(seed, episode)
+        episode_seed_value = evaluation_seed(seed, episode, split)
         for method, controller in controllers.items():
             record = run_episode(env, controller, episode_seed_value, record=episode < record_episodes)
             records[method].append(record)
@@ -102,13 +123,15 @@ def evaluate(env, controllers: dict, episodes: int, seed: int, record_episodes: 
 
 
 def format_table(rows: list[dict]) -> str:
-    header = f"{'env':<16} {'method':<8} {'planner':<9} {'success':>8} {'95% CI':>15} {'final dist':>10} {'ms/step':>8} {'episodes':>8}"
+    header = (f"{'env':<18} {'method':<8} {'planner':<9} {'reached':>8} {'95% CI':>12} {'at end':>7} "
+              f"{'final dist':>10} {'ms/step':>8} {'episodes':>8}")
     lines = [header, "-" * len(header)]
     for row in rows:
         low, high = row["ci95"]
         lines.append(
-            f"{row['env']:<16} {row['method']:<8} {str(row['planner'] or '-'):<9} {row['success_rate']:>8.0%} "
-            f"{f'[{low:.0%}, {high:.0%}]':>15} {row['final_distance']:>10.3f} {row['ms_per_step']:>8.1f} {row['episodes']:>8}"
+            f"{row['env']:<18} {row['method']:<8} {str(row['planner'] or '-'):<9} {row['success_rate']:>8.0%} "
+            f"{f'[{low:.0%}, {high:.0%}]':>12} {row['success_at_end_rate']:>7.0%} {row['final_distance']:>10.3f} "
+            f"{row['ms_per_step']:>8.1f} {row['episodes']:>8}"
         )
     return "\n".join(lines)
 
@@ -124,7 +147,7 @@ def save_video(records: dict[str, list[EpisodeRecord]], path: Path, fps: int = 1
     return path
 
 
-def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success_radius: float, path: Path) -> Path:
+def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success_threshold: float, path: Path) -> Path:
     """Success rate with 95% intervals, and distance to goal over the episode, per method."""
     import matplotlib
 
@@ -145,7 +168,7 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
         padded = np.array([record.distances + [record.distances[-1]] * (length - len(record.distances))
                            for record in method_records])
         curves.plot(padded.mean(axis=0), label=method)
-    curves.axhline(success_radius, color="k", linestyle="--", linewidth=1, label="success radius")
+    curves.axhline(success_threshold, color="k", linestyle="--", linewidth=1, label="success threshold")
     curves.set_xlabel("env step")
     curves.set_ylabel("mean distance to goal")
     curves.legend()

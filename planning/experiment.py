@@ -1,4 +1,8 @@
-"""A goal-reaching evaluation from a config: env, world model, planners, baselines, report files."""
+"""A goal-reaching evaluation from a plan config: env, world model, planners, baselines, report files.
+
+``configs/plan.yaml`` is the one definition of how we plan (planner, MPC schedule, cost): ``plan.py``,
+the training-time evaluation callback and the benchmarks all build their controllers here from it.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ import os
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
 from data.envs import make_env
+from data.envs.tasks import dynamics_differences
 from jepa_wm.checkpoint import load_world_model
-from jepa_wm.config import load_group, to_dict
+from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError
 from planning.costs import LatentGoalCost, SimulatorCost
 from planning.evaluate import evaluate, format_table, save_plot, save_video, summarize, write_report
@@ -26,11 +32,40 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def checkpoint_env(model) -> dict:
+    """The env config of the task a world model's training data came from."""
+    return dict(model.hparams["env"].get("config") or {})
+
+
+def planning_env_settings(env_cfg, model) -> dict:
+    """The env a world model plans in: its own task, with the evaluation settings ``env_cfg`` gives.
+
+    ``env_cfg`` is ``None`` (the checkpoint's task as it is), an overlay of some keys
+    (``env.episode_length=100``), or a whole env config (``env=reacher-hard``). Settings that change the
+    dynamics, actions or camera must match the checkpoint's; the observation type is the model's.
+    """
+    trained = checkpoint_env(model)
+    given = {} if env_cfg is None else to_dict(env_cfg)
+    requested = {**trained, **given}
+    if "obs_type" in given and "domain" not in given and given["obs_type"] != model.cfg["obs_type"]:
+        raise ConfigError(f"env.obs_type={given['obs_type']} but the checkpoint's model reads "
+                          f"{model.cfg['obs_type']} observations; drop env.obs_type")
+    requested["obs_type"] = model.cfg["obs_type"]
+    differences = dynamics_differences(trained, requested)
+    if differences:
+        raise ConfigError(
+            f"the checkpoint was trained on {trained.get('name', 'another task')}, and env "
+            f"{requested.get('name')} differs in {'; '.join(differences)}; drop env= to plan in the "
+            f"checkpoint's own task, or use a checkpoint trained on {requested.get('name')}"
+        )
+    return requested
+
+
 def check_compatible(model, env) -> None:
     """A world model can only plan in an env that gives it the observations and actions it was trained on."""
     obs_type = model.cfg["obs_type"]
     spec = env.observation_spec()
-    trained_on = model.hparams["env"].get("config", {}).get("name", "its training task")
+    trained_on = checkpoint_env(model).get("name", "its training task")
     if obs_type not in spec or tuple(spec[obs_type][0]) != tuple(model.obs_shape):
         given = {key: shape for key, (shape, _) in spec.items()}
         raise CheckpointError(
@@ -44,76 +79,109 @@ def check_compatible(model, env) -> None:
         )
 
 
-def build_mpc(cfg, planner_settings: dict, cost_model, action_dim: int, frameskip: int, device: str) -> MPCController:
+def build_mpc(plan_cfg, planner_settings: dict, cost_model, action_dim: int, frameskip: int, device: str) -> MPCController:
+    """MPC with the plan config's planner, horizon and replanning schedule (actions in [-1, 1])."""
     settings = dict(planner_settings)
     name = settings.pop("name")
-    planner = build_planner(name, cfg.mpc.horizon, [-1.0] * action_dim, [1.0] * action_dim, device=device,
-                            seed=cfg.seed, **settings)
-    return MPCController(planner, cost_model, replan_every=cfg.mpc.replan_every, frameskip=frameskip)
+    try:
+        planner = build_planner(name, plan_cfg.mpc.horizon, [-1.0] * action_dim, [1.0] * action_dim, device=device,
+                                seed=plan_cfg.seed, **settings)
+        return MPCController(planner, cost_model, replan_every=plan_cfg.mpc.replan_every, frameskip=frameskip)
+    except ValueError as error:
+        raise ConfigError(f"planner settings: {error}") from error
 
 
-def run_plan(cfg) -> dict:
-    """Evaluate the configured methods on the same episodes; write report, video and plot under ``cfg.out``."""
-    methods = ["ours"] + (["random", "oracle"] if cfg.baselines else [])
-    if cfg.checkpoint is None:
-        if not cfg.baselines:
-            raise ConfigError("checkpoint=PATH is required (or baselines=true to run only random and oracle)")
-        methods.remove("ours")
-    device = resolve_device(cfg.device)
-    model = load_world_model(cfg.checkpoint, device=device) if cfg.checkpoint else None
-    env_settings = to_dict(cfg.env)
-    if model is not None:
-        env_settings["obs_type"] = model.cfg["obs_type"]
-    env = make_env(env_settings)
-    frameskip = model.frameskip if model is not None else 1
-    if model is not None:
-        check_compatible(model, env)
+def oracle_planner_settings(planner_settings: dict) -> dict:
+    """The oracle's planner: ours, except that the simulator is not differentiable (gradient -> CEM)."""
+    return planner_settings if planner_settings["name"] != "gradient" else to_dict(load_group("planner", "cem"))
+
+
+def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict, dict]:
+    """Controllers (and planner names) of ``methods`` for one env, all from the plan config."""
+    frameskip = model.frameskip if model is not None else int(plan_cfg.mpc.frameskip or load_group("model", "pixels").frameskip)
     action_dim = env.action_dim * frameskip
-
-    planner_settings = to_dict(cfg.planner)
-    # The simulator is not differentiable: with the gradient planner, the oracle plans with CEM.
-    oracle_settings = planner_settings if planner_settings["name"] != "gradient" else to_dict(load_group("planner", "cem"))
+    planner_settings = to_dict(plan_cfg.planner)
     controllers, planner_names = {}, {}
     for method in methods:
         if method == "ours":
-            cost = LatentGoalCost(model, cfg.cost.distance, cfg.cost.steps, cfg.cost.action_penalty)
-            controllers[method] = build_mpc(cfg, planner_settings, cost, action_dim, frameskip, device)
+            cost = LatentGoalCost.from_config(model, plan_cfg.cost)
+            controllers[method] = build_mpc(plan_cfg, planner_settings, cost, action_dim, frameskip, device)
             planner_names[method] = planner_settings["name"]
         elif method == "random":
             controllers[method] = RandomController()
             planner_names[method] = None
         else:
-            controllers[method] = build_mpc(cfg, oracle_settings, SimulatorCost(frameskip), action_dim, frameskip, "cpu")
-            planner_names[method] = oracle_settings["name"]
+            settings = oracle_planner_settings(planner_settings)
+            cost = SimulatorCost(frameskip, plan_cfg.cost.steps)
+            controllers[method] = build_mpc(plan_cfg, settings, cost, action_dim, frameskip, "cpu")
+            planner_names[method] = settings["name"]
+    return controllers, planner_names
+
+
+def plan_config(overrides=()) -> DictConfig:
+    """``configs/plan.yaml`` with overrides: for callers that plan without a command line."""
+    return compose("plan", list(overrides))
+
+
+def run_plan(cfg) -> dict:
+    """Evaluate the configured methods on the same episodes; write report, video and plot under ``cfg.out``."""
+    methods = [method for method in cfg.methods] if cfg.get("methods") else ["ours"] + (["random", "oracle"] if cfg.baselines else [])
+    if cfg.checkpoint is None:
+        if not cfg.baselines:
+            raise ConfigError("checkpoint=PATH is required (or baselines=true with env=NAME to run only random and oracle)")
+        methods = [method for method in methods if method != "ours"]
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ConfigError(f"unknown method(s) {unknown} (choices: {', '.join(METHODS)})")
+    device = resolve_device(cfg.device)
+    model = load_world_model(cfg.checkpoint, device=device) if cfg.checkpoint else None
+    if model is not None:
+        env_settings = planning_env_settings(cfg.env, model)
+    elif cfg.env is None or "domain" not in cfg.env:
+        raise ConfigError("without a checkpoint, name the task: env=NAME (a file of configs/env/)")
+    else:
+        env_settings = to_dict(cfg.env)
+    try:
+        env = make_env(env_settings)
+    except ValueError as error:
+        raise ConfigError(f"env {env_settings.get('name')}: {error}") from error
+    if model is not None:
+        check_compatible(model, env)
+    controllers, planner_names = build_controllers(cfg, methods, model, env, device)
 
     out = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("plan-%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
-    records = evaluate(env, controllers, cfg.episodes, cfg.seed, record_episodes=cfg.videos, progress=cfg.progress)
-    rows = [summarize(records[method], env.name, method, planner_names[method], cfg.seed) for method in methods]
+    records = evaluate(env, controllers, cfg.episodes, cfg.seed, record_episodes=cfg.videos, progress=cfg.progress,
+                       split=cfg.split)
+    rows = [summarize(records[method], env.name, method, planner_names[method], cfg.seed, cfg.split)
+            for method in methods]
     files = {
-        "report": write_report(out / "report.json", rows, to_dict(cfg)),
-        "plot": save_plot(rows, records, env.success_radius, out / "plot.png"),
+        "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings}),
+        "plot": save_plot(rows, records, env.success_threshold, out / "plot.png"),
         "video": save_video(records, out / "episodes.gif") if cfg.videos else None,
     }
     env.close()
     log_to_wandb(cfg, rows, files)
-    return {"rows": rows, "table": format_table(rows), "files": files}
+    return {"rows": rows, "table": format_table(rows), "files": files, "records": records}
 
 
 def log_to_wandb(cfg, rows: list[dict], files: dict) -> None:
     """Log the success table (and ``success_rate`` of ours, the planner sweep's metric) to W&B.
 
-    Off unless ``wandb.mode`` asks for it or a sweep agent started this process.
+    Off unless ``wandb.mode`` asks for it or a sweep agent started this process (``WANDB_MODE`` then
+    picks online or offline, and ``WANDB_MODE=disabled`` turns it off).
     """
+    if cfg.wandb.mode == "disabled" and "WANDB_SWEEP_ID" not in os.environ:
+        return
     mode = os.environ.get("WANDB_MODE", cfg.wandb.mode)
-    if mode == "disabled" and "WANDB_SWEEP_ID" not in os.environ:
+    if os.environ.get("WANDB_MODE") == "disabled":
         return
     import wandb
 
     run = wandb.init(project=cfg.wandb.project, mode="offline" if mode == "disabled" else mode,
                      config=to_dict(cfg), job_type="plan", dir=str(files["report"].parent))
     metrics = {f"{row['method']}/{key}": row[key] for row in rows
-               for key in ("success_rate", "final_distance", "ms_per_step")}
+               for key in ("success_rate", "success_at_end_rate", "final_distance", "ms_per_step")}
     headline = next((row for row in rows if row["method"] == "ours"), rows[0])
     metrics["success_rate"] = headline["success_rate"]
     metrics["results"] = wandb.Table(columns=list(rows[0]), data=[[str(v) for v in row.values()] for row in rows])

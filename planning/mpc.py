@@ -7,18 +7,14 @@ import time
 import numpy as np
 import torch
 
-
-def to_env_actions(model_actions: np.ndarray, low: np.ndarray, high: np.ndarray, frameskip: int) -> np.ndarray:
-    """One model-space action (A*frameskip,) in [-1, 1] -> ``frameskip`` env actions (frameskip, A)."""
-    normalized = np.asarray(model_actions, np.float64).reshape(frameskip, -1)
-    return low + (normalized + 1.0) / 2.0 * (high - low)
+from data.actions import model_to_env_actions
 
 
 class MPCController:
     """Receding-horizon control: plan ``horizon`` model steps, execute ``replan_every``, replan.
 
     Each replan warm-starts the planner from the previous plan shifted by the steps executed, padded
-    with zeros (the middle of the action range). ``planning_seconds`` records every planner call.
+    with the middle of the planner's action box. ``planning_seconds`` records every planner call.
     """
 
     def __init__(self, planner, cost_model, replan_every: int = 1, frameskip: int = 1):
@@ -48,14 +44,15 @@ class MPCController:
             model_action = self._plan[self._executed].cpu().numpy()
             self._executed += 1
             self.model_actions.append(model_action)
-            self._queue = list(to_env_actions(model_action, env.action_low, env.action_high, self.frameskip))
+            self._queue = list(model_to_env_actions(model_action, env.action_low, env.action_high, self.frameskip))
         return self._queue.pop(0)
 
     def _replan(self, env) -> None:
         init = None
         if self._plan is not None:
             shifted = self._plan[self._executed:]
-            init = torch.cat([shifted, torch.zeros_like(self._plan[: self._executed])], dim=0)
+            padding = self.planner.action_middle.to(shifted).expand(self._executed, -1)  # (executed, A)
+            init = torch.cat([shifted, padding], dim=0)
         cost_fn = self.cost_model.make_cost(env, self.observations, self.model_actions)
         start = time.perf_counter()
         self._plan = self.planner.plan(cost_fn, init=init).actions

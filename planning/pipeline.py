@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from data.collect import collect_from_config
 from data.datamodule import TrajectoryDataModule
 from jepa_wm.checkpoint import read_checkpoint
-from jepa_wm.config import compose
+from jepa_wm.config import compose, to_dict
 from jepa_wm.training import fit
 from planning.callbacks import GoalReachingEvalCallback
 from planning.experiment import run_plan
@@ -34,8 +34,8 @@ def train_from_config(cfg: DictConfig) -> Path:
     """Train as ``scripts/train.py`` does (with the goal-reaching callback if ``eval.every_n_steps``)."""
     callbacks = []
     if cfg.eval.every_n_steps:
-        callbacks.append(GoalReachingEvalCallback(cfg.eval.every_n_steps, cfg.eval.episodes, cfg.eval.planner,
-                                                  cfg.eval.horizon, cfg.seed, cfg.eval.video))
+        callbacks.append(GoalReachingEvalCallback(cfg.eval.every_n_steps, cfg.eval.episodes, list(cfg.eval.plan),
+                                                  cfg.seed, cfg.eval.video))
     return fit(cfg, datamodule_from_config(cfg), callbacks=callbacks)
 
 
@@ -52,7 +52,8 @@ def run_quickstart(cfg: DictConfig) -> dict:
     size = cfg.full_size if cfg.full else cfg.small
     out = Path(cfg.out)
     dataset = out / "dataset"
-    collect_cfg = compose("collect", [f"env={cfg.env.name}", f"out={dataset}", f"workers={cfg.workers}",
+    env_overrides = [f"env.{key}={'null' if value is None else value}" for key, value in to_dict(cfg.env).items()]
+    collect_cfg = compose("collect", [f"env={cfg.env.name}", *env_overrides, f"out={dataset}", f"workers={cfg.workers}",
                                       f"seed={cfg.seed}", *[f"{k}={v}" for k, v in size.collect.items()]])
     run_dir = out / "train"
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
@@ -74,7 +75,7 @@ def run_quickstart(cfg: DictConfig) -> dict:
         train_from_config(compose("train", train_overrides + resume))
 
     print(f"[3/3] planning on {size.plan.episodes} goal-reaching episodes: ours, random and oracle")
-    plan_cfg = compose("plan", [f"checkpoint={checkpoint}", f"env={cfg.env.name}", "baselines=true", f"seed={cfg.seed}",
+    plan_cfg = compose("plan", [f"checkpoint={checkpoint}", "baselines=true", f"seed={cfg.seed}",
                                 f"out={out / 'plan'}", *[f"{k}={v}" for k, v in size.plan.items()]])
     result = run_plan(plan_cfg)
     result["files"] = {"dataset": dataset, "checkpoint": checkpoint, **result["files"]}

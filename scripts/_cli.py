@@ -3,18 +3,18 @@
 import sys
 
 from data.storage import DatasetError
-from jepa_wm.errors import CheckpointError, ConfigError
+from jepa_wm.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 
 def run_cli(main) -> None:
-    """Run ``main(argv)``; a bad config, dataset or checkpoint prints its message and exits with code 2."""
+    """Run ``main(argv)``; a bad config, dataset or checkpoint (or a diverged run) prints one line and exits 2."""
     try:
         main(sys.argv[1:])
-    except (ConfigError, DatasetError, CheckpointError) as error:
+    except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: rerun the same command to continue where it stopped", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {interrupt or 'rerun the same command to continue where it stopped'}", file=sys.stderr)
         sys.exit(130)
 
 

@@ -31,9 +31,9 @@ def test_leading_dashes_are_accepted_as_wandb_agents_pass_them():
 
 
 def test_values_are_parsed_as_yaml():
-    cfg = compose("collect", ["seed=7", "policy.theta=1e-1", "out=null", "env.position_indices=[0,1]"])
+    cfg = compose("collect", ["seed=7", "policy.theta=1e-1", "out=null", "env.success_joints=[0,1]"])
     assert cfg.seed == 7 and cfg.policy.theta == pytest.approx(0.1) and cfg.out is None
-    assert list(cfg.env.position_indices) == [0, 1]
+    assert list(cfg.env.success_joints) == [0, 1]
 
 
 def test_group_file_inherits_from_its_base():
@@ -58,7 +58,7 @@ def test_unknown_key_names_the_nearest_valid_key():
 
 def test_unknown_group_choice_lists_the_choices():
     with pytest.raises(ConfigError, match=r"unknown env 'reacher-esy'; did you mean 'reacher-easy'\? "
-                                          r"\(choices: point_mass-easy, reacher-easy, reacher-hard\)"):
+                                          r"\(choices: .*point_mass-easy, reacher-easy, reacher-hard"):
         compose("collect", ["env=reacher-esy"])
 
 

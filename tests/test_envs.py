@@ -28,7 +28,7 @@ def test_same_seed_gives_same_start_goal_and_frames():
     obs_a, obs_b = first.reset(seed=7), second.reset(seed=7)
     assert np.array_equal(obs_a["pixels"], obs_b["pixels"])
     assert np.array_equal(first.goal_obs()["pixels"], second.goal_obs()["pixels"])
-    assert np.array_equal(first.goal_position, second.goal_position)
+    assert np.array_equal(first.goal_coordinates, second.goal_coordinates)
     for action in np.random.default_rng(0).uniform(-1, 1, (5, 2)):
         assert np.array_equal(first.step(action)[0]["pixels"], second.step(action)[0]["pixels"])
 
@@ -44,10 +44,10 @@ def test_reset_with_a_seed_forgets_earlier_episodes():
 def test_different_seeds_give_different_starts_and_goals():
     env = reacher()
     start, goal = env.reset(seed=1)["pixels"], env.goal_obs()["pixels"]
-    goal_position = env.goal_position
+    goal_position = env.goal_coordinates
     assert not np.array_equal(start, env.reset(seed=2)["pixels"])
     assert not np.array_equal(goal, env.goal_obs()["pixels"])
-    assert not np.allclose(goal_position, env.goal_position)
+    assert not np.allclose(goal_position, env.goal_coordinates)
 
 
 def test_default_pixels_are_64x64_rgb_uint8():
@@ -60,8 +60,8 @@ def test_image_size_camera_and_observation_type_are_configurable():
     env = reacher(obs_type="both", image_size=32, camera_id=1)
     obs = env.reset(seed=0)
     assert obs["pixels"].shape == (32, 32, 3) and obs["pixels"].dtype == np.uint8
-    assert obs["state"].shape == (6,) and obs["state"].dtype == np.float32  # position, to_target, velocity
-    assert env.observation_spec() == {"pixels": ((32, 32, 3), "uint8"), "state": ((6,), "float32")}
+    assert obs["state"].shape == (4,) and obs["state"].dtype == np.float32  # joint positions, velocities
+    assert env.observation_spec() == {"pixels": ((32, 32, 3), "uint8"), "state": ((4,), "float32")}
     from_camera_0 = reacher(image_size=32, camera_id=0).reset(seed=0)["pixels"]
     assert not np.array_equal(obs["pixels"], from_camera_0)
 
@@ -69,8 +69,8 @@ def test_image_size_camera_and_observation_type_are_configurable():
 def test_state_observations_carry_no_pixels():
     env = reacher(obs_type="state")
     obs = env.reset(seed=0)
-    assert set(obs) == {"state"} and obs["state"].shape == (6,)
-    assert env.observation_spec() == {"state": ((6,), "float32")}
+    assert set(obs) == {"state"} and obs["state"].shape == (4,)
+    assert env.observation_spec() == {"state": ((4,), "float32")}
     assert set(env.goal_obs()) == {"state"}
     assert env.goal_frame().shape == (64, 64, 3)  # videos still work
 
@@ -103,7 +103,7 @@ def test_set_state_reproduces_the_future_exactly():
 def test_reacher_success_is_fingertip_within_target_radius_of_goal(task, radius):
     env = reacher(task=task)
     env.reset(seed=4)
-    assert env.success_radius == pytest.approx(radius)
+    assert env.success_threshold == pytest.approx(radius)
     assert not env.is_success()  # goals are drawn away from the start
     env.set_state(env._goal_state)
     assert env.is_success() and env.distance_to_goal() == pytest.approx(0.0, abs=1e-9)
@@ -142,7 +142,7 @@ def test_episode_is_truncated_after_its_step_budget():
 def test_point_mass_success_is_the_mass_within_3cm_of_the_goal():
     env = GoalReachingEnv("point_mass", "easy", obs_type="state")
     env.reset(seed=0)
-    assert env.success_radius == pytest.approx(0.03)
+    assert env.success_threshold == pytest.approx(0.03)
     assert not env.is_success()
     env.set_state(goal_state_moved(env, joint=0, offset=0.02))
     assert env.is_success()
@@ -160,7 +160,8 @@ def test_goal_marker_never_collides_and_shows_in_videos_only():
 
 
 def test_generic_domain_uses_random_rollout_goals_and_the_given_radius():
-    env = GoalReachingEnv("cartpole", "swingup", obs_type="state", success_radius=0.2, position_indices=[0])
+    env = GoalReachingEnv("cartpole", "swingup", obs_type="state", success_threshold=0.2, success_joints=[0])
+    assert env.goal_task.source == "random_rollout"
     env.reset(seed=0)
     assert env.position().shape == (1,)  # the cart position alone
     env.set_state(env._goal_state)
@@ -169,8 +170,8 @@ def test_generic_domain_uses_random_rollout_goals_and_the_given_radius():
     assert not env.is_success()
 
 
-def test_generic_domain_without_success_radius_says_what_to_set():
-    with pytest.raises(ValueError, match="task 'cartpole-swingup' has no built-in success criterion; set env.success_radius"):
+def test_generic_domain_without_success_threshold_says_what_to_set():
+    with pytest.raises(ValueError, match="task 'cartpole-swingup' has no built-in success threshold; set env.success_threshold"):
         GoalReachingEnv("cartpole", "swingup")
 
 
@@ -203,3 +204,93 @@ def test_renders_without_a_display():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "(64, 64, 3)" in result.stdout
+
+
+def test_state_observation_is_the_same_for_two_goals_from_the_same_physical_state():
+    """Reacher's own `to_target` entry points at the (moved) target: it must not reach observations."""
+    env = reacher(obs_type="state")
+    env.reset(seed=1)
+    start = env.get_state()
+    first = env.observation()["state"]
+    env.reset(seed=2)  # another goal, so the target marker moved
+    env.set_state(start)
+    assert np.array_equal(env.observation()["state"], first)
+    assert np.allclose(first, np.concatenate([start[:2], start[2:4]]))  # joint angles, then velocities
+
+
+def test_goal_dependent_observation_entries_are_recognised():
+    from data.envs.tasks import is_goal_dependent
+
+    assert [key for key in ("position", "to_target", "velocity", "target_position", "dist_to_target", "target")
+            if is_goal_dependent(key)] == ["to_target", "target_position", "dist_to_target", "target"]
+
+
+def test_trajectory_offset_goal_is_the_state_that_many_random_steps_later():
+    env = reacher(goal_source="trajectory_offset", goal_steps=25, trajectory_length=200, success="qpos",
+                  success_threshold=0.05)
+    env.reset(seed=3)
+    assert env.success.name == "qpos" and env.success_threshold == 0.05
+    # Replay: the start is on a uniform-random trajectory from the task's initial state, the goal 25 steps on.
+    replay = reacher()
+    replay._random.seed(3)
+    replay._env.reset()
+    start_index = replay._random.randint(0, 200 - 25 + 1)
+    states = [replay.get_state()]
+    for _ in range(start_index + 25):
+        action = replay._random.uniform(replay.action_low, replay.action_high)
+        for _ in range(2):
+            replay._physics_step(action)
+        states.append(replay.get_state())
+    assert np.allclose(env.get_state(), states[start_index])
+    assert np.allclose(env._goal_state, states[start_index + 25])
+
+
+def test_trajectory_offset_starts_spread_along_the_trajectory():
+    env = reacher(goal_source="trajectory_offset", goal_steps=25, success="qpos", success_threshold=0.05)
+    velocities = [np.abs(env.reset(seed=seed) is not None and env.get_state()[2:]).sum() for seed in range(8)]
+    assert sum(v > 0 for v in velocities) >= 6  # the start is mid-trajectory: the arm is already moving
+
+
+def test_qpos_success_needs_every_joint_within_the_tolerance_and_wraps_angles():
+    env = reacher(goal_source="trajectory_offset", goal_steps=25, success="qpos", success_threshold=0.05)
+    env.reset(seed=0)
+    env.set_state(goal_state_moved(env, joint=0, offset=0.04))
+    assert env.is_success() and env.distance_to_goal() == pytest.approx(0.04)
+    env.set_state(goal_state_moved(env, joint=1, offset=-0.06))
+    assert not env.is_success() and env.distance_to_goal() == pytest.approx(0.06)
+    env.set_state(goal_state_moved(env, joint=0, offset=2 * np.pi + 0.01))  # a full turn of the shoulder
+    assert env.is_success() and env.distance_to_goal() == pytest.approx(0.01)
+
+
+def test_a_match_inside_an_action_repeat_counts_as_success():
+    env = reacher(task="hard", action_repeat=4, terminate_on_success=False)
+    env.reset(seed=4)
+    # Start just before the goal, swinging through it: the fingertip passes the goal (within 1.5 cm)
+    # after the 2nd of 4 control steps and is 4 cm past it after the 4th.
+    state = env._goal_state.copy()
+    state[2] = 8.0  # shoulder velocity (rad/s)
+    state[0] -= 8.0 * 0.02 * 1.5  # 1.5 control steps before the goal
+    env.set_state(state)
+    _, _, _, _, info = env.step(np.zeros(2))
+    assert info["success"] and not env.is_success() and info["distance"] > 0.03
+
+
+def test_unknown_goal_source_and_success_criterion_name_the_choices():
+    with pytest.raises(ValueError, match="unknown goal_source 'trajectory'; did you mean 'trajectory_offset'"):
+        reacher(goal_source="trajectory")
+    with pytest.raises(ValueError, match="unknown success criterion 'qpso'; did you mean 'qpos'"):
+        reacher(success="qpso")
+
+
+def test_every_env_config_has_the_same_keys_and_builds():
+    from jepa_wm.config import group_choices, load_group, to_dict
+    from data.envs import make_env
+
+    keys = None
+    for name in group_choices("env"):
+        cfg = to_dict(load_group("env", name))
+        keys = keys or set(cfg)
+        assert set(cfg) == keys, name
+        env = make_env({**cfg, "obs_type": "state"})
+        env.reset(seed=0)
+        assert env.name == name

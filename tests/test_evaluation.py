@@ -6,19 +6,26 @@ import numpy as np
 import pytest
 import torch
 
+from data.actions import model_to_env_actions, to_env_range, to_model_range
 from data.envs import make_env
 from jepa_wm import CheckpointError, JEPAWorldModel
 from jepa_wm.config import ConfigError, compose, load_group, to_dict
 from planning.costs import LatentGoalCost, SimulatorCost, latent_distance
-from planning.evaluate import evaluate, run_episode, wilson_interval
-from planning.experiment import run_plan
-from planning.mpc import MPCController, RandomController, to_env_actions
+from planning.evaluate import evaluate, evaluation_seed, run_episode, wilson_interval
+from planning.experiment import build_controllers, run_plan
+from planning.mpc import MPCController, RandomController
 from planning.planners import CEM, PlanResult
+
+FRAMESKIP = 5  # the default model's
+
+
+def env_config(name="reacher-easy", **changes):
+    return {**to_dict(load_group("env", name)), **changes}
 
 
 @pytest.fixture(scope="module")
 def reacher_env():
-    env = make_env(to_dict(load_group("env", "reacher-easy")))
+    env = make_env(env_config())
     yield env
     env.close()
 
@@ -28,10 +35,10 @@ def save_model_checkpoint(model, path):
     return path
 
 
-def tiny_pixel_model(image_size=64):
+def tiny_pixel_model(image_size=64, task="reacher-easy", *overrides):
     cfg = compose("train", ["data.path=unused", "model.encoder.channels=[8,16,16,16]", "model.encoder.embed_dim=8",
-                            "model.predictor.hidden_dim=32"]).model
-    env_info = {"config": {"name": "reacher-easy"}}
+                            "model.predictor.hidden_dim=32", *overrides]).model
+    env_info = {"config": env_config(task, image_size=image_size)}
     return JEPAWorldModel(cfg, (image_size, image_size, 3), 2 * cfg.frameskip, env=env_info).eval()
 
 
@@ -49,29 +56,95 @@ def test_latent_distance_l2_and_cosine():
     assert torch.allclose(latent_distance(predicted, goal, "cosine"), torch.tensor([[0.0, 2.0]]))
 
 
-def test_latent_cost_scores_every_candidate_from_the_current_observation(reacher_env):
+@pytest.mark.parametrize("steps", ["all", "final"])
+def test_latent_cost_scores_every_candidate_from_the_current_observation(reacher_env, steps):
     model = tiny_pixel_model()
     obs = reacher_env.reset(seed=0)
-    cost_fn = LatentGoalCost(model, steps="all").make_cost(reacher_env, [obs], [])
+    cost_fn = LatentGoalCost(model, "l2", steps).make_cost(reacher_env, [obs], [])
     candidates = torch.rand(7, 5, model.action_dim) * 2 - 1
-    costs = cost_fn(candidates)
-    assert costs.shape == (7,)
-    z = model.encode(torch.as_tensor(obs["pixels"])[None, None])
-    goal = model.encode(torch.as_tensor(reacher_env.goal_obs()["pixels"])[None, None])[0, 0]
-    expected = (model.rollout(z, candidates[2:3]) - goal).pow(2).mean(dim=(-2, -1)).mean()
-    assert float(costs[2]) == pytest.approx(float(expected), rel=1e-5)
+    with torch.no_grad():
+        costs = cost_fn(candidates)
+        z = model.encode(torch.as_tensor(obs["pixels"])[None, None])
+        goal = model.encode(torch.as_tensor(reacher_env.goal_obs()["pixels"])[None, None])[0, 0]
+        per_step = (model.rollout(z, candidates[2:3]) - goal).pow(2).mean(dim=(-2, -1))[0]  # (K,)
+    expected = per_step.mean() if steps == "all" else per_step[-1]
+    assert costs.shape == (7,) and float(costs[2]) == pytest.approx(float(expected), rel=1e-5)
 
 
-def test_oracle_cost_matches_stepping_the_env(reacher_env):
-    reacher_env.reset(seed=3)
-    start = reacher_env.get_state()
-    actions = torch.rand(4, 5, 2) * 2 - 1
-    cost = SimulatorCost().make_cost(reacher_env, [], [])(actions)
-    for i in range(4):
-        reacher_env.set_state(start)
-        for action in actions[i].numpy():
-            reacher_env.step(action)
-        assert cost[i] == pytest.approx(reacher_env.distance_to_goal(), abs=1e-6)
+def test_latent_cost_of_a_history_model_sees_the_last_frames_and_the_actions_between_them(reacher_env):
+    model = tiny_pixel_model(64, "reacher-easy", "model.predictor.name=transformer", "model.history=3")
+    with torch.no_grad():  # AdaLN-zero starts action-blind; random weights make every input matter
+        for parameter in model.predictor.parameters():
+            parameter.normal_(0, 0.2)
+    observations = [reacher_env.reset(seed=1)]
+    taken = []
+    for _ in range(4):
+        action = np.random.default_rng(len(taken)).uniform(-1, 1, model.action_dim).astype(np.float32)
+        taken.append(action)
+        for env_action in model_to_env_actions(action, reacher_env.action_low, reacher_env.action_high, model.frameskip):
+            obs, *_ = reacher_env.step(env_action)
+        observations.append(obs)
+    cost_fn = LatentGoalCost(model, "l2", "all").make_cost(reacher_env, observations, taken)
+    candidates = torch.rand(3, 5, model.action_dim) * 2 - 1
+    with torch.no_grad():
+        frames = np.stack([o["pixels"] for o in observations[-3:]])
+        z = model.encode(torch.as_tensor(frames)[None])  # (1, 3, N, D)
+        past = torch.as_tensor(np.stack(taken[-2:]))[None]  # the 2 actions between the 3 frames
+        goal = model.encode(torch.as_tensor(reacher_env.goal_obs()["pixels"])[None, None])[0, 0]
+        expected = (model.rollout(z, candidates[:1], past) - goal).pow(2).mean(dim=(-2, -1)).mean()
+        assert float(cost_fn(candidates)[0]) == pytest.approx(float(expected), rel=1e-5)
+        wrong_past = (model.rollout(z, candidates[:1], torch.zeros_like(past)) - goal).pow(2).mean(dim=(-2, -1)).mean()
+    assert float(expected) != pytest.approx(float(wrong_past), rel=1e-4)  # the past actions do matter
+
+
+def test_goal_is_embedded_in_the_space_the_predictor_predicts_into(reacher_env):
+    model = tiny_pixel_model(64, "reacher-easy", "model.target=ema")
+    with torch.no_grad():
+        for parameter in model.target_encoder.parameters():
+            parameter.add_(0.5)  # the EMA target now differs from the online encoder
+    goal_obs = reacher_env.goal_obs()
+    goal = LatentGoalCost(model, "l2", "all").goal_embedding(goal_obs)
+    pixels = torch.as_tensor(goal_obs["pixels"])[None, None]
+    with torch.no_grad():
+        assert torch.allclose(goal, model.target_encoder(pixels[0])[0])
+        assert not torch.allclose(goal, model.encode(pixels)[0, 0])
+
+
+def step_model_actions(env, model_actions, frameskip):
+    """Execute model actions (K, fs*A) in [-1, 1]; the distance after each model step."""
+    distances = []
+    for action in model_actions:
+        for env_action in model_to_env_actions(action, env.action_low, env.action_high, frameskip):
+            env.step(env_action)
+        distances.append(env.distance_to_goal())
+    return np.array(distances)
+
+
+@pytest.mark.parametrize("env_name", ["reacher-easy", "reacher-offset25", "point_mass-easy"])
+def test_oracle_cost_is_the_true_distance_after_each_model_step_weighed_as_ours(env_name):
+    env = make_env(env_config(env_name, terminate_on_success=False))
+    env.reset(seed=3)
+    start = env.get_state()
+    candidates = torch.rand(3, 4, 2 * FRAMESKIP) * 2 - 1
+    cost_all = SimulatorCost(FRAMESKIP, "all").make_cost(env, [], [])(candidates)
+    cost_final = SimulatorCost(FRAMESKIP, "final").make_cost(env, [], [])(candidates)
+    for i in range(3):
+        env.set_state(start)
+        distances = step_model_actions(env, candidates[i].numpy(), FRAMESKIP)
+        assert float(cost_all[i]) == pytest.approx(distances.mean(), abs=1e-5)
+        assert float(cost_final[i]) == pytest.approx(distances[-1], abs=1e-5)
+
+
+def test_oracle_cost_on_joints_is_the_largest_joint_error():
+    env = make_env(env_config("reacher-offset25"))
+    env.reset(seed=0)
+    assert env.success.name == "qpos"
+    cost = SimulatorCost(FRAMESKIP, "final").make_cost(env, [], [])(torch.zeros(1, 1, 2 * FRAMESKIP))
+    start = env.get_state()
+    step_model_actions(env, np.zeros((1, 2 * FRAMESKIP)), FRAMESKIP)
+    qpos_error = np.abs(env.physics.data.qpos - env._goal_state[:2])
+    assert float(cost[0]) == pytest.approx(qpos_error.max(), abs=1e-5)
+    env.set_state(start)
 
 
 class RecordingPlanner:
@@ -79,6 +152,7 @@ class RecordingPlanner:
 
     horizon = 4
     generator = torch.Generator()
+    action_middle = torch.tensor([0.25, -0.5])
 
     def __init__(self):
         self.inits = []
@@ -94,7 +168,7 @@ class NoCost:
         return lambda candidates: torch.zeros(len(candidates))
 
 
-def test_mpc_replans_every_k_steps_with_a_shifted_warm_start(reacher_env):
+def test_mpc_replans_every_k_steps_with_a_warm_start_shifted_and_padded_with_the_middle(reacher_env):
     planner = RecordingPlanner()
     controller = MPCController(planner, NoCost(), replan_every=2)
     obs = reacher_env.reset(seed=0)
@@ -103,12 +177,30 @@ def test_mpc_replans_every_k_steps_with_a_shifted_warm_start(reacher_env):
     assert len(planner.inits) == 3  # steps 1, 3, 5
     assert planner.inits[0] is None
     shifted = planner.inits[1]
-    assert torch.allclose(shifted[:2], torch.full((2, 2), 0.1)) and torch.equal(shifted[2:], torch.zeros(2, 2))
+    assert torch.allclose(shifted[:2], torch.full((2, 2), 0.1))
+    assert torch.equal(shifted[2:], planner.action_middle.expand(2, 2))
 
 
 def test_frameskip_model_actions_become_consecutive_env_actions():
-    env_actions = to_env_actions(np.array([-1.0, 1.0, 0.0, 0.5]), np.array([-2.0, 0.0]), np.array([2.0, 1.0]), 2)
+    env_actions = model_to_env_actions(np.array([-1.0, 1.0, 0.0, 0.5]), np.array([-2.0, 0.0]), np.array([2.0, 1.0]), 2)
     assert np.allclose(env_actions, [[-2.0, 1.0], [0.0, 0.75]])
+    box = np.array([[-2.0, 0.0], [2.0, 1.0], [0.5, 0.25]])
+    assert np.allclose(to_env_range(to_model_range(box, [-2.0, 0.0], [2.0, 1.0]), [-2.0, 0.0], [2.0, 1.0]), box)
+
+
+def test_mpc_executes_each_planned_model_action_as_frameskip_env_actions(reacher_env):
+    class OnePlan(RecordingPlanner):
+        horizon = 2
+
+        def plan(self, cost_fn, init=None):
+            return PlanResult(actions=torch.linspace(-1, 1, 2 * 2 * FRAMESKIP).view(2, 2 * FRAMESKIP), cost=0.0)
+
+    controller = MPCController(OnePlan(), NoCost(), replan_every=2, frameskip=FRAMESKIP)
+    obs = reacher_env.reset(seed=0)
+    executed = [controller.act(reacher_env, obs) for _ in range(2 * FRAMESKIP)]
+    plan = torch.linspace(-1, 1, 2 * 2 * FRAMESKIP).view(2, 2 * FRAMESKIP).numpy()
+    expected = model_to_env_actions(plan, reacher_env.action_low, reacher_env.action_high, FRAMESKIP).reshape(-1, 2)
+    assert np.allclose(executed, expected)
 
 
 def test_random_baseline_rarely_reaches_reacher_goals(reacher_env):
@@ -122,43 +214,113 @@ def test_same_seed_gives_the_same_episode(reacher_env):
     assert first.distances == second.distances
 
 
-@pytest.mark.slow
-def test_oracle_mpc_reaches_most_reacher_goals(reacher_env):
-    planner = CEM(5, [-1.0, -1.0], [1.0, 1.0], samples=200, elites=20, iterations=6, seed=0)
-    controller = MPCController(planner, SimulatorCost())
-    records = evaluate(reacher_env, {"oracle": controller}, episodes=10, seed=0, progress=False)["oracle"]
+def test_dev_and_test_episodes_never_coincide():
+    dev = {evaluation_seed(0, episode, "dev") for episode in range(200)}
+    test = {evaluation_seed(0, episode, "test") for episode in range(200)}
+    assert len(dev) == len(test) == 200 and not dev & test
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        evaluation_seed(0, 0, "val")
+
+
+def test_without_terminate_on_success_the_episode_runs_its_whole_budget():
+    env = make_env(env_config(terminate_on_success=False, episode_length=6))
+    env.reset(seed=4)
+
+    class GoToGoalThenLeave:
+        """Jumps onto the goal at the first step (through the state), then pushes away from it."""
+
+        planning_seconds = []
+
+        def reset(self, seed=None):
+            self.steps = 0
+
+        def act(self, env, obs):
+            self.steps += 1
+            if self.steps == 1:
+                env.set_state(env._goal_state)
+                return np.zeros(2)
+            return np.ones(2)
+
+    record = run_episode(env, GoToGoalThenLeave(), seed=4)
+    assert record.steps == 6 and record.success and not record.success_at_end
+
+
+def test_oracle_reaches_most_reacher_goals_at_the_default_frameskip(reacher_env):
+    planner = CEM(5, -1.0, [1.0] * 2 * FRAMESKIP, samples=100, elites=10, iterations=4, seed=0)
+    controller = MPCController(planner, SimulatorCost(FRAMESKIP, "all"), frameskip=FRAMESKIP)
+    records = evaluate(reacher_env, {"oracle": controller}, episodes=6, seed=0, progress=False)["oracle"]
     assert np.mean([r.success for r in records]) >= 0.8
 
 
+def plan_overrides(checkpoint, tmp_path, *extra):
+    return [f"checkpoint={checkpoint}", "episodes=2", f"out={tmp_path / 'plan'}", "planner.samples=20",
+            "planner.elites=4", "planner.iterations=2", "videos=0", "progress=false", "env.episode_length=5", *extra]
+
+
 def test_plan_report_has_the_documented_schema(tmp_path):
-    model = tiny_pixel_model()
-    checkpoint = save_model_checkpoint(model, tmp_path / "model.ckpt")
-    cfg = compose("plan", [f"checkpoint={checkpoint}", "episodes=2", "baselines=true", f"out={tmp_path / 'plan'}",
-                           "planner.samples=20", "planner.elites=4", "planner.iterations=2", "videos=1",
-                           "progress=false", "env.episode_length=5"])
-    result = run_plan(cfg)
+    checkpoint = save_model_checkpoint(tiny_pixel_model(), tmp_path / "model.ckpt")
+    result = run_plan(compose("plan", plan_overrides(checkpoint, tmp_path, "baselines=true", "videos=1", "split=test")))
     report = json.loads((tmp_path / "plan" / "report.json").read_text())
     assert [row["method"] for row in report["results"]] == ["ours", "random", "oracle"]
     for row in report["results"]:
-        assert set(row) == {"env", "method", "planner", "success_rate", "ci95", "final_distance", "ms_per_step",
-                            "episodes", "seed"}
-        assert row["episodes"] == 2 and row["env"] == "reacher-easy" and len(row["ci95"]) == 2
-    assert report["config"]["episodes"] == 2
+        assert set(row) == {"env", "method", "planner", "success_rate", "ci95", "success_at_end_rate", "ci95_at_end",
+                            "final_distance", "ms_per_step", "episodes", "seed", "split"}
+        assert row["episodes"] == 2 and row["env"] == "reacher-easy" and row["split"] == "test"
+    assert report["config"]["episodes"] == 2 and report["config"]["env"]["episode_length"] == 5
     assert (tmp_path / "plan" / "plot.png").stat().st_size > 0
     assert (tmp_path / "plan" / "episodes.gif").stat().st_size > 0
     assert "ours" in result["table"] and "oracle" in result["table"]
 
 
+def test_plan_uses_the_checkpoints_own_task_and_refuses_another(tmp_path):
+    checkpoint = save_model_checkpoint(tiny_pixel_model(task="point_mass-easy"), tmp_path / "point_mass.ckpt")
+    rows = run_plan(compose("plan", plan_overrides(checkpoint, tmp_path)))["rows"]
+    assert rows[0]["env"] == "point_mass-easy"
+    with pytest.raises(ConfigError, match=r"trained on point_mass-easy, and env reacher-easy differs in domain"):
+        run_plan(compose("plan", plan_overrides(checkpoint, tmp_path, "env=reacher-easy")))
+    with pytest.raises(ConfigError, match=r"differs in action_repeat: 4 vs 2"):
+        run_plan(compose("plan", plan_overrides(checkpoint, tmp_path, "env.action_repeat=2")))
+
+
+def test_plan_accepts_another_task_with_the_same_dynamics_and_evaluation_overrides(tmp_path):
+    checkpoint = save_model_checkpoint(tiny_pixel_model(), tmp_path / "reacher.ckpt")
+    for task, threshold in (("reacher-hard", 0.015), ("reacher-offset25", 0.05)):
+        result = run_plan(compose("plan", plan_overrides(checkpoint, tmp_path, f"env={task}")))
+        assert result["rows"][0]["env"] == task
+        assert json.loads((tmp_path / "plan" / "report.json").read_text())["config"]["env"]["success_threshold"] in (
+            threshold, None)
+    with pytest.raises(ConfigError, match="the checkpoint's model reads pixels observations"):
+        run_plan(compose("plan", plan_overrides(checkpoint, tmp_path, "env.obs_type=state")))
+
+
 def test_checkpoint_for_another_observation_space_fails_clearly(tmp_path):
     checkpoint = save_model_checkpoint(tiny_pixel_model(image_size=32), tmp_path / "small.ckpt")
-    cfg = compose("plan", [f"checkpoint={checkpoint}", "episodes=1", f"out={tmp_path}", "progress=false"])
+    with pytest.raises(ConfigError, match=r"differs in image_size: 32 vs 64"):
+        run_plan(compose("plan", plan_overrides(checkpoint, tmp_path, "env.image_size=64")))
+    inconsistent = tiny_pixel_model(image_size=32)
+    inconsistent.hparams["env"]["config"]["image_size"] = 64  # a checkpoint whose record disagrees with its model
+    checkpoint = save_model_checkpoint(inconsistent, tmp_path / "inconsistent.ckpt")
     with pytest.raises(CheckpointError, match=r"trained on pixels observations of shape \(32, 32, 3\)"):
-        run_plan(cfg)
+        run_plan(compose("plan", plan_overrides(checkpoint, tmp_path)))
 
 
 def test_unknown_planner_name_fails_with_the_nearest_choice():
     with pytest.raises(ConfigError, match="unknown planner 'cme'; did you mean 'cem'"):
         compose("plan", ["planner=cme"])
+
+
+def test_every_caller_plans_with_the_cost_of_plan_yaml(reacher_env):
+    from planning.callbacks import GoalReachingEvalCallback
+
+    model = tiny_pixel_model()
+    plan = compose("plan")
+    controllers, _ = build_controllers(plan, ["ours", "oracle"], model, reacher_env, "cpu")
+    callback = GoalReachingEvalCallback(every_n_steps=1, episodes=1, video=False)
+    from_callback, _ = build_controllers(callback.plan_cfg, ["ours"], model, reacher_env, "cpu")
+    for controller in (controllers["ours"], from_callback["ours"]):
+        assert (controller.cost_model.steps, controller.cost_model.distance) == (plan.cost.steps, plan.cost.distance)
+    assert controllers["oracle"].cost_model.steps == plan.cost.steps
+    assert controllers["oracle"].frameskip == model.frameskip
 
 
 def test_training_with_eval_callback_logs_goal_reaching_success(tmp_path, reacher_pixel_dataset):
@@ -170,7 +332,8 @@ def test_training_with_eval_callback_logs_goal_reaching_success(tmp_path, reache
         f"data.path={reacher_pixel_dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=2",
         "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1", "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled",
-        "eval.every_n_steps=2", "eval.episodes=1", "eval.video=false",
+        "eval.every_n_steps=2", "eval.episodes=1", "eval.video=false", "model.frameskip=2",
+        "eval.plan=[planner.samples=20,planner.elites=4,planner.iterations=2]",
     ])
     run = train_from_config(cfg)
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))

@@ -45,11 +45,11 @@ def test_sweep_file_is_valid_and_its_agent_command_runs_offline(path, tmp_path, 
     checkpoint = tmp_path / "model.ckpt"
     if config["program"].endswith("plan.py"):
         from jepa_wm import JEPAWorldModel
-        from jepa_wm.config import compose
+        from jepa_wm.config import compose, load_group, to_dict
 
         model_cfg = compose("train", ["data.path=unused", "model.encoder.channels=[8,8,8,8]",
                                       "model.predictor.hidden_dim=32"]).model
-        model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip, env={"config": {"name": "reacher-easy"}})
+        model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip, env={"config": to_dict(load_group("env", "reacher-easy"))})
         torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, checkpoint)
 
     command = agent_command(config, run.config) + small_run_overrides(config["program"], tmp_path,

@@ -12,7 +12,13 @@ ensure_headless_rendering()
 
 from dm_control import suite  # noqa: E402  (must follow the rendering backend choice)
 
-from data.envs.tasks import GoalTask, check_suite_task, goal_task_for, randomize_joints  # noqa: E402
+from data.envs.tasks import (  # noqa: E402
+    GoalTask,
+    check_suite_task,
+    goal_task_for,
+    is_goal_dependent,
+    randomize_joints,
+)
 
 OBS_TYPES = ("pixels", "state", "both")
 
@@ -20,10 +26,11 @@ OBS_TYPES = ("pixels", "state", "both")
 class GoalReachingEnv:
     """A ``dm_control.suite`` task where each episode asks to reach a goal state.
 
-    ``reset(seed)`` draws a start state (the task's own initialisation) and a goal (see
-    ``data.envs.tasks``) from one seeded generator, so a seed fixes start, goal and every frame.
+    ``reset(seed)`` draws a start state and a goal (see ``data.envs.tasks`` for the goal sources and
+    success criteria) from one seeded generator, so a seed fixes start, goal and every frame.
     Observations are dicts with ``"pixels"`` (H, W, 3) uint8 and/or ``"state"`` (S,) float32, the
-    task's flattened physics observation. One ``step`` applies the action ``action_repeat`` times.
+    task's flattened physics observation without its goal-dependent entries. One ``step`` applies the
+    action ``action_repeat`` times; the goal counts as reached if it is met after any of them.
     """
 
     def __init__(
@@ -35,21 +42,25 @@ class GoalReachingEnv:
         camera_id: int = 0,
         action_repeat: int = 2,
         episode_length: int = 50,
-        success_radius: float | None = None,
         terminate_on_success: bool = True,
+        goal_source: str | None = None,
         goal_steps: int = 50,
-        position_indices=None,
+        trajectory_length: int = 200,
+        success: str = "position",
+        success_threshold: float | None = None,
+        success_joints=None,
+        name: str | None = None,
     ):
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {OBS_TYPES}; got '{obs_type}'")
-        if action_repeat < 1 or episode_length < 1 or image_size < 8:
+        if action_repeat < 1 or episode_length < 1 or image_size < 8 or goal_steps < 1:
             raise ValueError(
-                f"need action_repeat >= 1, episode_length >= 1 and image_size >= 8; got "
-                f"{action_repeat}, {episode_length}, {image_size}"
+                f"need action_repeat >= 1, episode_length >= 1, image_size >= 8 and goal_steps >= 1; got "
+                f"{action_repeat}, {episode_length}, {image_size}, {goal_steps}"
             )
         check_suite_task(domain, task)
         self.domain, self.task_name = domain, task
-        self.name = f"{domain}-{task}"
+        self.name = name or f"{domain}-{task}"  # the env config's name, e.g. reacher-offset25
         self.obs_type = obs_type
         self.image_size = image_size
         self.camera_id = camera_id
@@ -57,12 +68,22 @@ class GoalReachingEnv:
         self.episode_length = episode_length
         self.terminate_on_success = terminate_on_success
         self.goal_steps = goal_steps
-        self.goal_task: GoalTask = goal_task_for(domain, task, success_radius, position_indices)
+        self.trajectory_length = trajectory_length
 
         self._random = np.random.RandomState(0)
         self._env = suite.load(domain, task, task_kwargs={"random": self._random})
         self._task = self._env.task
         self.physics = self._env.physics
+        self.goal_task: GoalTask = goal_task_for(
+            domain, task, goal_source, success, success_threshold, success_joints,
+            marker_radius=getattr(self._task, "_target_size", None),
+        )
+        if self.goal_task.source == "trajectory_offset" and trajectory_length < goal_steps:
+            raise ValueError(f"trajectory_length ({trajectory_length}) must be >= goal_steps ({goal_steps}) "
+                             f"for trajectory_offset goals")
+        self.success = self.goal_task.success
+        self.success_threshold = self.success.threshold
+        self._hinge = self.success.hinge_mask(self.physics.model.ptr)
         self.physics_substeps = max(1, round(self._env.control_timestep() / self.physics.timestep()))
         spec = self._env.action_spec()
         self.action_low = np.asarray(spec.minimum, dtype=np.float32) * np.ones(spec.shape, np.float32)
@@ -80,10 +101,9 @@ class GoalReachingEnv:
             self.physics.named.model.geom_rgba[marker, 3] = 0.0
 
         self._goal_state: np.ndarray | None = None
-        self._goal_position: np.ndarray | None = None
+        self._goal_coordinates: np.ndarray | None = None
         self._goal_obs: dict[str, np.ndarray] | None = None
         self._steps = 0
-        self.success_radius = 0.0
 
     # ----------------------------------------------------------------------------------------- specs
     def observation_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -113,8 +133,10 @@ class GoalReachingEnv:
     def step(self, action) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Apply ``action`` (clipped to the action bounds) ``action_repeat`` times.
 
-        Reward is the negative distance to the goal; ``terminated`` is success when
-        ``terminate_on_success``; ``truncated`` is the end of the episode's step budget.
+        ``info["success"]`` is true when the goal was met after any of those control steps (a match
+        inside an action repeat counts, as in the Reacher protocol). Reward is the negative distance to
+        the goal; ``terminated`` is success when ``terminate_on_success``; ``truncated`` is the end of
+        the episode's step budget.
         """
         if self._goal_state is None:
             raise RuntimeError("call reset() before step()")
@@ -122,11 +144,12 @@ class GoalReachingEnv:
         if action.shape != (self.action_dim,):
             raise ValueError(f"{self.name} expects actions of shape ({self.action_dim},); got {action.shape}")
         action = np.clip(action, self.action_low, self.action_high)
+        success = False
         for _ in range(self.action_repeat):
             self._physics_step(action)
+            success = success or self.is_success()
         self._steps += 1
         distance = self.distance_to_goal()
-        success = distance <= self.success_radius
         terminated = bool(success and self.terminate_on_success)
         truncated = self._steps >= self.episode_length
         info = {"distance": distance, "success": bool(success), "steps": self._steps}
@@ -140,54 +163,79 @@ class GoalReachingEnv:
 
     # --------------------------------------------------------------------------------------- goals
     def _sample_goal(self) -> None:
-        start = self.physics.get_state().copy()
-        task = self.goal_task
-        if task.success_radius is None:
-            self.success_radius = float(self.physics.named.model.geom_size[task.marker_geom, 0])
+        """Draw (start, goal) with the task's goal source and leave the physics at the start."""
+        if self.goal_task.source == "trajectory_offset":
+            start, goal = self._trajectory_offset_pair()
         else:
-            self.success_radius = float(task.success_radius)
-        start_position = task.position.of_physics(self.physics)
-        # A goal already met at the start would be a free success: draw again (bounded).
-        for _ in range(100):
-            self._draw_goal_state(start)
-            goal_position = task.position.of_physics(self.physics)
-            if np.linalg.norm(goal_position - start_position) > 2 * self.success_radius:
-                break
-        self._goal_state = self.physics.get_state().copy()
-        self._goal_position = goal_position
-        if task.marker_geom is not None:
-            self.physics.named.model.geom_pos[task.marker_geom][:2] = goal_position
+            start = self.physics.get_state().copy()
+            start_coordinates = self.success.coordinates(self.physics)
+            # A goal already met at the start would be a free success: draw again (bounded).
+            for _ in range(100):
+                self._draw_goal_state(start)
+                goal = self.physics.get_state().copy()
+                gap = self.success.distance(self.success.coordinates(self.physics), start_coordinates, self._hinge)
+                if gap > 2 * self.success_threshold:
+                    break
+        self.set_state(goal)
+        self._goal_state = goal
+        self._goal_coordinates = self.success.coordinates(self.physics)
+        if self.goal_task.marker_geom is not None:
+            # For videos: the marker shows where the goal puts the fingertip or the mass.
+            goal_xy = self.physics.named.data.geom_xpos[self.goal_task.marker_follows][:2]
+            self.physics.named.model.geom_pos[self.goal_task.marker_geom][:2] = goal_xy
         self.physics.forward()
         self._goal_obs = self.observation()
         self.set_state(start)
 
+    def _random_action(self) -> np.ndarray:
+        return self._random.uniform(self.action_low, self.action_high)
+
     def _draw_goal_state(self, start: np.ndarray) -> None:
         self.set_state(start)
-        if self.goal_task.goal_sampler == "random_joints":
+        if self.goal_task.source == "random_joints":
             randomize_joints(self.physics, self._random)
             return
-        for _ in range(self.goal_steps * self.action_repeat):
-            self._physics_step(self._random.uniform(self.action_low, self.action_high))
+        for _ in range(self.goal_steps):
+            action = self._random_action()
+            for _ in range(self.action_repeat):
+                self._physics_step(action)
+
+    def _trajectory_offset_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        """A start drawn uniformly on a uniform-random-policy trajectory from the task's initial state,
+        and the state ``goal_steps`` env steps later on that trajectory (no rejection: as published)."""
+        start_index = self._random.randint(0, self.trajectory_length - self.goal_steps + 1)
+        start = None
+        for step in range(start_index + self.goal_steps):
+            if step == start_index:
+                start = self.physics.get_state().copy()
+            action = self._random_action()
+            for _ in range(self.action_repeat):
+                self._physics_step(action)
+        if start is None:  # start_index == 0 and goal_steps == 0 cannot happen (goal_steps >= 1)
+            raise AssertionError("trajectory start was not recorded")
+        return start, self.physics.get_state().copy()
 
     def goal_obs(self) -> dict[str, np.ndarray]:
-        """The observation of the goal state (with the marker, if any, on the goal)."""
+        """The observation of the goal state (the marker, if any, is never in observations)."""
         if self._goal_obs is None:
             raise RuntimeError("call reset() before goal_obs()")
         return {key: value.copy() for key, value in self._goal_obs.items()}
 
     @property
-    def goal_position(self) -> np.ndarray:
-        return self._goal_position.copy()
+    def goal_coordinates(self) -> np.ndarray:
+        """The goal's success coordinates (fingertip or mass x-y, or joint positions)."""
+        return self._goal_coordinates.copy()
 
     def position(self) -> np.ndarray:
-        """The coordinates success is measured on, in the current state."""
-        return self.goal_task.position.of_physics(self.physics)
+        """The success coordinates of the current state."""
+        return self.success.coordinates(self.physics)
 
     def distance_to_goal(self) -> float:
-        return float(np.linalg.norm(self.position() - self._goal_position))
+        """The success criterion's distance (Euclidean, or the largest joint error for ``qpos``)."""
+        return float(self.success.distance(self.position(), self._goal_coordinates, self._hinge))
 
     def is_success(self) -> bool:
-        return self.distance_to_goal() <= self.success_radius
+        return self.distance_to_goal() <= self.success_threshold
 
     # ----------------------------------------------------------------------------- state & pixels
     def get_state(self) -> np.ndarray:
@@ -228,7 +276,8 @@ class GoalReachingEnv:
 
     def _state_vector(self) -> np.ndarray:
         observation = self._task.get_observation(self.physics)
-        return np.concatenate([np.asarray(v, dtype=np.float32).ravel() for v in observation.values()])
+        return np.concatenate([np.asarray(value, dtype=np.float32).ravel() for key, value in observation.items()
+                               if not is_goal_dependent(key)])
 
     def close(self) -> None:
         self._env.close()
@@ -237,6 +286,5 @@ class GoalReachingEnv:
 def make_env(env_cfg, **overrides) -> GoalReachingEnv:
     """Build an env from an ``env`` config section (see ``configs/env/*.yaml``)."""
     settings = dict(env_cfg)
-    settings.pop("name", None)
     settings.update(overrides)
     return GoalReachingEnv(**settings)

@@ -1,53 +1,84 @@
-"""Goal definitions for DeepMind Control tasks: how a goal is drawn and how closeness to it is measured.
+"""Goal definitions for DeepMind Control tasks: where goals come from and when one counts as reached.
 
-A goal is a reachable physics state. Success is measured on a few *position coordinates* (the
-reacher's fingertip, the point mass's x-y), because that is what "reaching" means for these tasks;
-velocities are free at the goal.
+A goal is a reachable physics state. Three *goal sources* draw it (chosen per env config):
+
+- ``random_joints``: a uniformly random joint configuration, drawn the way the suite initialises
+  episodes (reacher, point_mass: every such configuration is reachable);
+- ``random_rollout``: the state after ``goal_steps`` uniformly random actions from the start
+  (reachable by construction, for any domain);
+- ``trajectory_offset``: the start is a state on a uniformly random trajectory of ``trajectory_length``
+  env steps, drawn uniformly along it, and the goal the state ``goal_steps`` env steps later on the same
+  trajectory (the Reacher protocol of stable-worldmodel, behind the LeWM, DINO-WM and PLDM baselines).
+
+Two *success criteria* measure closeness on coordinates of the physics state:
+
+- ``position``: the Euclidean distance between the task's position coordinates (reacher: fingertip x-y;
+  point_mass: mass x-y; other domains: the selected joint positions) is within ``success_threshold``;
+- ``qpos``: every selected joint position is within ``success_threshold`` of the goal's (hinge angles
+  compared modulo 2 pi); the distance is the largest joint error.
+
+Velocities are free at the goal.
 """
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 
 import mujoco
 import numpy as np
 from dm_control.suite.utils import randomizers
 
-# Tasks with a hand-written success criterion; any other `domain-task` of dm_control.suite uses the
-# generic mechanism (goal = state reached by a random rollout, distance on joint positions).
+from jepa_wm.errors import did_you_mean
+
+# Tasks with hand-written position coordinates; any other `domain-task` of dm_control.suite measures
+# success on its joint positions.
 SPECIFIC_TASKS = ("reacher-easy", "reacher-hard", "point_mass-easy")
+GOAL_SOURCES = ("random_joints", "random_rollout", "trajectory_offset")
+SUCCESS_CRITERIA = ("position", "qpos")
+
+
+def is_goal_dependent(observation_key: str) -> bool:
+    """Observation entries that point at the task's target (reacher's ``to_target``, finger's
+    ``target_position``, fish's ``target``...). The target marker is moved onto our goal, so these
+    entries would show the goal in every observation: they are left out of state observations."""
+    return "target" in observation_key
 
 
 @dataclass(frozen=True)
-class PositionSpec:
-    """Which coordinates the success criterion is measured on.
+class SuccessCriterion:
+    """The coordinates success is measured on, and how far apart two of them are.
 
-    ``kind="geom"``: the x-y world position of geom ``name`` (needs forward kinematics).
-    ``kind="qpos"``: entries ``indices`` of the joint position vector (``None`` = all of them).
+    ``geom``: x-y world position of that geom (needs forward kinematics); otherwise the joint positions
+    ``joints`` (``None`` = all of qpos). ``metric`` is ``"euclidean"`` (the ``position`` criterion) or
+    ``"max_joint"`` (the ``qpos`` criterion: the largest absolute joint error, hinges wrapped).
     """
 
-    kind: str
-    name: str | None = None
-    indices: tuple[int, ...] | None = None
+    threshold: float
+    metric: str = "euclidean"
+    geom: str | None = None
+    joints: tuple[int, ...] | None = None
 
-    def of_physics(self, physics) -> np.ndarray:
-        """Position coordinates of a dm_control physics in its current state."""
-        if self.kind == "geom":
-            return np.array(physics.named.data.geom_xpos[self.name][:2], dtype=np.float64)
+    @property
+    def name(self) -> str:
+        return "qpos" if self.metric == "max_joint" else "position"
+
+    def coordinates(self, physics) -> np.ndarray:
+        """Success coordinates of a dm_control physics in its current state, (C,)."""
+        if self.geom is not None:
+            return np.array(physics.named.data.geom_xpos[self.geom][:2], dtype=np.float64)
         qpos = np.asarray(physics.data.qpos, dtype=np.float64)
-        return qpos.copy() if self.indices is None else qpos[list(self.indices)]
+        return qpos.copy() if self.joints is None else qpos[list(self.joints)]
 
-    def of_qpos_batch(self, model: mujoco.MjModel, scratch: mujoco.MjData, qpos: np.ndarray) -> np.ndarray:
-        """Position coordinates for a batch of joint positions ``qpos`` (N, nq) -> (N, P).
+    def coordinates_of_qpos(self, model: mujoco.MjModel, scratch: mujoco.MjData, qpos: np.ndarray) -> np.ndarray:
+        """Success coordinates for a batch of joint positions ``qpos`` (N, nq) -> (N, C).
 
         Used by the simulator oracle on states from ``mujoco.rollout``. Geom positions need forward
-        kinematics per state; MuJoCo offers no batched kinematics, so this loops in C-backed calls
-        (about 10 us each), which is small next to the rollout itself.
+        kinematics per state; MuJoCo offers no batched kinematics, so this loops over C-backed calls
+        (about 10 us each), small next to the rollout itself.
         """
-        if self.kind == "qpos":
-            return qpos.copy() if self.indices is None else qpos[:, list(self.indices)]
-        geom_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, self.name)
+        if self.geom is None:
+            return qpos.copy() if self.joints is None else qpos[:, list(self.joints)]
+        geom_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_GEOM, self.geom)
         positions = np.empty((len(qpos), 2))
         for i, q in enumerate(qpos):
             scratch.qpos[:] = q
@@ -55,40 +86,88 @@ class PositionSpec:
             positions[i] = scratch.geom_xpos[geom_id, :2]
         return positions
 
+    def distance(self, coordinates: np.ndarray, goal: np.ndarray, hinge: np.ndarray) -> np.ndarray:
+        """Distance of coordinates (..., C) to the goal's (C,); ``hinge`` (C,) marks angles to wrap."""
+        difference = np.asarray(coordinates, np.float64) - goal
+        if self.metric == "euclidean":
+            return np.linalg.norm(difference, axis=-1)
+        wrapped = np.where(hinge, (difference + np.pi) % (2 * np.pi) - np.pi, difference)
+        return np.abs(wrapped).max(axis=-1)
+
+    def hinge_mask(self, model: mujoco.MjModel) -> np.ndarray:
+        """(C,) True where a coordinate is a hinge angle (only joint coordinates can be)."""
+        if self.geom is not None:
+            return np.zeros(2, dtype=bool)
+        hinge = np.zeros(model.nq, dtype=bool)
+        for joint in range(model.njnt):
+            if model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_HINGE:
+                hinge[model.jnt_qposadr[joint]] = True
+        return hinge if self.joints is None else hinge[list(self.joints)]
+
 
 @dataclass(frozen=True)
 class GoalTask:
-    """How to draw goals for one task and when a goal counts as reached.
+    """How goals are drawn for one task (``source``, see the module docstring) and when they are met."""
 
-    ``goal_sampler`` is ``"random_joints"`` (a uniformly random joint configuration, as the task's own
-    initialisation draws it; every such configuration is reachable for these arms and masses) or
-    ``"random_rollout"`` (the state after ``goal_steps`` uniformly random actions from the start:
-    reachable by construction, for any domain).
-    """
-
-    position: PositionSpec
-    success_radius: float | None  # None: read from the marker geom's size after reset
-    goal_sampler: str
-    marker_geom: str | None = None  # a geom moved onto the goal position so frames show the goal
+    success: SuccessCriterion
+    source: str
+    marker_geom: str | None = None  # a geom moved onto the goal, drawn in videos only...
+    marker_follows: str | None = None  # ...at the goal position of this geom (fingertip, mass)
 
 
-def goal_task_for(domain: str, task: str, success_radius: float | None, position_indices=None) -> GoalTask:
-    """The goal definition of ``domain-task``; ``success_radius`` overrides the task's own radius."""
+# The task's own thresholds: reacher's is its target radius (read from the model: 0.05 easy, 0.015 hard).
+POINT_MASS_RADIUS = 0.03
+
+
+def goal_task_for(domain: str, task: str, goal_source: str | None = None, success: str = "position",
+                  success_threshold: float | None = None, success_joints=None, marker_radius=None) -> GoalTask:
+    """The goal definition of ``domain-task``; ``None`` settings take the task's own."""
     name = f"{domain}-{task}"
+    if goal_source is not None and goal_source not in GOAL_SOURCES:
+        raise ValueError(f"unknown goal_source '{goal_source}'{did_you_mean(goal_source, GOAL_SOURCES)} "
+                         f"(choices: {', '.join(GOAL_SOURCES)})")
+    if success not in SUCCESS_CRITERIA:
+        raise ValueError(f"unknown success criterion '{success}'{did_you_mean(success, SUCCESS_CRITERIA)} "
+                         f"(choices: {', '.join(SUCCESS_CRITERIA)})")
+    joints = None if success_joints is None else tuple(int(i) for i in success_joints)
+    geom, default_source, default_threshold = None, "random_rollout", None
     if domain == "reacher":
-        # Success: the fingertip within the target radius of the goal fingertip position.
-        return GoalTask(PositionSpec("geom", name="finger"), success_radius, "random_joints", "target")
-    if name == "point_mass-easy":
-        radius = 0.03 if success_radius is None else success_radius
-        return GoalTask(PositionSpec("geom", name="pointmass"), radius, "random_joints", "target")
-    if success_radius is None:
+        geom, default_source, default_threshold = "finger", "random_joints", marker_radius
+    elif name == "point_mass-easy":
+        geom, default_source, default_threshold = "pointmass", "random_joints", POINT_MASS_RADIUS
+    threshold = default_threshold if success_threshold is None else float(success_threshold)
+    if threshold is None:
         raise ValueError(
-            f"task '{name}' has no built-in success criterion; set env.success_radius (a distance on "
-            f"its joint positions, e.g. 0.1) to use the generic random-rollout goals "
-            f"(tasks with a built-in criterion: {', '.join(SPECIFIC_TASKS)})"
+            f"task '{name}' has no built-in success threshold; set env.success_threshold (for "
+            f"success=position a distance on its joint positions, for success=qpos a per-joint tolerance, "
+            f"e.g. 0.1) (tasks with a built-in one: {', '.join(SPECIFIC_TASKS)})"
         )
-    indices = None if position_indices is None else tuple(int(i) for i in position_indices)
-    return GoalTask(PositionSpec("qpos", indices=indices), success_radius, "random_rollout")
+    if success == "qpos":
+        criterion = SuccessCriterion(threshold, "max_joint", joints=joints)
+    else:
+        criterion = SuccessCriterion(threshold, "euclidean", geom=geom, joints=None if geom else joints)
+    marker = "target" if geom is not None else None
+    return GoalTask(criterion, goal_source or default_source, marker, geom)
+
+
+# What a world model trained on one env config needs of another to plan in it: the same physics,
+# actions and camera. Evaluation settings (goals, success criterion, budget) may differ freely.
+DYNAMICS_KEYS = ("domain", "task", "action_repeat", "camera_id", "image_size")
+# Suite tasks with the same physics and observations (with the marker hidden): reacher's differ only
+# in the target's size, which our goals and hidden markers make irrelevant.
+SAME_DYNAMICS = {("reacher", "hard"): ("reacher", "easy")}
+
+
+def dynamics_differences(trained: dict, requested: dict) -> list[str]:
+    """``["key: trained X, requested Y", ...]`` for every dynamics setting of two env configs that differs."""
+    def canonical(cfg: dict) -> dict:
+        settings = {key: cfg.get(key) for key in DYNAMICS_KEYS}
+        settings["domain"], settings["task"] = SAME_DYNAMICS.get((settings["domain"], settings["task"]),
+                                                                 (settings["domain"], settings["task"]))
+        return settings
+
+    before, after = canonical(trained), canonical(requested)
+    return [f"{key}: {trained.get(key)!r} vs {requested.get(key)!r}" for key in DYNAMICS_KEYS if before[key] != after[key]]
 
 
 def check_suite_task(domain: str, task: str) -> None:
@@ -98,9 +177,7 @@ def check_suite_task(domain: str, task: str) -> None:
     valid = [f"{d}-{t}" for d, t in suite.ALL_TASKS]
     name = f"{domain}-{task}"
     if name not in valid:
-        close = difflib.get_close_matches(name, valid, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown dm_control task '{name}'{hint} (see dm_control.suite.ALL_TASKS)")
+        raise ValueError(f"unknown dm_control task '{name}'{did_you_mean(name, valid)} (see dm_control.suite.ALL_TASKS)")
 
 
 def randomize_joints(physics, random: np.random.RandomState) -> None:
