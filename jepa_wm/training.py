@@ -71,6 +71,18 @@ class BestCheckpoint(ModelCheckpoint):
         super().__init__(dirpath=directory, filename="best", monitor=MONITOR, mode="min", save_top_k=1,
                          save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Keep the best score across resumes, also when the run directory was copied or moved (Lightning
+        would forget it then, and the next validation would replace best.ckpt whatever its score)."""
+        def here(path):
+            return os.path.join(self.dirpath, os.path.basename(path)) if path else path
+
+        state = dict(state_dict, dirpath=self.dirpath, best_model_path=here(state_dict.get("best_model_path")),
+                     kth_best_model_path=here(state_dict.get("kth_best_model_path")),
+                     last_model_path=here(state_dict.get("last_model_path")),
+                     best_k_models={here(path): score for path, score in (state_dict.get("best_k_models") or {}).items()})
+        super().load_state_dict(state)
+
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         save_checkpoint_atomically(trainer, Path(filepath), self.save_weights_only)
         self._last_global_step_saved = trainer.global_step
@@ -85,13 +97,25 @@ class LatestCheckpoint(pl.Callback):
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.saved_step = None
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.sanity_checking:
-            save_checkpoint_atomically(trainer, self.path)
+            self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # A validation at this very step already saved these weights. Its loop bookkeeping is the kind
+        # Lightning resumes from exactly; the end-of-training kind would shift logged steps by one.
+        if self.saved_step != trainer.global_step:
+            self.save(trainer)
+
+    def save(self, trainer: pl.Trainer) -> None:
+        # Metrics first: every row up to this step is on disk before a checkpoint claims the step
+        # (rows written after it are dropped on resume, see truncate_metric_history).
+        for logger in trainer.loggers:
+            logger.save()
         save_checkpoint_atomically(trainer, self.path)
+        self.saved_step = trainer.global_step
 
 
 class RunRecord(pl.Callback):
@@ -140,7 +164,11 @@ class HistoryCSVLogger(CSVLogger):
 
 
 def truncate_metric_history(path: Path, after_step: int) -> None:
-    """Drop rows logged after ``after_step``: a resumed run repeats those steps and logs them again."""
+    """Drop rows logged after ``after_step``: a resumed run repeats those steps and logs them again.
+
+    Rows carry Lightning's logging step, one less than the number of optimizer steps done: a checkpoint
+    at global step G owns the rows up to step G - 1.
+    """
     if not path.is_file():
         return
     with open(path, newline="") as file:
@@ -220,11 +248,11 @@ def check_resume(checkpoint: dict, cfg: DictConfig, model: JEPAWorldModel, data_
                      if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_PREFIXES))
     old_shapes = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
     new_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    if old_shapes != new_shapes:
-        changed += sorted(key for key in set(before) | set(after) if key.startswith("model.")
-                          and before.get(key) != after.get(key) and key not in changed)
-        if not changed:
-            changed = ["model parameters (a setting that is not in the config, e.g. the data's observation shape)"]
+    if old_shapes != new_shapes and not any(key.startswith("model.") for key in changed):
+        # A resumable-looking setting that adds or removes parameters (e.g. inverse_dynamics 0 -> 1).
+        changed += [key for key in sorted(set(before) | set(after))
+                    if key.startswith("model.") and before.get(key) != after.get(key)] or [
+                    "the model's parameters (the data's observation shape differs)"]
     old_data = checkpoint["hyper_parameters"].get("env") or {}
     for key in ("config", "action_low", "action_high", "frameskip"):
         if old_data.get(key) != data_description.get(key):
@@ -242,8 +270,18 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
 
     Everything that can be wrong with the config, the data or the checkpoint to resume is checked before
     anything is written; a fresh run that fails before its first checkpoint leaves no directory behind.
+    Ctrl-C ends with a ``KeyboardInterrupt`` that says how to continue.
     """
     out = run_directory(cfg)
+    try:
+        return _fit(cfg, datamodule, callbacks, out)
+    except KeyboardInterrupt:
+        last = out / "checkpoints" / "last.ckpt"
+        how = f"rerun with resume=true out={out} to continue" if last.is_file() else "nothing was saved; rerun it"
+        raise KeyboardInterrupt(f"training interrupted; {how}") from None
+
+
+def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
     trainer_arguments(cfg)  # fails early on a mistyped Trainer argument
     resume_from = out / "checkpoints" / "last.ckpt"
     if out.is_file():
@@ -262,7 +300,7 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
         raise ConfigError(f"the model config is invalid: {error}") from error
     if checkpoint is not None:
         check_resume(checkpoint, cfg, model, datamodule.describe(), resume_from)
-        truncate_metric_history(out / "csv" / "metrics.csv", int(checkpoint.get("global_step", 0)))
+        truncate_metric_history(out / "csv" / "metrics.csv", int(checkpoint.get("global_step", 0)) - 1)
     else:
         truncate_metric_history(out / "csv" / "metrics.csv", after_step=-1)  # rows of a start that failed
 
@@ -277,9 +315,7 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
         started = trainer is not None and trainer.global_step > 0
         if created and not started and pl.utilities.rank_zero_only.rank == 0:
             shutil.rmtree(out, ignore_errors=True)
-        # Lightning turns Ctrl-C into SystemExit(1) after its graceful shutdown.
-        if record.interrupted or isinstance(error, KeyboardInterrupt):
-            how = f"rerun with resume=true out={out} to continue" if resume_from.is_file() else "nothing was saved"
-            raise KeyboardInterrupt(f"training interrupted; {how}") from None
+        if record.interrupted:  # Lightning turns Ctrl-C into SystemExit(1) after its graceful shutdown
+            raise KeyboardInterrupt from None
         raise
     return out

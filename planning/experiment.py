@@ -17,9 +17,9 @@ from data.envs import make_env
 from data.envs.tasks import dynamics_differences
 from jepa_wm.checkpoint import load_world_model
 from jepa_wm.config import compose, load_group, to_dict
-from jepa_wm.errors import CheckpointError, ConfigError
+from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
 from planning.costs import LatentGoalCost, SimulatorCost
-from planning.evaluate import evaluate, format_table, save_plot, save_video, summarize, write_report
+from planning.evaluate import SPLIT_STREAMS, evaluate, format_table, save_plot, save_video, summarize, write_report
 from planning.mpc import MPCController, RandomController
 from planning.planners import build_planner
 
@@ -133,6 +133,9 @@ def run_plan(cfg) -> dict:
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown} (choices: {', '.join(METHODS)})")
+    if cfg.split not in SPLIT_STREAMS:
+        raise ConfigError(f"unknown split '{cfg.split}'{did_you_mean(cfg.split, SPLIT_STREAMS)} "
+                          f"(choices: {', '.join(SPLIT_STREAMS)}: tune on dev, report test)")
     device = resolve_device(cfg.device)
     model = load_world_model(cfg.checkpoint, device=device) if cfg.checkpoint else None
     if model is not None:

@@ -1,21 +1,26 @@
-"""What every entry point shares: user errors end the program with their message, not a traceback."""
+"""What every entry point shares: user errors end the program with their message, not a traceback.
+
+Scripts import the package inside ``main``, so that Ctrl-C during the (slow) imports is handled too.
+"""
 
 import sys
-
-from data.storage import DatasetError
-from jepa_wm.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 
 def run_cli(main) -> None:
     """Run ``main(argv)``; a bad config, dataset or checkpoint (or a diverged run) prints one line and exits 2."""
     try:
         main(sys.argv[1:])
-    except (ConfigError, DatasetError, CheckpointError, NonFiniteLossError) as error:
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {str(interrupt) or 'rerun the same command to continue where it stopped'}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        from data.storage import DatasetError
+        from jepa_wm.errors import CheckpointError, ConfigError, NonFiniteLossError
+
+        if not isinstance(error, (ConfigError, DatasetError, CheckpointError, NonFiniteLossError)):
+            raise
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt as interrupt:
-        print(f"interrupted: {interrupt or 'rerun the same command to continue where it stopped'}", file=sys.stderr)
-        sys.exit(130)
 
 
 def print_result(result: dict) -> None:

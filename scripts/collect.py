@@ -6,11 +6,12 @@ Interrupted collections resume: run the same command again.
 """
 
 from _cli import run_cli
-from data.collect import collect_from_config
-from jepa_wm.config import compose
 
 
 def main(argv: list[str]) -> None:
+    from data.collect import collect_from_config
+    from jepa_wm.config import compose
+
     print(f"dataset: {collect_from_config(compose('collect', argv))}")
 
 

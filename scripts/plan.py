@@ -1,19 +1,20 @@
 """Plan with a trained world model in a goal-reaching task and report success rates.
 
-    python scripts/plan.py checkpoint=runs/X/checkpoints/last.ckpt env=reacher-easy planner=cem \
-        episodes=50 seed=0 baselines=true
+    python scripts/plan.py checkpoint=runs/X/checkpoints/last.ckpt planner=cem episodes=50 baselines=true
+    python scripts/plan.py checkpoint=... env=reacher-offset25 split=test   # another goal protocol
 
+Plans in the task recorded in the checkpoint unless env= names another with the same dynamics.
 Writes report.json, plot.png and episodes.gif under out= and prints the success table.
 """
 
 from _cli import print_result, run_cli
-from jepa_wm.config import compose
-from planning.experiment import run_plan
 
 
 def main(argv: list[str]) -> None:
-    result = run_plan(compose("plan", argv))
-    print_result(result)
+    from jepa_wm.config import compose
+    from planning.experiment import run_plan
+
+    print_result(run_plan(compose("plan", argv)))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,12 @@ Rerunning reuses the finished dataset and checkpoint (fresh=true redoes everythi
 """
 
 from _cli import print_result, run_cli
-from jepa_wm.config import compose
-from planning.pipeline import run_quickstart
 
 
 def main(argv: list[str]) -> None:
+    from jepa_wm.config import compose
+    from planning.pipeline import run_quickstart
+
     result = run_quickstart(compose("quickstart", argv))
     print()
     print_result(result)

@@ -8,11 +8,12 @@ key=value; this is also what a W&B sweep agent passes.
 """
 
 from _cli import run_cli
-from jepa_wm.config import compose
-from planning.pipeline import train_from_config
 
 
 def main(argv: list[str]) -> None:
+    from jepa_wm.config import compose
+    from planning.pipeline import train_from_config
+
     out = train_from_config(compose("train", argv))
     print(f"run: {out}\ncheckpoint: {out / 'checkpoints' / 'last.ckpt'}")
 

@@ -185,3 +185,95 @@ def test_load_world_model_accepts_a_wandb_artifact_reference(tmp_path, monkeypat
     assert requested == [("me/jepa-wm/model-abc:latest", "model")]
     obs = torch.randint(0, 256, (1, 1, 64, 64, 3), dtype=torch.uint8)
     assert torch.equal(loaded.encode(obs), model.eval().encode(obs))
+
+
+def test_stop_gradient_targets_receive_no_gradient_through_the_prediction_loss():
+    model = small_pixel_model("model.stop_gradient=true", "model.regularizers.vicreg_variance=0",
+                              "model.regularizers.vicreg_covariance=0", "model.regularizers.inverse_dynamics=0",
+                              "model.loss.rollout=0")
+    batch = fake_batch()
+    loss, _ = model.compute_losses(batch)
+    with torch.no_grad():
+        z = model.encode(batch["obs"])
+    # With stop-gradient the loss depends on the encoder only through the predictor's inputs z[:, :-1]:
+    # the gradient equals that of the same loss with the targets replaced by constants.
+    prediction = model.predictor(model.encode(batch["obs"])[:, :-1], batch["actions"])
+    reference = torch.nn.functional.mse_loss(prediction, z[:, 1:])
+    grads = torch.autograd.grad(loss, list(model.encoder.parameters()))
+    reference_grads = torch.autograd.grad(reference, list(model.encoder.parameters()))
+    for grad, expected in zip(grads, reference_grads):
+        assert torch.allclose(grad, expected, atol=1e-6)
+    unstopped = small_pixel_model("model.regularizers.vicreg_variance=0", "model.regularizers.vicreg_covariance=0",
+                                  "model.regularizers.inverse_dynamics=0", "model.loss.rollout=0")
+    unstopped.load_state_dict(model.state_dict())
+    other = torch.autograd.grad(unstopped.compute_losses(batch)[0], list(unstopped.encoder.parameters()))
+    assert not all(torch.allclose(a, b, atol=1e-6) for a, b in zip(other, reference_grads))
+
+
+def test_ema_target_moves_toward_the_online_encoder_and_receives_no_gradient():
+    model = small_pixel_model("model.target=ema", "model.ema_momentum=0.5")
+    before = [p.detach().clone() for p in model.target_encoder.parameters()]
+    with torch.no_grad():
+        for parameter in model.encoder.parameters():
+            parameter.add_(1.0)
+    loss, _ = model.compute_losses(fake_batch())
+    loss.backward()
+    assert all(p.grad is None and not p.requires_grad for p in model.target_encoder.parameters())
+    model.update_target_encoder()
+    for old, target, online in zip(before, model.target_encoder.parameters(), model.encoder.parameters()):
+        assert torch.allclose(target, 0.5 * old + 0.5 * online)
+
+
+def test_ema_updates_once_per_optimizer_step_with_gradient_accumulation(tmp_path, reacher_pixel_dataset):
+    import pytorch_lightning as pl
+
+    from planning.pipeline import datamodule_from_config
+
+    cfg = compose("train", [f"data.path={reacher_pixel_dataset}", "data.batch_size=1", "data.num_workers=0",
+                            "model.target=ema", "model.encoder.channels=[8,8,8,8]", "model.encoder.embed_dim=8"])
+    datamodule = datamodule_from_config(cfg)
+    datamodule.setup()
+    model = JEPAWorldModel(cfg.model, datamodule.obs_shape, datamodule.action_dim, env=datamodule.describe())
+    updates = []
+    original = model.update_target_encoder
+    model.update_target_encoder = lambda: (updates.append(1), original())[1]
+    trainer = pl.Trainer(max_steps=3, accumulate_grad_batches=2, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=datamodule)
+    assert trainer.global_step == 3 and len(updates) == 3  # 6 training batches, 3 optimizer steps
+
+
+def test_rollout_loss_never_reads_the_true_future_frames():
+    model = small_pixel_model("model.history=2", "model.predictor.name=transformer", "model.predictor.hidden_dim=32")
+    with torch.no_grad():
+        for parameter in model.predictor.parameters():
+            parameter.normal_(0, 0.2)
+    batch = fake_batch(frames=model.history + model.rollout_steps)
+    _, terms = model.compute_losses(batch)
+    changed = {**batch, "obs": batch["obs"].clone()}
+    changed["obs"][:, model.history:] = 255 - changed["obs"][:, model.history:]  # other future frames
+    captured = {}
+    real_rollout = model.rollout
+    model.rollout = lambda *args: captured.setdefault("rolled", real_rollout(*args))
+    model.compute_losses(changed)
+    model.rollout = real_rollout
+    with torch.no_grad():
+        z = model.encode(batch["obs"])
+        expected = model.rollout(z[:, :model.history], batch["actions"][:, model.history - 1:],
+                                 batch["actions"][:, : model.history - 1])
+    assert torch.allclose(captured["rolled"], expected, atol=1e-5)  # same predictions from other futures
+    assert not torch.allclose(model.compute_losses(changed)[1]["rollout"], terms["rollout"])  # targets did change
+
+
+def test_token_embeddings_cannot_meet_vicreg_with_per_position_constants():
+    from jepa_wm.metrics import effective_rank
+    from jepa_wm.regularizers import token_groups, vicreg_variance
+
+    # Constant across samples, different per token position: pooled over positions it looks spread.
+    per_position = torch.randn(16, 8) * 3  # (N, D)
+    z = per_position.expand(32, 4, 16, 8)  # (B, T, N, D)
+    assert vicreg_variance(z.flatten(0, 2)) < 0.1  # the pooled statistic is fooled
+    assert vicreg_variance(token_groups(z)) == pytest.approx(1.0, abs=0.02)  # per position: fully collapsed
+    assert float(effective_rank(token_groups(z))) < 1.5
+    spread = torch.randn(32, 4, 16, 8)
+    assert vicreg_variance(token_groups(spread)) < 0.1 and float(effective_rank(token_groups(spread))) > 6

@@ -1,0 +1,264 @@
+"""Training runs: last/best checkpoints, resume after kills, what a resumed run records, clean failures."""
+
+import csv
+import os
+import random
+import runpy
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from jepa_wm import load_world_model
+from jepa_wm.config import compose
+from jepa_wm.errors import ConfigError
+from planning.pipeline import train_from_config
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_MODEL = ["model.encoder.channels=[8,8,8,8]", "model.encoder.embed_dim=8", "model.predictor.hidden_dim=16"]
+
+
+def tiny_run(dataset, out, *overrides, steps=12, every=4):
+    """Overrides of a tiny, fast training run: validation (and last.ckpt) every ``every`` steps."""
+    return [f"data.path={dataset}", f"out={out}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={every}",
+            "trainer.limit_val_batches=1", f"trainer.log_every_n_steps={every}", "trainer.enable_progress_bar=false",
+            "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled", *TINY_MODEL, *overrides]
+
+
+def train(dataset, out, *overrides, **sizes):
+    return train_from_config(compose("train", tiny_run(dataset, out, *overrides, **sizes)))
+
+
+def checkpoint_step(path):
+    return torch.load(path, weights_only=True)["global_step"]
+
+
+def metric_rows(run):
+    with open(run / "csv" / "metrics.csv", newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def logged_steps(rows, metric):
+    return [int(row["step"]) for row in rows if row.get(metric)]
+
+
+def test_last_is_the_newest_step_and_best_the_best_validation(tmp_path, reacher_pixel_dataset):
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=14, every=4)  # validations at 4, 8, 12; end at 14
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert checkpoint_step(run / "checkpoints" / "last.ckpt") == 14
+    scores = {int(row["step"]) + 1: float(row["val/rollout_error_ratio"]) for row in metric_rows(run)
+              if row.get("val/rollout_error_ratio")}
+    assert sorted(scores) == [4, 8, 12]
+    assert checkpoint_step(run / "checkpoints" / "best.ckpt") == min(scores, key=scores.get)
+
+
+def test_resume_in_a_copied_directory_continues_in_place_with_the_whole_history(tmp_path, reacher_pixel_dataset):
+    first = train(reacher_pixel_dataset, tmp_path / "run", steps=8, every=4)
+    best_before = torch.load(first / "checkpoints" / "best.ckpt", weights_only=True)
+    copy = shutil.copytree(first, tmp_path / "copy")
+    train(reacher_pixel_dataset, copy, "resume=true", steps=16, every=4)
+    assert sorted(p.name for p in (copy / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert checkpoint_step(copy / "checkpoints" / "last.ckpt") == 16
+    rows = metric_rows(copy)
+    assert logged_steps(rows, "val/loss") == [3, 7, 11, 15]  # the first run's rows kept, none repeated
+    best_score = torch.load(copy / "checkpoints" / "best.ckpt", weights_only=True)["callbacks"]
+    best_score = next(state["best_model_score"] for key, state in best_score.items() if "BestCheckpoint" in key
+                      or "ModelCheckpoint" in key)
+    all_scores = [float(row["val/rollout_error_ratio"]) for row in rows if row.get("val/rollout_error_ratio")]
+    assert float(best_score) == pytest.approx(min(all_scores))  # the copy remembered the first run's best
+    assert checkpoint_step(first / "checkpoints" / "last.ckpt") == 8  # the original is untouched
+    assert best_before["global_step"] in (4, 8)
+
+
+def test_resume_applies_a_new_learning_rate_and_records_it(tmp_path, reacher_pixel_dataset):
+    run = train(reacher_pixel_dataset, tmp_path / "run", "model.optim.warmup_steps=1", steps=4, every=4)
+    train(reacher_pixel_dataset, run, "resume=true", "model.optim.lr=0.004", "model.optim.warmup_steps=1",
+          "model.optim.min_lr_ratio=1.0", steps=8, every=4)
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert [group["lr"] for group in checkpoint["optimizer_states"][0]["param_groups"]] == [pytest.approx(0.004)]
+    assert checkpoint["hyper_parameters"]["cfg"]["optim"]["lr"] == 0.004
+    assert "lr: 0.004" in (run / "config.yaml").read_text()
+
+
+def test_resume_refuses_an_architecture_change_naming_the_keys_and_changes_nothing(tmp_path, reacher_pixel_dataset):
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=4, every=4)
+    before = {path.name: path.read_bytes() for path in [run / "config.yaml", *(run / "checkpoints").iterdir()]}
+    with pytest.raises(ConfigError, match=r"resume=true cannot change .*model.encoder.embed_dim: 8 -> 16"):
+        train(reacher_pixel_dataset, run, "resume=true", "model.encoder.embed_dim=16", steps=8)
+    with pytest.raises(ConfigError, match=r"model.regularizers.inverse_dynamics: 1.0 -> 0.0"):
+        train(reacher_pixel_dataset, run, "resume=true", "model.regularizers.inverse_dynamics=0", steps=8)
+    with pytest.raises(ConfigError, match=r"data.val_fraction: 0.1 -> 0.3"):
+        train(reacher_pixel_dataset, run, "resume=true", "data.val_fraction=0.3", steps=8)
+    after = {path.name: path.read_bytes() for path in [run / "config.yaml", *(run / "checkpoints").iterdir()]}
+    assert after == before
+
+
+def test_a_start_that_fails_leaves_nothing_behind(tmp_path, reacher_pixel_dataset):
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="the model config is invalid: unknown predictor 'mlpp'"):
+        train(reacher_pixel_dataset, out, "model.predictor.name=mlpp")
+    assert not out.exists()
+    with pytest.raises(ConfigError, match="not a pytorch_lightning.Trainer argument; did you mean 'max_epochs'"):
+        train(reacher_pixel_dataset, out, "+trainer.max_epoch=3")
+    assert not out.exists()
+
+
+def test_a_timm_checkpoint_rebuilds_without_its_pretrained_weights_file(tmp_path, reacher_pixel_dataset):
+    import timm
+
+    weights = tmp_path / "vit.pth"
+    torch.save(timm.create_model("vit_tiny_patch16_224", img_size=32, num_classes=0).state_dict(), weights)
+    run = train(reacher_pixel_dataset, tmp_path / "run", "model.encoder.name=timm", "model.encoder.pretrained=true",
+                "model.encoder.frozen=true", "model.encoder.image_size=32", f"model.encoder.pretrained_file={weights}",
+                steps=2, every=2)
+    trained = load_world_model(run / "checkpoints" / "last.ckpt")
+    weights.unlink()  # the training machine's file is gone; the checkpoint holds the weights
+    loaded = load_world_model(run / "checkpoints" / "last.ckpt")
+    obs = torch.randint(0, 256, (1, 1, 64, 64, 3), dtype=torch.uint8)
+    assert torch.equal(loaded.encode(obs), trained.encode(obs))
+
+
+# -------------------------------------------------------------------------- kills, from the command line
+def kill_at_a_random_point(process, last: Path, rng: random.Random, kill_signal) -> bool:
+    """Let the run write 0-2 more checkpoints, then kill it a random moment later; False if it ended first."""
+    def stamp():
+        return last.stat().st_mtime_ns if last.is_file() else None
+
+    checkpoints_to_wait = rng.randint(0, 2)
+    seen = stamp()
+    while process.poll() is None and not last.parent.parent.exists():  # past the interpreter's start
+        time.sleep(0.02)
+    while process.poll() is None and checkpoints_to_wait > 0:
+        time.sleep(0.02)
+        if stamp() != seen:
+            seen, checkpoints_to_wait = stamp(), checkpoints_to_wait - 1
+    time.sleep(rng.uniform(0.0, 0.6))
+    if process.poll() is not None:
+        return False
+    process.send_signal(kill_signal)
+    process.wait(timeout=120)
+    return True
+
+
+def test_training_killed_at_random_points_and_resumed_ends_with_one_checkpoint_and_the_whole_history(
+        tmp_path, reacher_pixel_dataset):
+    out = tmp_path / "run"
+    last = out / "checkpoints" / "last.ckpt"
+    base = [sys.executable, str(ROOT / "scripts" / "train.py"),
+            *tiny_run(reacher_pixel_dataset, out, steps=60, every=5)]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    rng = random.Random(0)
+    kills = {signal.SIGKILL: 0, signal.SIGINT: 0}
+    for attempt in range(10):
+        command = base + (["resume=true"] if last.is_file() else [])
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+        kill_signal = signal.SIGKILL if attempt % 2 == 0 else signal.SIGINT
+        if attempt < 6 and kill_at_a_random_point(process, last, rng, kill_signal):
+            kills[kill_signal] += 1
+        code = process.wait(timeout=600)
+        stderr = process.stderr.read()
+        finished = last.is_file() and checkpoint_step(last) == 60
+        if code == 0 or finished:  # (a signal may land after the work, while the interpreter exits)
+            break
+        assert code in (-signal.SIGKILL, 130), stderr[-2000:]
+        if code == 130:  # Ctrl-C: one line that says how to go on, no traceback
+            assert "interrupted: " in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert kills[signal.SIGKILL] >= 1 and kills[signal.SIGINT] >= 1, kills
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert checkpoint_step(last) == 60
+    rows = metric_rows(out)
+    assert logged_steps(rows, "val/loss") == list(range(4, 60, 5))  # every validation, exactly once
+    assert logged_steps(rows, "train/loss") == list(range(4, 60, 5))
+
+
+# --------------------------------------------------------------------------- mistakes on the command line
+def run_script(script, argv, capsys, monkeypatch, cwd):
+    """Run ``scripts/<script>.py argv`` in this process (fast); returns (exit code, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    code = 0
+    try:
+        runpy.run_path(str(ROOT / "scripts" / f"{script}.py"), run_name="__main__")
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, capsys.readouterr().err
+
+
+MISTAKES = {
+    "train batch size not a number": ("train", ["data.batch_size=abc"], "data.batch_size must be an integer; got 'abc'"),
+    "train batch size zero": ("train", ["data.batch_size=0"], "data.batch_size must be an integer >= 1; got 0"),
+    "max_steps not a number": ("train", ["trainer.max_steps=abc"], "trainer.max_steps must be an integer; got 'abc'"),
+    "history zero": ("train", ["model.history=0"], "model.history must be an integer >= 1; got 0"),
+    "val_fraction one": ("train", ["data.val_fraction=1.0"], "data.val_fraction must be a number in (0, 1); got 1.0"),
+    "missing data.path": ("train!", [], "missing required setting data.path: pass data.path=VALUE"),
+    "data.path a file": ("train", ["data.path=FILE"], "is a file"),
+    "data.path missing": ("train", ["data.path=nowhere"], "does not exist"),
+    "collect episodes zero": ("collect", ["episodes=0"], "episodes must be an integer >= 1; got 0"),
+    "collect episodes negative": ("collect", ["episodes=-3"], "episodes must be an integer >= 1; got -3"),
+    "collect episodes not a number": ("collect", ["episodes=abc"], "episodes must be an integer; got 'abc'"),
+    "collect workers zero": ("collect", ["workers=0"], "workers must be an integer >= 1; got 0"),
+    "plan episodes zero": ("plan", ["episodes=0"], "episodes must be an integer >= 1; got 0"),
+    "plan split unknown": ("plan", ["split=val", "checkpoint=CKPT"], "unknown split 'val'"),
+    "plan random checkpoint": ("plan", ["checkpoint=RANDOM"], "is corrupt or truncated, or not a PyTorch checkpoint"),
+    "plan foreign config": ("plan", ["checkpoint=FOREIGN"], "its model config cannot build a jepa-wm world model"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MISTAKES))
+def test_every_mistake_exits_2_with_one_line_and_leaves_no_files(name, tmp_path, capsys, monkeypatch,
+                                                                  reacher_pixel_dataset):
+    script, argv, message = MISTAKES[name]
+    (tmp_path / "FILE").write_text("not a dataset")
+    (tmp_path / "RANDOM").write_bytes(random.Random(0).randbytes(4096))
+    from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
+
+    save_model_checkpoint(tiny_pixel_model(), tmp_path / "CKPT")
+    foreign = tiny_pixel_model()
+    foreign.hparams["cfg"]["encoder"].pop("name")
+    save_model_checkpoint(foreign, tmp_path / "FOREIGN")
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = [arg.replace("FILE", str(tmp_path / "FILE")).replace("CKPT", str(tmp_path / "CKPT"))
+            .replace("RANDOM", str(tmp_path / "RANDOM")).replace("FOREIGN", str(tmp_path / "FOREIGN")) for arg in argv]
+    if script == "train":
+        argv = [f"data.path={reacher_pixel_dataset}", f"out={work / 'run'}", *argv]
+    elif script == "collect":
+        argv = [f"out={work / 'data'}", *argv]
+    else:
+        argv = [f"out={work / 'plan'}", *argv]
+    code, stderr = run_script(script.rstrip("!"), argv, capsys, monkeypatch, work)
+    assert code == 2, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], stderr
+    assert "Traceback" not in stderr and "weights_only=False" not in stderr
+    assert list(work.iterdir()) == []
+
+
+def test_a_corrupt_last_checkpoint_on_resume_is_named(tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"\x00" * 100)
+    code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, run, "resume=true", steps=4), capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and "last.ckpt is corrupt or truncated" in stderr and "Traceback" not in stderr
+
+
+def test_nan_in_the_data_stops_training_with_a_clear_error(tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    from data.dataset import TrajectoryWindowDataset
+
+    original = TrajectoryWindowDataset.__getitem__
+
+    def poisoned(self, index):  # whatever the storage checks, a NaN that reaches the model
+        item = original(self, index)
+        return {**item, "actions": item["actions"] * float("nan")}
+
+    monkeypatch.setattr(TrajectoryWindowDataset, "__getitem__", poisoned)
+    code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", steps=4), capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and "loss became nan" in stderr and "check the dataset for NaNs" in stderr
+    assert not (tmp_path / "run").exists()
