@@ -26,9 +26,10 @@ from jepa_wm.checkpoint import load_world_model  # noqa: E402
 from jepa_wm.config import compose, load_group, to_dict  # noqa: E402
 from jepa_wm.module import JEPAWorldModel  # noqa: E402
 from planning.costs import LatentGoalCost  # noqa: E402
-from planning.planners import build_planner  # noqa: E402
+from planning.experiment import planner_from_settings  # noqa: E402
 
-HORIZON = 5
+PLAN = compose("plan")  # the planner, horizon and cost plan.py uses
+HORIZON = PLAN.mpc.horizon
 
 
 def per_candidate_loop(cost_fn):
@@ -43,11 +44,9 @@ def per_candidate_loop(cost_fn):
 def time_plan(planner_name: str, cost_fn, action_dim: int, device: str, repeats: int) -> tuple[float, int]:
     """Median seconds of one planner call, and candidate sequences evaluated per call."""
     settings = to_dict(load_group("planner", planner_name))
-    settings.pop("name")
     times, evaluations = [], 0
     for repeat in range(repeats + 1):  # the first call warms up caches and kernels, and is dropped
-        planner = build_planner(planner_name, HORIZON, [-1.0] * action_dim, [1.0] * action_dim,
-                                device=device, seed=repeat, **settings)
+        planner = planner_from_settings(settings, HORIZON, action_dim, device, seed=repeat)
         if device == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -69,10 +68,11 @@ def main(argv: list[str]) -> None:
     if "checkpoint" in options:
         model = load_world_model(options["checkpoint"], device=device)
     else:
-        model = JEPAWorldModel(compose("train", ["data.path=unused"]).model, (64, 64, 3), 2).eval().to(device)
+        model_cfg = compose("train", ["data.path=unused"]).model
+        model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip).eval().to(device)
     env = make_env(to_dict(load_group("env", "reacher-easy")), obs_type=model.cfg["obs_type"])
     obs = env.reset(seed=0)
-    cost_fn = LatentGoalCost(model).make_cost(env, [obs], [])
+    cost_fn = LatentGoalCost.from_config(model, PLAN.cost).make_cost(env, [obs], [])
 
     rows = []
     for name in ("cem", "mppi", "gradient"):

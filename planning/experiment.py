@@ -79,16 +79,24 @@ def check_compatible(model, env) -> None:
         )
 
 
-def build_mpc(plan_cfg, planner_settings: dict, cost_model, action_dim: int, frameskip: int, device: str) -> MPCController:
-    """MPC with the plan config's planner, horizon and replanning schedule (actions in [-1, 1])."""
+def planner_from_settings(planner_settings: dict, horizon: int, action_dim: int, device: str, seed: int | None):
+    """A planner from a ``configs/planner/`` section, over model actions in [-1, 1]."""
     settings = dict(planner_settings)
     name = settings.pop("name")
     try:
-        planner = build_planner(name, plan_cfg.mpc.horizon, [-1.0] * action_dim, [1.0] * action_dim, device=device,
-                                seed=plan_cfg.seed, **settings)
-        return MPCController(planner, cost_model, replan_every=plan_cfg.mpc.replan_every, frameskip=frameskip)
+        return build_planner(name, horizon, [-1.0] * action_dim, [1.0] * action_dim, device=device, seed=seed,
+                             **settings)
     except ValueError as error:
         raise ConfigError(f"planner settings: {error}") from error
+
+
+def build_mpc(plan_cfg, planner_settings: dict, cost_model, action_dim: int, frameskip: int, device: str) -> MPCController:
+    """MPC with the plan config's planner, horizon and replanning schedule (actions in [-1, 1])."""
+    planner = planner_from_settings(planner_settings, plan_cfg.mpc.horizon, action_dim, device, plan_cfg.seed)
+    try:
+        return MPCController(planner, cost_model, replan_every=plan_cfg.mpc.replan_every, frameskip=frameskip)
+    except ValueError as error:
+        raise ConfigError(f"mpc settings: {error}") from error
 
 
 def oracle_planner_settings(planner_settings: dict) -> dict:
@@ -104,7 +112,10 @@ def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict,
     controllers, planner_names = {}, {}
     for method in methods:
         if method == "ours":
-            cost = LatentGoalCost.from_config(model, plan_cfg.cost)
+            try:
+                cost = LatentGoalCost.from_config(model, plan_cfg.cost)
+            except ValueError as error:
+                raise ConfigError(f"cost settings: {error}") from error
             controllers[method] = build_mpc(plan_cfg, planner_settings, cost, action_dim, frameskip, device)
             planner_names[method] = planner_settings["name"]
         elif method == "random":

@@ -6,7 +6,7 @@ import pytorch_lightning as pl
 import torch
 
 from data.envs import make_env
-from jepa_wm.config import compose, to_dict
+from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.metrics import embedding_std, linear_probe_r2
 from jepa_wm.module import JEPAWorldModel
 from planning.costs import LatentGoalCost
@@ -66,9 +66,9 @@ def test_short_training_learns_dynamics_and_the_state(trained_world_model):
 
 def test_small_trained_model_beats_random_at_reaching_goals(trained_world_model):
     model, _ = trained_world_model
-    env = make_env(to_dict(compose("plan", []).env))
+    env = make_env(to_dict(load_group("env", "reacher-easy")))
     planner = build_planner("cem", 5, [-1.0] * model.action_dim, [1.0] * model.action_dim, seed=0)
-    controllers = {"ours": MPCController(planner, LatentGoalCost(model, steps="all"), frameskip=model.frameskip),
+    controllers = {"ours": MPCController(planner, LatentGoalCost.from_config(model, compose("plan").cost), frameskip=model.frameskip),
                    "random": RandomController()}
     records = evaluate(env, controllers, episodes=12, seed=0, progress=False)
     ours = np.mean([r.success for r in records["ours"]])

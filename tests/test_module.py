@@ -211,7 +211,7 @@ def test_stop_gradient_targets_receive_no_gradient_through_the_prediction_loss()
 
 
 def test_ema_target_moves_toward_the_online_encoder_and_receives_no_gradient():
-    model = small_pixel_model("model.target=ema", "model.ema_momentum=0.5")
+    model = small_pixel_model("model.target=ema", "model.ema_momentum=0.75")
     before = [p.detach().clone() for p in model.target_encoder.parameters()]
     with torch.no_grad():
         for parameter in model.encoder.parameters():
@@ -221,7 +221,7 @@ def test_ema_target_moves_toward_the_online_encoder_and_receives_no_gradient():
     assert all(p.grad is None and not p.requires_grad for p in model.target_encoder.parameters())
     model.update_target_encoder()
     for old, target, online in zip(before, model.target_encoder.parameters(), model.encoder.parameters()):
-        assert torch.allclose(target, 0.5 * old + 0.5 * online)
+        assert torch.allclose(target, 0.75 * old + 0.25 * online)
 
 
 def test_ema_updates_once_per_optimizer_step_with_gradient_accumulation(tmp_path, reacher_pixel_dataset):
@@ -277,3 +277,9 @@ def test_token_embeddings_cannot_meet_vicreg_with_per_position_constants():
     assert float(effective_rank(token_groups(z))) < 1.5
     spread = torch.randn(32, 4, 16, 8)
     assert vicreg_variance(token_groups(spread)) < 0.1 and float(effective_rank(token_groups(spread))) > 6
+    from jepa_wm.module import REGULARIZERS
+
+    model = small_pixel_model("model.encoder.tokens=true")  # what training computes, term by term
+    actions = torch.zeros(32, 3, model.action_dim)
+    assert REGULARIZERS["vicreg_variance"](model, z, actions) == pytest.approx(1.0, abs=0.02)
+    assert REGULARIZERS["sigreg"](model, z, actions) > 10 * REGULARIZERS["sigreg"](model, spread, actions)
