@@ -3,6 +3,14 @@
 Exports load lazily, so that ``jepa_wm.config`` (used by every script) does not import Lightning.
 """
 
+import os
+
+# OpenMP threads that wait by spinning turn a shared CPU into a crawl: with another busy process on
+# the cores, a CEM step went from 44 ms to 720 ms with 2 torch threads (52 ms with passive waiting; see
+# BENCHMARKS.md, "Planning under CPU contention"). It must be set before torch is first imported, which
+# importing jepa_wm, data or planning first guarantees; a value the user set is kept.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __all__ = ["CheckpointError", "JEPAWorldModel", "load_world_model"]
 
 

@@ -205,3 +205,19 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
 def to_dict(cfg: DictConfig) -> dict:
     """Plain, resolved dict: what checkpoints and JSON reports store (no OmegaConf objects to unpickle)."""
     return OmegaConf.to_container(cfg, resolve=True)
+
+
+def as_overrides(section) -> list[str]:
+    """A nested config section as ``key=value`` overrides: ``{trainer: {max_steps: 5}}`` -> ``["trainer.max_steps=5"]``.
+
+    How one config (quickstart, suite) sets the settings of another script's config.
+    """
+    def flatten(node, prefix: str) -> list[str]:
+        if isinstance(node, dict):
+            return [item for key, value in node.items() for item in flatten(value, f"{prefix}{key}.")]
+        value = "null" if node is None else str(node).lower() if isinstance(node, bool) else node
+        if isinstance(value, list):
+            value = "[" + ",".join(str(item) for item in value) + "]"
+        return [f"{prefix[:-1]}={value}"]
+
+    return flatten(to_dict(section) if isinstance(section, DictConfig) else dict(section or {}), "")

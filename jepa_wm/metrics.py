@@ -42,3 +42,26 @@ def linear_probe_r2(train_z, train_y, test_z, test_y, ridge: float = 1e-3) -> to
     residual = (test_y.double() - prediction).pow(2).sum(dim=0)
     total = (test_y.double() - test_y.double().mean(dim=0)).pow(2).sum(dim=0).clamp_min(1e-12)
     return (1 - residual / total).mean().float()
+
+
+def rank_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Spearman's rank correlation of two 1-D tensors (ties broken by order)."""
+    def ranks(values: torch.Tensor) -> torch.Tensor:
+        return values.argsort().argsort().double()
+
+    rx, ry = ranks(x), ranks(y)
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return ((rx * ry).sum() / (rx.norm() * ry.norm()).clamp_min(1e-12)).float()
+
+
+def distance_rank_correlation(z: torch.Tensor, coordinates: torch.Tensor, max_frames: int = 1024) -> torch.Tensor:
+    """Rank correlation between latent and true distances over all pairs of (at most ``max_frames``) frames.
+
+    z (M, F) flattened embeddings, coordinates (M, C) their true goal coordinates. The latent distance is
+    the L2 distance, whose ranks equal those of the planning cost (a mean squared error).
+    """
+    z, coordinates = z[:max_frames].double(), coordinates[:max_frames].double()
+    pairs = torch.triu_indices(len(z), len(z), offset=1)
+    latent = torch.cdist(z, z)[pairs[0], pairs[1]]
+    true = torch.cdist(coordinates, coordinates)[pairs[0], pairs[1]]
+    return rank_correlation(latent, true)

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from jepa_wm.decoder import PixelDecoder
 from jepa_wm.encoders import build_encoder
 from jepa_wm.errors import NonFiniteLossError
-from jepa_wm.metrics import effective_rank, embedding_std, linear_probe_r2
+from jepa_wm.metrics import distance_rank_correlation, effective_rank, embedding_std, linear_probe_r2
 from jepa_wm.predictors import build_predictor
 from jepa_wm.regularizers import (
     InverseDynamicsHead,
@@ -259,10 +259,13 @@ class JEPAWorldModel(pl.LightningModule):
         return loss
 
     def on_validation_epoch_end(self) -> None:
-        """Linear probe R^2 of the true goal coordinates (fingertip, mass position) from embeddings.
+        """Two readings of what planning needs from the embeddings, on the validation frames.
 
-        Those coordinates, unlike raw joint angles (which wrap around), are what reaching is about and
-        are a smooth function of what the camera sees.
+        ``val/probe_r2``: a linear probe of the true goal coordinates (fingertip, mass position, or the
+        joints success is measured on) from the embeddings. ``val/distance_rank_correlation``: Spearman's
+        rank correlation, over pairs of frames, between the latent distance and the true distance of
+        their goal coordinates: 1 when "closer in latent space" always means "closer in the world", which
+        is what a planner minimising a latent distance to the goal relies on.
         """
         if not self._probe_batches:
             return
@@ -275,8 +278,10 @@ class JEPAWorldModel(pl.LightningModule):
         order = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
         half = len(z) // 2
         fit, score = order[:half], order[half:]
-        r2 = linear_probe_r2(z[fit], positions[fit], z[score], positions[score])
-        self.log("val/probe_r2", r2, sync_dist=True)
+        self.log("val/probe_r2", linear_probe_r2(z[fit], positions[fit], z[score], positions[score]).to(self.device),
+                 sync_dist=True)
+        self.log("val/distance_rank_correlation", distance_rank_correlation(z, positions).to(self.device),
+                 sync_dist=True)
 
     def _log_terms(self, stage: str, terms: dict[str, torch.Tensor], on_step: bool) -> None:
         for name, value in terms.items():

@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from data.collect import collect_from_config
 from data.datamodule import TrajectoryDataModule
 from jepa_wm.checkpoint import read_checkpoint
-from jepa_wm.config import compose, to_dict
+from jepa_wm.config import as_overrides, compose, to_dict
 from jepa_wm.training import fit
 from planning.callbacks import GoalReachingEvalCallback
 from planning.experiment import run_plan
@@ -44,6 +44,26 @@ def trained_steps(checkpoint: Path) -> int:
     return int(read_checkpoint(checkpoint).get("global_step", 0)) if checkpoint.is_file() else 0
 
 
+def collect_stage(env_cfg, out: Path, overrides=(), seed: int = 0, workers: int = 2, progress: bool = True) -> Path:
+    """Collect (or finish collecting) a dataset of ``env_cfg``'s task into ``out``; a finished one is kept."""
+    env_overrides = [f"env.{key}={'null' if value is None else value}" for key, value in to_dict(env_cfg).items()]
+    cfg = compose("collect", [f"env={env_cfg['name']}", *env_overrides, f"out={out}", f"workers={workers}",
+                              f"seed={seed}", f"progress={str(progress).lower()}", *overrides])
+    return collect_from_config(cfg)
+
+
+def train_stage(dataset: Path, run_dir: Path, overrides=(), seed: int = 0) -> Path:
+    """Train (or resume) a world model until ``trainer.max_steps``; a finished run is reused. Returns last.ckpt."""
+    cfg = compose("train", [f"data.path={dataset}", f"out={run_dir}", f"seed={seed}", *overrides])
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    done = trained_steps(checkpoint)
+    if done < cfg.trainer.max_steps:
+        if done:
+            cfg = compose("train", [f"data.path={dataset}", f"out={run_dir}", f"seed={seed}", *overrides, "resume=true"])
+        train_from_config(cfg)
+    return checkpoint
+
+
 def run_quickstart(cfg: DictConfig) -> dict:
     """Collect, train and plan with the sizes of ``configs/quickstart.yaml``; finished stages are reused.
 
@@ -51,32 +71,20 @@ def run_quickstart(cfg: DictConfig) -> dict:
     """
     size = cfg.full_size if cfg.full else cfg.small
     out = Path(cfg.out)
-    dataset = out / "dataset"
-    env_overrides = [f"env.{key}={'null' if value is None else value}" for key, value in to_dict(cfg.env).items()]
-    collect_cfg = compose("collect", [f"env={cfg.env.name}", *env_overrides, f"out={dataset}", f"workers={cfg.workers}",
-                                      f"seed={cfg.seed}", *[f"{k}={v}" for k, v in size.collect.items()]])
-    run_dir = out / "train"
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    train_overrides = [f"data.path={dataset}", f"out={run_dir}", f"seed={cfg.seed}",
-                       *[f"{k}={v}" for k, v in size.train.items()]]
+    dataset, run_dir = out / "dataset", out / "train"
     if cfg.fresh:
         shutil.rmtree(out, ignore_errors=True)
 
     print(f"[1/3] collecting {size.collect.episodes} {cfg.env.name} episodes into {dataset}")
-    collect_from_config(collect_cfg)
+    collect_stage(cfg.env, dataset, as_overrides(size.collect), cfg.seed, cfg.workers)
 
-    max_steps = int(size.train["trainer.max_steps"])
-    done = trained_steps(checkpoint)
-    if done >= max_steps:
-        print(f"[2/3] reusing the trained world model {checkpoint} ({done} steps)")
-    else:
-        resume = ["resume=true"] if done > 0 else []
-        print(f"[2/3] training a world model for {max_steps} steps into {run_dir}")
-        train_from_config(compose("train", train_overrides + resume))
+    print(f"[2/3] training a world model for {size.train.trainer.max_steps} steps into {run_dir} "
+          f"(a finished run is reused)")
+    checkpoint = train_stage(dataset, run_dir, as_overrides(size.train), cfg.seed)
 
     print(f"[3/3] planning on {size.plan.episodes} goal-reaching episodes: ours, random and oracle")
     plan_cfg = compose("plan", [f"checkpoint={checkpoint}", "baselines=true", f"seed={cfg.seed}",
-                                f"out={out / 'plan'}", *[f"{k}={v}" for k, v in size.plan.items()]])
+                                f"out={out / 'plan'}", *as_overrides(size.plan)])
     result = run_plan(plan_cfg)
     result["files"] = {"dataset": dataset, "checkpoint": checkpoint, **result["files"]}
     return result

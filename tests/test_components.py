@@ -126,3 +126,14 @@ def test_linear_probe_r2_is_one_for_linear_targets_and_near_zero_for_noise():
     assert linear_probe_r2(z[:1000], y[:1000], z[1000:], y[1000:]) > 0.99
     noise = torch.randn(2000, 3)
     assert abs(float(linear_probe_r2(z[:1000], noise[:1000], z[1000:], noise[1000:]))) < 0.05
+
+
+def test_distance_rank_correlation_is_one_for_a_monotone_map_and_low_for_noise():
+    from jepa_wm.metrics import distance_rank_correlation
+
+    coordinates = torch.rand(200, 2)
+    rotated = coordinates @ torch.tensor([[0.6, -0.8], [0.8, 0.6]]) * 3 + 1  # distances scaled, ranks kept
+    assert distance_rank_correlation(torch.cat([rotated, torch.zeros(200, 5)], 1), coordinates) == pytest.approx(1.0)
+    assert abs(float(distance_rank_correlation(torch.randn(200, 8), coordinates))) < 0.1
+    folded = torch.cat([coordinates[:, :1], (coordinates[:, 1:] - 0.5).abs()], 1)  # mirror images look alike
+    assert 0.3 < float(distance_rank_correlation(folded, coordinates)) < 0.95

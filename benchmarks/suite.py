@@ -1,0 +1,214 @@
+"""The goal-reaching suite: every benchmark task, K training seeds, test episodes nothing was tuned on.
+
+For each group of tasks with the same dynamics it collects one dataset, trains one world model per
+training seed, and evaluates every seed on every task of the group, on the test split (``split=test``:
+episodes drawn from a seed stream that no setting, checkpoint or training length was chosen on).
+Random and oracle run once per task on the same episodes. Every stage is reused when it is finished
+(a dataset, a checkpoint at max_steps, a report with the same settings), so the suite can be run in
+parts, killed and rerun; each stage's wall time is recorded.
+
+    python benchmarks/suite.py                                       # everything (configs/suite.yaml)
+    python benchmarks/suite.py "tasks=[point_mass-easy]" "stages=[collect,train]"
+    python benchmarks/suite.py stages=[report] --write                # the table into BENCHMARKS.md
+
+The table: per task, ours as mean +- std of the success rate over training seeds with the 95% Wilson
+interval of all their episodes pooled, random, oracle, and ours / oracle.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine_description, update_benchmarks_section  # noqa: E402
+
+from data.envs.tasks import dynamics_differences  # noqa: E402
+from data.storage import write_json_atomic  # noqa: E402
+from jepa_wm.config import as_overrides, compose, load_group, to_dict  # noqa: E402
+from planning.evaluate import wilson_interval  # noqa: E402
+from planning.experiment import run_plan  # noqa: E402
+from planning.pipeline import collect_stage, train_stage  # noqa: E402
+
+STAGES = ("collect", "train", "baselines", "evaluate", "report")
+FIGURE = Path(__file__).resolve().parent / "figures" / "suite.png"
+DEFAULT_VARIANT = "default-mpc"
+
+
+def task_groups(tasks: list[str]) -> dict[str, list[str]]:
+    """Tasks grouped by dynamics; each group is named after its first task, whose env config collects."""
+    groups: dict[str, list[str]] = {}
+    for task in tasks:
+        cfg = to_dict(load_group("env", task))
+        home = next((name for name in groups if not dynamics_differences(to_dict(load_group("env", name)), cfg)), None)
+        groups.setdefault(home or task, []).append(task)
+    return groups
+
+
+class Timings:
+    """Wall time of each stage, kept in ``timings.json`` (a rerun that reuses a stage keeps its time)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds = json.loads(path.read_text()) if path.is_file() else {}
+
+    def run(self, name: str, stage, *args, **kwargs):
+        start = time.perf_counter()
+        result = stage(*args, **kwargs)
+        elapsed = time.perf_counter() - start
+        if elapsed > 1.0 or name not in self.seconds:  # a reused stage takes ~0 s: keep the real time
+            self.seconds[name] = round(elapsed, 1)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, self.seconds)
+        print(f"[{name}] {elapsed:.0f} s", flush=True)
+        return result
+
+
+def comparable(config: dict) -> dict:
+    """The settings of a report that decide its numbers (not where it was written or how it printed)."""
+    return {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
+
+
+def evaluate(out: Path, overrides: list[str]) -> list[dict]:
+    """run_plan into ``out`` unless a report with the same settings is already there; its result rows."""
+    cfg = compose("plan", [*overrides, f"out={out}"])
+    report = out / "report.json"
+    if report.is_file():
+        saved = json.loads(report.read_text())
+        if comparable(saved["config"]) == comparable({**to_dict(cfg), "env": saved["config"]["env"]}):
+            return saved["results"]
+    return run_plan(cfg)["rows"]
+
+
+def main(argv: list[str]) -> None:
+    write = "--write" in argv
+    cfg = compose("suite", [arg for arg in argv if arg != "--write"])
+    unknown = sorted(set(cfg.stages) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    out = Path(cfg.out)
+    timings = Timings(out / "timings.json")
+    collect, train, plan = as_overrides(cfg.collect), as_overrides(cfg.train), as_overrides(cfg.plan)
+    frameskip = compose("train", ["data.path=unused", *train]).model.frameskip
+
+    for group, tasks in task_groups(list(cfg.tasks)).items():
+        dataset = out / group / "dataset"
+        if "collect" in cfg.stages:
+            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, collect,
+                        workers=cfg.workers, progress=False)
+        checkpoints = {seed: out / group / f"seed-{seed}" / "checkpoints" / "last.ckpt" for seed in cfg.seeds}
+        if "train" in cfg.stages:
+            for seed in cfg.seeds:
+                timings.run(f"train {group} seed {seed}", train_stage, dataset, out / group / f"seed-{seed}", train, seed)
+        for task in tasks:
+            variants = {DEFAULT_VARIANT: [], **{name: list(extra) for name, extra in
+                                               (cfg.variants.get(task) or {}).items()}}
+            for variant, extra in variants.items():
+                results = out / "results" / task / variant
+                if "baselines" in cfg.stages:
+                    timings.run(f"baselines {task} {variant}", evaluate, results / "baselines",
+                                [f"env={task}", "baselines=true", "methods=[random,oracle]",
+                                 f"mpc.frameskip={frameskip}", *plan, *extra])
+                if "evaluate" in cfg.stages:
+                    for seed, checkpoint in checkpoints.items():
+                        timings.run(f"evaluate {task} {variant} seed {seed}", evaluate, results / f"seed-{seed}",
+                                    [f"checkpoint={checkpoint}", f"env={task}", *plan, *extra])
+    if "report" in cfg.stages:
+        text = report(cfg, out, timings)
+        print(text)
+        if write:
+            command = "python benchmarks/suite.py " + " ".join(argv)
+            update_benchmarks_section("Goal-reaching suite (cpu)", text, command, machine_description("cpu"))
+
+
+def summarize_task(results: Path, seeds) -> dict | None:
+    """Ours over training seeds (mean, std, pooled Wilson), random and oracle, from the reports on disk."""
+    def rows(path: Path) -> dict:
+        report = path / "report.json"
+        return {row["method"]: row for row in json.loads(report.read_text())["results"]} if report.is_file() else {}
+
+    baselines = rows(results / "baselines")
+    ours = [rows(results / f"seed-{seed}").get("ours") for seed in seeds]
+    ours = [row for row in ours if row]
+    if not ours or not baselines:
+        return None
+    rates = [row["success_rate"] for row in ours]
+    successes = sum(round(row["success_rate"] * row["episodes"]) for row in ours)
+    episodes = sum(row["episodes"] for row in ours)
+    return {
+        "seeds": len(ours), "episodes": ours[0]["episodes"], "mean": statistics.mean(rates),
+        "std": statistics.stdev(rates) if len(rates) > 1 else 0.0, "pooled_ci95": wilson_interval(successes, episodes),
+        "final_distance": statistics.mean(row["final_distance"] for row in ours),
+        "ms_per_step": statistics.mean(row["ms_per_step"] for row in ours),
+        "random": baselines["random"]["success_rate"], "oracle": baselines["oracle"]["success_rate"],
+        "oracle_ci95": baselines["oracle"]["ci95"],
+    }
+
+
+def report(cfg, out: Path, timings: Timings) -> str:
+    """The suite's table (and ``suite.json``, and the figure) from the reports on disk."""
+    summaries = {}
+    for task in cfg.tasks:
+        for variant in [DEFAULT_VARIANT, *(cfg.variants.get(task) or {})]:
+            summary = summarize_task(out / "results" / task / variant, cfg.seeds)
+            if summary:
+                summaries[(task, variant)] = summary
+    write_json_atomic(out / "suite.json", {f"{task}/{variant}": summary for (task, variant), summary in summaries.items()})
+    if summaries:
+        save_figure(summaries, FIGURE)
+    lines = [
+        f"{len(cfg.seeds)} training seeds per task ({', '.join(map(str, cfg.seeds))}); each evaluated on the same "
+        f"{cfg.plan.episodes} test-split episodes (plan seed {cfg.plan.seed}, never used for tuning), as are random "
+        f"and the oracle (the same planner and step weighting with the true simulator and the task's own distance). "
+        f"Data: {cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps per dynamics group; "
+        f"training: {cfg.train.trainer.max_steps} steps. Ours: mean +- std of the success rate over training "
+        f"seeds, then the 95% Wilson interval of all their episodes pooled. Figure: "
+        f"[benchmarks/figures/suite.png](benchmarks/figures/suite.png).",
+        "",
+        "| task | planner schedule | ours (mean +- std) | pooled 95% CI | random | oracle | ours / oracle | final distance | ms / MPC step |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (task, variant), s in summaries.items():
+        ratio = s["mean"] / s["oracle"] if s["oracle"] > 0 else float("nan")
+        lines.append(f"| {task} | {variant} | {s['mean']:.0%} +- {s['std']:.0%} | [{s['pooled_ci95'][0]:.0%}, "
+                     f"{s['pooled_ci95'][1]:.0%}] | {s['random']:.0%} | {s['oracle']:.0%} | {ratio:.2f} | "
+                     f"{s['final_distance']:.3f} | {s['ms_per_step']:.0f} |")
+    stage_times = sorted(timings.seconds.items())
+    if stage_times:
+        total = sum(seconds for _, seconds in stage_times)
+        lines += ["", f"Stage wall times (s; {total / 3600:.1f} h in all): "
+                  + "; ".join(f"{name} {seconds:.0f}" for name, seconds in stage_times) + "."]
+    return "\n".join(lines)
+
+
+def save_figure(summaries: dict, path: Path) -> None:
+    """Success per task: ours (mean +- std over seeds), random and oracle."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [task if variant == DEFAULT_VARIANT else f"{task}\n({variant})" for task, variant in summaries]
+    x = np.arange(len(labels))
+    ours = np.array([s["mean"] for s in summaries.values()])
+    std = np.array([s["std"] for s in summaries.values()])
+    figure, axis = plt.subplots(figsize=(max(6, 1.4 * len(labels)), 4))
+    axis.bar(x - 0.27, [s["random"] for s in summaries.values()], 0.27, label="random", color="C7")
+    axis.bar(x, ours, 0.27, yerr=std, capsize=4, label="ours (mean +- std over seeds)", color="C0")
+    axis.bar(x + 0.27, [s["oracle"] for s in summaries.values()], 0.27, label="oracle", color="C2")
+    axis.set_xticks(x, labels, fontsize=8)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("success rate (test episodes)")
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
