@@ -36,13 +36,17 @@ TARGETS = ("online", "ema")
 PROBE_MAX_SAMPLES = 4096
 
 # Anti-collapse terms, by their weight's name under ``model.regularizers``: a new term is one entry.
-# Each maps (model, embeddings z (B, L, N, D), actions (B, L-1, A)) to a scalar.
+# Each maps (model, embeddings z (B, L, N, D), the global batch's embeddings (B_all, L, N, D), actions
+# (B, L-1, A)) to a scalar. Terms made of batch statistics use the global batch, so that N processes
+# under DDP train what one process would with N times the batch; per-sample means use the local one
+# (DDP's gradient average makes them global).
 REGULARIZERS = {
-    "vicreg_variance": lambda model, z, actions: vicreg_variance(token_groups(z)),
-    "vicreg_covariance": lambda model, z, actions: vicreg_covariance(token_groups(z)),
-    "sigreg": lambda model, z, actions: sigreg(token_groups(z), num_projections=model.cfg["sigreg_projections"]),
-    "inverse_dynamics": lambda model, z, actions: F.mse_loss(model.inverse_dynamics(z[:, :-1], z[:, 1:]), actions),
-    "temporal": lambda model, z, actions: temporal_smoothness(z),
+    "vicreg_variance": lambda model, z, z_all, actions: vicreg_variance(token_groups(z_all)),
+    "vicreg_covariance": lambda model, z, z_all, actions: vicreg_covariance(token_groups(z_all)),
+    "sigreg": lambda model, z, z_all, actions: sigreg(token_groups(z_all), num_projections=model.cfg["sigreg_projections"],
+                                                      generator=model.step_generator(z.device)),
+    "inverse_dynamics": lambda model, z, z_all, actions: F.mse_loss(model.inverse_dynamics(z[:, :-1], z[:, 1:]), actions),
+    "temporal": lambda model, z, z_all, actions: temporal_smoothness(z),
 }
 
 
@@ -195,9 +199,10 @@ class JEPAWorldModel(pl.LightningModule):
         terms["rollout"] = step_errors.mean()
         loss = loss_cfg["teacher_forcing"] * terms["teacher_forcing"] + loss_cfg["rollout"] * terms["rollout"]
 
+        z_all = self.global_batch(z)  # (B_all, L, N, D)
         for name, weight in weights.items():
             if weight > 0:
-                terms[name] = REGULARIZERS[name](self, z, actions)
+                terms[name] = REGULARIZERS[name](self, z, z_all, actions)
                 loss = loss + weight * terms[name]
         if self.decoder is not None:
             decoded_from = z.detach() if self.cfg["decoder"]["detach"] else z
@@ -212,17 +217,54 @@ class JEPAWorldModel(pl.LightningModule):
         terms["embeddings"] = z.detach()
         return loss, terms
 
+    # ------------------------------------------------------------------------------ distributed
+    @property
+    def world_size(self) -> int:
+        return self._trainer.world_size if self._trainer is not None else 1
+
+    def global_batch(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, ...) of this process -> (world_size * B, ...) of all processes, with gradients.
+
+        The gather's backward sums every process's gradient for this process's share; after DDP averages
+        parameter gradients, a statistic of the global batch gets exactly the single-process gradient.
+        """
+        if self.world_size == 1:
+            return z
+        return self.all_gather(z, sync_grads=True).flatten(0, 1)
+
+    def step_generator(self, device) -> torch.Generator:
+        """Random numbers that every process draws alike at a step (SIGReg's directions), and that
+        differ from step to step: seeded by the global step."""
+        return torch.Generator(device=device).manual_seed(self.global_step)
+
+    def any_process(self, decision: bool) -> bool:
+        """True on every process when ``decision`` is true on any (so all stop together, none hangs)."""
+        if self.world_size == 1:
+            return decision
+        return bool(self.trainer.strategy.reduce_boolean_decision(decision, all=False))
+
     # ---------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_index):
         loss, terms = self.compute_losses(batch)
-        if not torch.isfinite(loss):
-            finite = {k: float(v.detach()) for k, v in terms.items() if v.ndim == 0}
-            raise NonFiniteLossError(
-                f"loss became {float(loss)} at step {self.global_step} (terms: {finite}); lower model.optim.lr "
-                f"or trainer.gradient_clip_val, or check the dataset for NaNs"
-            )
+        self._stop_if_non_finite(batch, loss, terms)
         self._log_terms("train", terms, on_step=True)
         return loss
+
+    def _stop_if_non_finite(self, batch: dict, loss: torch.Tensor, terms: dict) -> None:
+        """Raise NonFiniteLossError, saying whether the data or the weights went non-finite (on every
+        process, if it happened on any)."""
+        if not self.any_process(not (torch.isfinite(loss) and torch.isfinite(terms["embeddings"]).all())):
+            return
+        where = "training" if self.training else "validation"
+        bad = [key for key in ("obs", "actions") if torch.is_floating_point(batch[key]) and not torch.isfinite(batch[key]).all()]
+        if bad:
+            raise NonFiniteLossError(f"the {where} data hold NaN or inf values ({', '.join(bad)}) at step "
+                                     f"{self.global_step}: check the dataset for NaNs")
+        finite = {k: round(float(v.detach()), 4) for k, v in terms.items() if v.ndim == 0}
+        raise NonFiniteLossError(
+            f"the {where} loss became {float(loss)} at step {self.global_step}, the weights diverged (terms: "
+            f"{finite}); lower model.optim.lr or trainer.gradient_clip_val, or check the dataset for NaNs"
+        )
 
     def optimizer_step(self, *args, **kwargs) -> None:
         """The optimizer step, then the EMA target's: once per optimizer step, also with gradient
@@ -244,12 +286,8 @@ class JEPAWorldModel(pl.LightningModule):
     def validation_step(self, batch, batch_index):
         loss, terms = self.compute_losses(batch)
         embeddings = terms["embeddings"]  # (B, L, N, D)
-        if not (torch.isfinite(loss) and torch.isfinite(embeddings).all()):
-            # Weights can diverge inside an optimizer step: stop here, before any metric chokes on NaN.
-            raise NonFiniteLossError(
-                f"validation loss or embeddings became non-finite after step {self.global_step} (the weights "
-                f"diverged); lower model.optim.lr or trainer.gradient_clip_val, or check the dataset for NaNs"
-            )
+        # Weights can diverge inside an optimizer step: stop here, before any metric chokes on NaN.
+        self._stop_if_non_finite(batch, loss, terms)
         self._log_terms("val", terms, on_step=False)
         self.log("val/effective_rank", effective_rank(token_groups(embeddings[:, :1]).float()), sync_dist=True)
         if sum(len(z) for z, _ in self._probe_batches) < PROBE_MAX_SAMPLES:
@@ -267,21 +305,24 @@ class JEPAWorldModel(pl.LightningModule):
         their goal coordinates: 1 when "closer in latent space" always means "closer in the world", which
         is what a planner minimising a latent distance to the goal relies on.
         """
-        if not self._probe_batches:
+        batches, self._probe_batches = self._probe_batches, []
+        if self.world_size > 1:  # fit the probe on the validation frames of every process
+            gathered = [None] * self.world_size
+            torch.distributed.all_gather_object(gathered, batches)
+            batches = [batch for process in gathered for batch in process]
+        if not batches:
             return
-        z = torch.cat([z for z, _ in self._probe_batches])
-        positions = torch.cat([p for _, p in self._probe_batches])
-        self._probe_batches.clear()
+        z = torch.cat([z for z, _ in batches])
+        positions = torch.cat([p for _, p in batches])
         if len(z) < 8:
             return
         # Fit on one half of the validation frames, score on the other (shuffled with a fixed seed).
         order = torch.randperm(len(z), generator=torch.Generator().manual_seed(0))
         half = len(z) // 2
         fit, score = order[:half], order[half:]
-        self.log("val/probe_r2", linear_probe_r2(z[fit], positions[fit], z[score], positions[score]).to(self.device),
-                 sync_dist=True)
-        self.log("val/distance_rank_correlation", distance_rank_correlation(z, positions).to(self.device),
-                 sync_dist=True)
+        # Every process computed the same values from the same gathered frames: no reduction needed.
+        self.log("val/probe_r2", linear_probe_r2(z[fit], positions[fit], z[score], positions[score]).to(self.device))
+        self.log("val/distance_rank_correlation", distance_rank_correlation(z, positions).to(self.device))
 
     def _log_terms(self, stage: str, terms: dict[str, torch.Tensor], on_step: bool) -> None:
         for name, value in terms.items():

@@ -260,5 +260,23 @@ def test_nan_in_the_data_stops_training_with_a_clear_error(tmp_path, reacher_pix
     monkeypatch.setattr(TrajectoryWindowDataset, "__getitem__", poisoned)
     code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", steps=4), capsys,
                               monkeypatch, tmp_path)
-    assert code == 2 and "loss became nan" in stderr and "check the dataset for NaNs" in stderr
+    assert code == 2 and "data hold NaN or inf values (actions)" in stderr and "check the dataset" in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_weights_that_diverge_inside_an_optimizer_step_stop_at_the_next_validation(tmp_path, reacher_pixel_dataset,
+                                                                                     capsys, monkeypatch):
+    from jepa_wm.module import JEPAWorldModel
+
+    original = JEPAWorldModel.optimizer_step
+
+    def diverging_step(self, *args, **kwargs):  # the loss was finite, the step made the weights NaN
+        original(self, *args, **kwargs)
+        if self.global_step >= 1:
+            with torch.no_grad():
+                next(self.encoder.parameters()).fill_(float("nan"))
+
+    monkeypatch.setattr(JEPAWorldModel, "optimizer_step", diverging_step)
+    code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", steps=4, every=2), capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and "the weights diverged" in stderr and "Traceback" not in stderr, stderr[-1500:]
