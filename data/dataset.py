@@ -186,7 +186,7 @@ def load_episodes(path: str | Path, obs_type: str) -> EpisodeStore:
         raise DatasetError(
             f"dataset {path} has no '{obs_type}' observations: they were dropped when it was converted from "
             f"format 1 ({dropped[obs_type]}); recollect with scripts/collect.py env={manifest['env'].get('name')} "
-            f"env.obs_type=state to train on them"
+            f"to train with data.obs_type={obs_type}"
         )
     if obs_type not in manifest["observations"]:
         raise DatasetError(
