@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
 from data.storage import MANIFEST_NAME, ArrayFile, DatasetError, load_manifest, verify_shards
 
 # Frames at least this large are read one by one; smaller ones as one read of the whole window span.
 _FRAME_READ_BYTES = 4096
-# Open files per process; each shard array is one file. Bounded by the soft limit on descriptors.
+# Open files per process (4 per shard: obs, action, physics, position), well below the descriptor limit.
 try:
     import resource
 
@@ -25,10 +27,32 @@ except (ImportError, ValueError, OSError):
     _MAX_OPEN_FILES = 256
 
 
-def normalize_actions(actions: np.ndarray, low, high) -> np.ndarray:
-    """Map actions from the env's box [low, high] to [-1, 1], the range the model and planners use."""
+def normalize_actions(actions: np.ndarray, low, high, out: np.ndarray | None = None) -> np.ndarray:
+    """Map actions from the env's box [low, high] to [-1, 1], the range the model and planners use.
+
+    With ``out`` (which may be ``actions`` itself) the same float32 operations run in place.
+    """
     low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-    return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+    if out is None:
+        return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+    np.subtract(actions, low, out=out)
+    out *= np.float32(2.0)
+    out /= high - low
+    out -= np.float32(1.0)
+    return out
+
+
+class _Layout(NamedTuple):
+    """Where one array of one shard lives, in the terms a positional read needs."""
+
+    path: str
+    offset: int  # bytes before episode 0, step 0
+    row_bytes: int  # bytes per episode
+    step_bytes: int  # bytes per time step (one frame, one action)
+
+    def at(self, row: int, step: int) -> int:
+        """File position of time step ``step`` of the shard's episode ``row``."""
+        return self.offset + row * self.row_bytes + step * self.step_bytes
 
 
 class EpisodeStore:
@@ -43,9 +67,7 @@ class EpisodeStore:
 
     def __init__(self, path, manifest: dict, shards: dict[str, dict[str, ArrayFile]], obs_type: str):
         self.path, self.manifest, self.obs_type = Path(path), manifest, obs_type
-        names = sorted(shards)
-        self._files = [shards[name] for name in names]  # by shard position: array name -> ArrayFile
-        sizes = []
+        names, sizes = sorted(shards), []
         for name in names:
             first, last = manifest["shards"][name]["episodes"]
             if first != sum(sizes) or last <= first:
@@ -54,11 +76,14 @@ class EpisodeStore:
                     f"before it end at episode {sum(sizes)}; the manifest was edited: recollect the dataset"
                 )
             sizes.append(last - first)
+        self._keys = (obs_type, "action", "physics", "position")  # the arrays a window needs
+        self._layouts = [tuple(_Layout(file.path, file.offset, file.shape[1] * file.item_bytes, file.item_bytes)
+                               for file in (shards[name][key] for key in self._keys)) for name in names]
         self._shard_of = np.repeat(np.arange(len(names)), sizes)  # (E,) shard position of each episode
         self._row = np.concatenate([np.arange(size) for size in sizes]) if sizes else np.zeros(0, np.int64)  # (E,)
         action = manifest["action"]
         self._low, self._high = action["low"], action["high"]
-        self._fds: OrderedDict[str, int] = OrderedDict()  # path -> descriptor, least recently used first
+        self._fds: OrderedDict[int, tuple[int, ...]] = OrderedDict()  # shard -> descriptors, least recent first
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------------------------- shapes
@@ -91,78 +116,98 @@ class EpisodeStore:
     def position_size(self) -> int:
         return int(self.manifest["position_size"])
 
+    def window_shapes(self, count: int, num_frames: int, frameskip: int = 1) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of each array of ``count`` windows: what ``read_windows`` fills."""
+        return {
+            "obs": ((count, num_frames, *self.obs_shape), self.obs_dtype),
+            "actions": ((count, num_frames - 1, frameskip * self.action_size), np.dtype(np.float32)),
+            "physics": ((count, num_frames, self.physics_size), np.dtype(np.float32)),
+            "position": ((count, num_frames, self.position_size), np.dtype(np.float32)),
+        }
+
     # -------------------------------------------------------------------------------------- reads
-    def read_windows(self, episodes, starts, num_frames: int, frameskip: int = 1) -> dict[str, np.ndarray]:
+    def read_windows(self, episodes, starts, num_frames: int, frameskip: int = 1,
+                     out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         """Windows of ``num_frames`` frames ``frameskip`` steps apart, from step ``starts[b]`` of ``episodes[b]``.
 
-        Returns obs (B, L, *obs_shape), actions (B, L-1, frameskip*A) in [-1, 1], physics (B, L, P)
-        and position (B, L, C), where B = len(episodes) and L = num_frames.
+        Returns (or fills ``out``, shaped as ``window_shapes`` says) obs (B, L, *obs_shape), actions
+        (B, L-1, frameskip*A) in [-1, 1], physics (B, L, P) and position (B, L, C), where
+        B = len(episodes) and L = num_frames. Large frames (pixels) are read one by one straight into
+        the batch; small vectors as one read of each window's whole span, subsampled afterwards.
         """
         episodes, starts = np.asarray(episodes, np.int64), np.asarray(starts, np.int64)
         count, span = len(episodes), (num_frames - 1) * frameskip
         if count and (episodes.min() < 0 or episodes.max() >= self.num_episodes
                       or starts.min() < 0 or starts.max() + span > self.steps_per_episode):
             raise IndexError(f"window outside the dataset's {self.num_episodes} episodes of {self.steps_per_episode} steps")
-        obs = np.empty((count, num_frames, *self.obs_shape), self.obs_dtype)
-        physics = np.empty((count, num_frames, self.physics_size), np.float32)
-        position = np.empty((count, num_frames, self.position_size), np.float32)
-        actions = np.empty((count, span, self.action_size), np.float32)
+        if out is None:
+            out = {key: np.empty(shape, dtype) for key, (shape, dtype) in self.window_shapes(count, num_frames, frameskip).items()}
+        obs, actions = out["obs"], out["actions"].reshape(count, span, self.action_size)  # a view: A per env step
+        # (B, span+1, ...) whole spans of the small per-frame arrays, subsampled into ``out`` below; without
+        # frameskip a span is the window itself
+        frame_by_frame = frameskip > 1 and self.obs_dtype.itemsize * math.prod(self.obs_shape) * frameskip >= _FRAME_READ_BYTES
+        keys = ("physics", "position") if frame_by_frame else ("obs", "physics", "position")
+        spans = {key: out[key] if frameskip == 1 else np.empty((count, span + 1, *out[key].shape[2:]), out[key].dtype)
+                 for key in keys}
+        read = self._read
         for b, (shard, row, start) in enumerate(zip(self._shard_of[episodes].tolist(), self._row[episodes].tolist(),
                                                     starts.tolist())):
-            files = self._files[shard]
-            self._read_frames(files[self.obs_type], row, start, frameskip, obs[b])
-            self._read_frames(files["physics"], row, start, frameskip, physics[b])
-            self._read_frames(files["position"], row, start, frameskip, position[b])
-            self._read(files["action"], row, start, actions[b])
-        actions = normalize_actions(actions, self._low, self._high)  # (B, span, A)
-        return {"obs": obs, "actions": actions.reshape(count, num_frames - 1, -1), "physics": physics,
-                "position": position}
+            fds, (obs_at, action_at, physics_at, position_at) = self._descriptors(shard), self._layouts[shard]
+            if frame_by_frame:
+                for i in range(num_frames):
+                    read(fds[0], obs_at, obs[b, i], obs_at.at(row, start + i * frameskip))
+            else:
+                read(fds[0], obs_at, spans["obs"][b], obs_at.at(row, start))
+            read(fds[1], action_at, actions[b], action_at.at(row, start))
+            read(fds[2], physics_at, spans["physics"][b], physics_at.at(row, start))
+            read(fds[3], position_at, spans["position"][b], position_at.at(row, start))
+        if frameskip > 1:
+            for key, values in spans.items():
+                out[key][...] = values[:, ::frameskip]
+        normalize_actions(actions, self._low, self._high, out=actions)
+        return out
 
     def episode(self, index: int) -> dict[str, np.ndarray]:
         """All frames and actions of one episode: obs (T+1, ...), actions (T, A), physics, position."""
         window = self.read_windows([index], [0], self.steps_per_episode + 1, 1)
         return {key: value[0] for key, value in window.items()}
 
-    def _read_frames(self, array: ArrayFile, row: int, start: int, step: int, out: np.ndarray) -> None:
-        """Frames ``start, start + step, ...`` of one episode into ``out`` (L, *item)."""
-        if array.item_bytes * step >= _FRAME_READ_BYTES:  # pixels: one read per frame, nothing in between
-            for i in range(len(out)):
-                self._read(array, row, start + i * step, out[i])
-        else:  # small vectors: one read of the whole span is cheaper than L reads
-            span = np.empty(((len(out) - 1) * step + 1, *out.shape[1:]), out.dtype)
-            self._read(array, row, start, span)
-            out[...] = span[::step]
-
-    def _read(self, array: ArrayFile, row: int, step: int, out: np.ndarray) -> None:
-        """Fill ``out`` with consecutive time steps of one episode from ``step`` on, in one positional read."""
-        offset = array.offset + (row * array.shape[1] + step) * array.item_bytes
-        if os.preadv(self._descriptor(array.path), [out], offset) != out.nbytes:
-            raise DatasetError(f"shard file {array.path} ended early: it was truncated after it was verified; "
+    @staticmethod
+    def _read(fd: int, layout: _Layout, out: np.ndarray, position: int) -> None:
+        """Fill ``out`` from byte ``position`` of a shard file, in one positional read."""
+        if os.preadv(fd, [out], position) != out.nbytes:
+            raise DatasetError(f"shard file {layout.path} ended early: it was truncated after it was verified; "
                                f"delete it and rerun the same collect command to recollect it")
 
-    def _descriptor(self, path: str) -> int:
-        """A read-only descriptor of ``path`` for this process, opened on first use."""
+    def _descriptors(self, shard: int) -> tuple[int, ...]:
+        """Read-only descriptors of the files a window of ``shard`` needs, opened by this process on first use."""
         if self._pid != os.getpid():  # a forked DataLoader worker: do not share the parent's descriptors
             self._fds, self._pid = OrderedDict(), os.getpid()
-        fd = self._fds.get(path)
-        if fd is None:
-            try:
-                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-            except FileNotFoundError as error:
-                raise DatasetError(f"shard file {path} disappeared after the dataset was verified; "
-                                   f"rerun the same collect command to recollect it") from error
-            self._fds[path] = fd
-            if len(self._fds) > _MAX_OPEN_FILES:
-                os.close(self._fds.popitem(last=False)[1])
-        else:
-            self._fds.move_to_end(path)
-        return fd
+        fds = self._fds.get(shard)
+        if fds is not None:
+            self._fds.move_to_end(shard)
+            return fds
+        opened = []
+        try:
+            for layout in self._layouts[shard]:
+                opened.append(os.open(layout.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+        except FileNotFoundError as error:
+            for fd in opened:
+                os.close(fd)
+            raise DatasetError(f"shard file {error.filename} disappeared after the dataset was verified; "
+                               f"rerun the same collect command to recollect it") from error
+        self._fds[shard] = fds = tuple(opened)
+        if len(self._fds) * len(self._keys) > _MAX_OPEN_FILES:
+            for fd in self._fds.popitem(last=False)[1]:
+                os.close(fd)
+        return fds
 
     def close(self) -> None:
         """Close this process's files; later reads reopen them."""
         if self._pid == os.getpid():
-            for fd in self._fds.values():
-                os.close(fd)
+            for fds in self._fds.values():
+                for fd in fds:
+                    os.close(fd)
         self._fds = OrderedDict()
 
     def __del__(self):
@@ -240,6 +285,17 @@ def collate_windows(batch):
     return batch.tensors if isinstance(batch, WindowBatch) else default_collate(batch)
 
 
+def _batch_tensor(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
+    """An empty batch tensor; in a DataLoader worker, in shared memory from the start (as PyTorch's
+    default collate does), so that handing it to the main process copies nothing."""
+    dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    prototype = torch.empty(0, dtype=dtype)
+    storage = prototype._typed_storage()._new_shared(math.prod(shape), device=prototype.device)
+    return prototype.new(storage).view(shape)
+
+
 class TrajectoryWindowDataset(Dataset):
     """Windows of ``num_frames`` observations spaced ``frameskip`` env steps apart.
 
@@ -286,8 +342,11 @@ class TrajectoryWindowDataset(Dataset):
 
     def __getitems__(self, items) -> WindowBatch:
         episodes, starts = self._locate(items)
-        arrays = self.episodes.read_windows(episodes, starts, self.num_frames, self.frameskip)
-        return WindowBatch({key: torch.from_numpy(value) for key, value in arrays.items()})
+        shapes = self.episodes.window_shapes(len(episodes), self.num_frames, self.frameskip)
+        tensors = {key: _batch_tensor(shape, dtype) for key, (shape, dtype) in shapes.items()}
+        self.episodes.read_windows(episodes, starts, self.num_frames, self.frameskip,
+                                   out={key: tensor.numpy() for key, tensor in tensors.items()})
+        return WindowBatch(tensors)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
         return self.__getitems__([item])[0]

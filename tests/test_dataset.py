@@ -176,7 +176,7 @@ def test_a_pickled_dataset_carries_no_data_and_no_open_files(reacher_pixel_datas
     """What a spawned DataLoader worker receives: the file layout, never descriptors or frames."""
     windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), range(6), 5, 5)
     first = windows[3]
-    assert len(windows.episodes._fds) == 4  # pixels, action, physics, position of shard 0
+    assert [len(fds) for fds in windows.episodes._fds.values()] == [4]  # pixels, action, physics, position of shard 1
     payload = pickle.dumps(windows)
     assert len(payload) < 20_000  # the dataset's pixels alone are 6 x 21 x 12 KiB = 1.5 MiB
     copy = pickle.loads(payload)
