@@ -7,7 +7,6 @@ import os
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -42,19 +41,6 @@ def normalize_actions(actions: np.ndarray, low, high, out: np.ndarray | None = N
     return out
 
 
-class _Layout(NamedTuple):
-    """Where one array of one shard lives, in the terms a positional read needs."""
-
-    path: str
-    offset: int  # bytes before episode 0, step 0
-    row_bytes: int  # bytes per episode
-    step_bytes: int  # bytes per time step (one frame, one action)
-
-    def at(self, row: int, step: int) -> int:
-        """File position of time step ``step`` of the shard's episode ``row``."""
-        return self.offset + row * self.row_bytes + step * self.step_bytes
-
-
 class EpisodeStore:
     """The episodes of a verified dataset, read from disk on demand.
 
@@ -76,14 +62,19 @@ class EpisodeStore:
                     f"before it end at episode {sum(sizes)}; the manifest was edited: recollect the dataset"
                 )
             sizes.append(last - first)
-        self._keys = (obs_type, "action", "physics", "position")  # the arrays a window needs
-        self._layouts = [tuple(_Layout(file.path, file.offset, file.shape[1] * file.item_bytes, file.item_bytes)
-                               for file in (shards[name][key] for key in self._keys)) for name in names]
+        self._keys = (obs_type, "action", "physics", "position")  # the arrays a window needs, in this order
+        files = [[shards[name][key] for key in self._keys] for name in names]
+        self._paths = [tuple(file.path for file in row) for row in files]  # by shard: the 4 file paths
+        self._offsets = np.array([[file.offset for file in row] for row in files], np.int64).reshape(-1, 4)  # (S, 4)
+        # Episodes of every shard have the same shapes (checked against the manifest), so these are shared:
+        self._step_bytes = np.array([file.item_bytes for file in files[0]], np.int64) if files else np.zeros(4, np.int64)
+        self._row_bytes = self._step_bytes * np.array([file.shape[1] for file in files[0]] if files else [0] * 4)
         self._shard_of = np.repeat(np.arange(len(names)), sizes)  # (E,) shard position of each episode
         self._row = np.concatenate([np.arange(size) for size in sizes]) if sizes else np.zeros(0, np.int64)  # (E,)
         action = manifest["action"]
         self._low, self._high = action["low"], action["high"]
         self._fds: OrderedDict[int, tuple[int, ...]] = OrderedDict()  # shard -> descriptors, least recent first
+        self._fd_paths: dict[int, str] = {}  # descriptor -> path, for error messages
         self._pid = os.getpid()
 
     # ------------------------------------------------------------------------------------- shapes
@@ -149,18 +140,18 @@ class EpisodeStore:
         keys = ("physics", "position") if frame_by_frame else ("obs", "physics", "position")
         spans = {key: out[key] if frameskip == 1 else np.empty((count, span + 1, *out[key].shape[2:]), out[key].dtype)
                  for key in keys}
-        read = self._read
-        for b, (shard, row, start) in enumerate(zip(self._shard_of[episodes].tolist(), self._row[episodes].tolist(),
-                                                    starts.tolist())):
-            fds, (obs_at, action_at, physics_at, position_at) = self._descriptors(shard), self._layouts[shard]
-            if frame_by_frame:
-                for i in range(num_frames):
-                    read(fds[0], obs_at, obs[b, i], obs_at.at(row, start + i * frameskip))
-            else:
-                read(fds[0], obs_at, spans["obs"][b], obs_at.at(row, start))
-            read(fds[1], action_at, actions[b], action_at.at(row, start))
-            read(fds[2], physics_at, spans["physics"][b], physics_at.at(row, start))
-            read(fds[3], position_at, spans["position"][b], position_at.at(row, start))
+        shards, rows = self._shard_of[episodes], self._row[episodes]  # (B,)
+        descriptors = self._batch_descriptors(shards)  # (B, 4): obs, action, physics, position files
+        # (B, 4) file position of each window's first step in each of its four files
+        first = self._offsets[shards] + rows[:, None] * self._row_bytes + starts[:, None] * self._step_bytes
+        if frame_by_frame:  # (B*L,) one read per frame, straight into the batch
+            frames = first[:, :1] + np.arange(num_frames) * frameskip * self._step_bytes[0]  # (B, L)
+            self._read_rows(np.repeat(descriptors[:, 0], num_frames), obs.reshape(count * num_frames, -1), frames.ravel())
+        else:
+            self._read_rows(descriptors[:, 0], spans["obs"].reshape(count, -1), first[:, 0])
+        self._read_rows(descriptors[:, 1], actions.reshape(count, -1), first[:, 1])
+        self._read_rows(descriptors[:, 2], spans["physics"].reshape(count, -1), first[:, 2])
+        self._read_rows(descriptors[:, 3], spans["position"].reshape(count, -1), first[:, 3])
         if frameskip > 1:
             for key, values in spans.items():
                 out[key][...] = values[:, ::frameskip]
@@ -172,34 +163,42 @@ class EpisodeStore:
         window = self.read_windows([index], [0], self.steps_per_episode + 1, 1)
         return {key: value[0] for key, value in window.items()}
 
-    @staticmethod
-    def _read(fd: int, layout: _Layout, out: np.ndarray, position: int) -> None:
-        """Fill ``out`` from byte ``position`` of a shard file, in one positional read."""
-        if os.preadv(fd, [out], position) != out.nbytes:
-            raise DatasetError(f"shard file {layout.path} ended early: it was truncated after it was verified; "
-                               f"delete it and rerun the same collect command to recollect it")
+    def _read_rows(self, descriptors: np.ndarray, buffers: np.ndarray, positions: np.ndarray) -> None:
+        """Fill each row of ``buffers`` (N, bytes) from its descriptor and file position: N positional reads."""
+        preadv, size = os.preadv, buffers.shape[1] * buffers.itemsize
+        for fd, buffer, position in zip(descriptors.tolist(), buffers, positions.tolist()):
+            if preadv(fd, [buffer], position) != size:
+                raise DatasetError(f"shard file {self._fd_paths.get(fd)} ended early: it was truncated after it was "
+                                   f"verified; delete it and rerun the same collect command to recollect it")
+
+    def _batch_descriptors(self, shards: np.ndarray) -> np.ndarray:
+        """(B, 4) descriptors of the files each window needs, opened by this process on first use."""
+        if self._pid != os.getpid():  # a forked DataLoader worker: do not share the parent's descriptors
+            self._fds, self._fd_paths, self._pid = OrderedDict(), {}, os.getpid()
+        unique, inverse = np.unique(shards, return_inverse=True)
+        table = np.array([self._descriptors(shard) for shard in unique.tolist()], np.int64).reshape(-1, 4)
+        while len(self._fds) * len(self._keys) > _MAX_OPEN_FILES and len(self._fds) > len(unique):
+            for fd in self._fds.popitem(last=False)[1]:  # least recently used, never one of this batch
+                os.close(fd)
+                del self._fd_paths[fd]
+        return table[inverse]
 
     def _descriptors(self, shard: int) -> tuple[int, ...]:
-        """Read-only descriptors of the files a window of ``shard`` needs, opened by this process on first use."""
-        if self._pid != os.getpid():  # a forked DataLoader worker: do not share the parent's descriptors
-            self._fds, self._pid = OrderedDict(), os.getpid()
         fds = self._fds.get(shard)
         if fds is not None:
             self._fds.move_to_end(shard)
             return fds
         opened = []
         try:
-            for layout in self._layouts[shard]:
-                opened.append(os.open(layout.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+            for path in self._paths[shard]:
+                opened.append(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
         except FileNotFoundError as error:
             for fd in opened:
                 os.close(fd)
             raise DatasetError(f"shard file {error.filename} disappeared after the dataset was verified; "
                                f"rerun the same collect command to recollect it") from error
+        self._fd_paths.update(zip(opened, self._paths[shard]))
         self._fds[shard] = fds = tuple(opened)
-        if len(self._fds) * len(self._keys) > _MAX_OPEN_FILES:
-            for fd in self._fds.popitem(last=False)[1]:
-                os.close(fd)
         return fds
 
     def close(self) -> None:
@@ -208,7 +207,7 @@ class EpisodeStore:
             for fds in self._fds.values():
                 for fd in fds:
                     os.close(fd)
-        self._fds = OrderedDict()
+        self._fds, self._fd_paths = OrderedDict(), {}
 
     def __del__(self):
         try:
@@ -219,7 +218,7 @@ class EpisodeStore:
     def __getstate__(self) -> dict:
         """Pickle the layout only: descriptors mean nothing in another process (spawned workers)."""
         state = dict(self.__dict__)
-        state["_fds"], state["_pid"] = OrderedDict(), None
+        state["_fds"], state["_fd_paths"], state["_pid"] = OrderedDict(), {}, None
         return state
 
 
@@ -285,15 +284,20 @@ def collate_windows(batch):
     return batch.tensors if isinstance(batch, WindowBatch) else default_collate(batch)
 
 
-def _batch_tensor(shape: tuple[int, ...], dtype: np.dtype) -> torch.Tensor:
-    """An empty batch tensor; in a DataLoader worker, in shared memory from the start (as PyTorch's
-    default collate does), so that handing it to the main process copies nothing."""
-    dtype = torch.from_numpy(np.empty(0, dtype)).dtype
+def _batch_tensors(shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, torch.Tensor]:
+    """Empty batch tensors. In a DataLoader worker they are views of one shared-memory buffer, so that
+    handing the batch to the main process copies nothing and passes one buffer rather than four."""
+    dtypes = {key: torch.from_numpy(np.empty(0, dtype)).dtype for key, (_, dtype) in shapes.items()}
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    prototype = torch.empty(0, dtype=dtype)
-    storage = prototype._typed_storage()._new_shared(math.prod(shape), device=prototype.device)
-    return prototype.new(storage).view(shape)
+        return {key: torch.empty(shape, dtype=dtypes[key]) for key, (shape, _) in shapes.items()}
+    starts, total = {}, 0
+    for key, (shape, dtype) in shapes.items():
+        starts[key] = total
+        total += -(-math.prod(shape) * dtype.itemsize // 64) * 64  # 64-byte aligned, for every dtype
+    buffer = torch.empty(0, dtype=torch.uint8)
+    buffer = buffer.new(buffer._typed_storage()._new_shared(total, device=buffer.device))  # as default_collate does
+    return {key: buffer[starts[key] : starts[key] + math.prod(shape) * dtype.itemsize].view(dtypes[key]).view(shape)
+            for key, (shape, dtype) in shapes.items()}
 
 
 class TrajectoryWindowDataset(Dataset):
@@ -343,7 +347,7 @@ class TrajectoryWindowDataset(Dataset):
     def __getitems__(self, items) -> WindowBatch:
         episodes, starts = self._locate(items)
         shapes = self.episodes.window_shapes(len(episodes), self.num_frames, self.frameskip)
-        tensors = {key: _batch_tensor(shape, dtype) for key, (shape, dtype) in shapes.items()}
+        tensors = _batch_tensors(shapes)
         self.episodes.read_windows(episodes, starts, self.num_frames, self.frameskip,
                                    out={key: tensor.numpy() for key, tensor in tensors.items()})
         return WindowBatch(tensors)
