@@ -123,7 +123,7 @@ def convert_dataset(path, out=None) -> dict[str, Any]:
     call), dropped (observation -> reason), bytes_before, bytes_after, message (one line for people).
     """
     source = Path(path)
-    target = Path(out) if out else source
+    target = Path(out) if out and Path(out).resolve() != source.resolve() else source
     manifest = read_manifest_json(source)
     version = manifest.get("format_version")
     if version == FORMAT_VERSION:
