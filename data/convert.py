@@ -61,14 +61,16 @@ def _read_progress(target: Path, source_sha256: str) -> dict[str, Any]:
         progress = json.loads((target / PROGRESS_NAME).read_text())
     except (OSError, ValueError):
         progress = {}
-    if not isinstance(progress, dict) or progress.get("source_manifest_sha256") != source_sha256 or not isinstance(progress.get("shards"), dict):
+    if (not isinstance(progress, dict) or progress.get("source_manifest_sha256") != source_sha256
+            or not isinstance(progress.get("shards"), dict)):
         progress = {"source_manifest_sha256": source_sha256, "shards": {}}
     return progress
 
 
 def _converted(target: Path, shard: str, record: dict[str, Any] | None) -> bool:
     """Whether an earlier run finished this shard: recorded in the progress file, its files present."""
-    return isinstance(record, dict) and bool(record.get("files")) and all((target / shard_file(shard, key)).is_file() for key in record["files"])
+    return (isinstance(record, dict) and bool(record.get("files"))
+            and all((target / shard_file(shard, key)).is_file() for key in record["files"]))
 
 
 def _convert_shard(source: Path, name: str, manifest: dict[str, Any], header: dict[str, Any], target: Path) -> dict:

@@ -132,7 +132,8 @@ class EpisodeStore:
                       or starts.min() < 0 or starts.max() + span > self.steps_per_episode):
             raise IndexError(f"window outside the dataset's {self.num_episodes} episodes of {self.steps_per_episode} steps")
         if out is None:
-            out = {key: np.empty(shape, dtype) for key, (shape, dtype) in self.window_shapes(count, num_frames, frameskip).items()}
+            shapes = self.window_shapes(count, num_frames, frameskip)
+            out = {key: np.empty(shape, dtype) for key, (shape, dtype) in shapes.items()}
         obs, actions = out["obs"], out["actions"].reshape(count, span, self.action_size)  # a view: A per env step
         # (B, span+1, ...) whole spans of the small per-frame arrays, subsampled into ``out`` below; without
         # frameskip a span is the window itself

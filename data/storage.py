@@ -255,10 +255,12 @@ def read_array_header(path: Path) -> ArrayFile:
 def check_array_file(path: Path, key: str, shape, dtype) -> ArrayFile:
     """The checks every load makes, from headers and sizes only: presence, dtype, shape, length."""
     if not path.is_file():
-        raise DatasetError(f"shard file {path} is listed in {MANIFEST_NAME} but missing; rerun the same collect command to recollect it")
+        raise DatasetError(f"shard file {path} is listed in {MANIFEST_NAME} but missing; "
+                           f"rerun the same collect command to recollect it")
     array = read_array_header(path)
     if array.dtype != dtype:
-        raise DatasetError(f"shard file {path}: '{key}' has dtype {array.dtype}, format {FORMAT_VERSION} stores {dtype}; {RECOLLECT}")
+        raise DatasetError(f"shard file {path}: '{key}' has dtype {array.dtype}, format {FORMAT_VERSION} stores "
+                           f"{dtype}; {RECOLLECT}")
     if array.shape != tuple(shape):
         raise DatasetError(f"shard file {path}: '{key}' has shape {array.shape}, manifest says {tuple(shape)}; {RECOLLECT}")
     size = path.stat().st_size
@@ -282,11 +284,13 @@ def _iter_values(array: ArrayFile, block_bytes: int = 1 << 20):
 def verify_contents(array: ArrayFile, key: str, sha256: str, episodes: list[int]) -> None:
     """The checks that read a whole file, made once per file version: checksum, finite values, episode ids."""
     if file_sha256(array.path) != sha256:
-        raise DatasetError(f"shard file {array.path} is corrupt or was modified (sha256 differs from {MANIFEST_NAME}); {RECOLLECT}")
+        raise DatasetError(f"shard file {array.path} is corrupt or was modified (sha256 differs from "
+                           f"{MANIFEST_NAME}); {RECOLLECT}")
     if array.dtype.kind == "f" and not all(np.isfinite(values).all() for values in _iter_values(array)):
         raise DatasetError(f"shard file {array.path}: '{key}' holds NaN or inf values; {RECOLLECT}")
     if key == "episode" and not np.array_equal(np.concatenate(list(_iter_values(array))), np.arange(*episodes)):
-        raise DatasetError(f"shard file {array.path} holds other episodes than [{episodes[0]}, {episodes[1]}) that {MANIFEST_NAME} lists; {RECOLLECT}")
+        raise DatasetError(f"shard file {array.path} holds other episodes than [{episodes[0]}, {episodes[1]}) "
+                           f"that {MANIFEST_NAME} lists; {RECOLLECT}")
 
 
 def _stat_signature(path: Path) -> list[int]:
