@@ -23,7 +23,9 @@ from data.storage import (
     MANIFEST_NAME,
     DatasetError,
     load_manifest,
+    new_manifest,
     remove_partial_files,
+    shard_file,
     shard_name,
     write_json_atomic,
     write_shard,
@@ -105,14 +107,13 @@ def _collect_shard(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     episodes = [collect_episode(env, policy, job["seed"], index, job["steps"]) for index in range(first, last)]
     arrays = {key: np.stack([episode[key] for episode in episodes]) for key in episodes[0]}
     arrays["episode"] = np.arange(first, last, dtype=np.int64)
-    sha256 = write_shard(Path(job["out"]) / job["name"], arrays)
-    return job["name"], {"episodes": [first, last], "sha256": sha256}
+    return job["name"], write_shard(Path(job["out"]), job["name"], arrays)
 
 
 def _open_manifest(out: Path, header: dict[str, Any]) -> dict[str, Any]:
     """The manifest to continue from: a fresh one, or the existing one if it describes the same dataset."""
     if not (out / MANIFEST_NAME).exists():
-        manifest = {**header, "shards": {}}
+        manifest = new_manifest(header)
         write_json_atomic(out / MANIFEST_NAME, manifest)
         return manifest
     manifest = load_manifest(out)
@@ -124,6 +125,12 @@ def _open_manifest(out: Path, header: dict[str, Any]) -> dict[str, Any]:
             f"or repeat the original settings to resume it"
         )
     return manifest
+
+
+def _shard_on_disk(out: Path, name: str, record: dict[str, Any] | None) -> bool:
+    """Whether shard ``name`` is finished: listed in the manifest with every one of its files present."""
+    files = (record or {}).get("files") or {}
+    return bool(files) and all((out / shard_file(name, key)).is_file() for key in files)
 
 
 def collect(
@@ -139,8 +146,8 @@ def collect(
 ) -> Path:
     """Collect ``episodes`` episodes into ``out``; rerunning after an interruption finishes the job.
 
-    Finished shards (listed in the manifest and present on disk) are kept; missing ones are
-    collected. Returns the dataset directory.
+    Finished shards (listed in the manifest with all their files on disk) are kept; missing ones,
+    and shards with a deleted file, are collected. Returns the dataset directory.
     """
     if episodes < 1 or steps_per_episode < 1 or episodes_per_shard < 1 or workers < 1:
         raise ValueError("episodes, steps_per_episode, episodes_per_shard and workers must all be >= 1")
@@ -153,7 +160,7 @@ def collect(
     jobs = []
     for index, first in enumerate(range(0, episodes, episodes_per_shard)):
         name = shard_name(index)
-        if name in manifest["shards"] and (out / name).is_file():
+        if _shard_on_disk(out, name, manifest["shards"].get(name)):
             continue
         manifest["shards"].pop(name, None)
         last = min(first + episodes_per_shard, episodes)

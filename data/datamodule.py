@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
-from data.dataset import Episodes, TrajectoryWindowDataset, load_episodes, split_episodes
+from data.dataset import EpisodeStore, TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
 
 
 class TrajectoryDataModule(pl.LightningDataModule):
     """Train/val windows split by episode, from a dataset written by ``scripts/collect.py``.
 
     ``num_frames`` is what the model needs per sample: its history plus its rollout horizon.
+    Windows are read from disk as batches are drawn (see ``EpisodeStore``), so each process, DataLoader
+    worker or DDP rank, reads only the windows of its own batches.
     """
 
     def __init__(
@@ -30,7 +32,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
         self.num_frames, self.frameskip = num_frames, frameskip
         self.batch_size, self.val_fraction = batch_size, val_fraction
         self.num_workers, self.seed = num_workers, seed
-        self.episodes: Episodes | None = None
+        self.episodes: EpisodeStore | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.episodes is not None:
@@ -42,16 +44,16 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
-        return tuple(self.episodes.observations.shape[2:])
+        return self.episodes.obs_shape
 
     @property
     def action_dim(self) -> int:
         """Action size per model step: the env's action size times ``frameskip``."""
-        return self.episodes.actions.shape[-1] * self.frameskip
+        return self.episodes.action_size * self.frameskip
 
     @property
     def physics_size(self) -> int:
-        return self.episodes.physics.shape[-1]
+        return self.episodes.physics_size
 
     def describe(self) -> dict:
         """What a trained model must remember about its data to plan in the same task."""
@@ -71,6 +73,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             drop_last=shuffle and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
+            collate_fn=collate_windows,
             persistent_workers=self.num_workers > 0,
         )
 

@@ -1,67 +1,251 @@
-"""Windowed trajectory datasets over collected episodes."""
+"""Windowed trajectory datasets over collected episodes, read lazily from disk."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data._utils.collate import default_collate
 
-from data.storage import DatasetError, load_manifest, read_shard
+from data.storage import MANIFEST_NAME, ArrayFile, DatasetError, load_manifest, verify_shards
+
+# Frames at least this large are read one by one; smaller ones as one read of the whole window span.
+_FRAME_READ_BYTES = 4096
+# Open files per process (4 per shard: obs, action, physics, position), well below the descriptor limit.
+try:
+    import resource
+
+    _MAX_OPEN_FILES = max(8, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
+except (ImportError, ValueError, OSError):
+    _MAX_OPEN_FILES = 256
 
 
-@dataclass
-class Episodes:
-    """All episodes of a dataset in memory, episode-major. Pixels stay uint8 until the model sees them."""
+def normalize_actions(actions: np.ndarray, low, high, out: np.ndarray | None = None) -> np.ndarray:
+    """Map actions from the env's box [low, high] to [-1, 1], the range the model and planners use.
 
-    observations: np.ndarray  # (E, T+1, *obs_shape)
-    actions: np.ndarray  # (E, T, A), normalised to [-1, 1]
-    physics: np.ndarray  # (E, T+1, P), ground-truth physics state
-    position: np.ndarray  # (E, T+1, C), the coordinates goal success is measured on
-    manifest: dict
+    With ``out`` (which may be ``actions`` itself) the same float32 operations run in place.
+    """
+    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+    if out is None:
+        return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+    np.subtract(actions, low, out=out)
+    out *= np.float32(2.0)
+    out /= high - low
+    out -= np.float32(1.0)
+    return out
 
+
+class EpisodeStore:
+    """The episodes of a verified dataset, read from disk on demand.
+
+    Only the file layout is held in memory, so memory does not grow with the number of episodes.
+    Files are opened lazily by each process that reads (DataLoader workers, DDP ranks) and are never
+    pickled. Windows are read with ``os.preadv`` at computed offsets: a read touches only the frames
+    it returns, and nothing stays mapped (a memory map would count every page it faults in, and the
+    kernel's 64 KiB fault-around, as this process's memory: BENCHMARKS.md, "Data loading").
+    """
+
+    def __init__(self, path, manifest: dict, shards: dict[str, dict[str, ArrayFile]], obs_type: str):
+        self.path, self.manifest, self.obs_type = Path(path), manifest, obs_type
+        names, sizes = sorted(shards), []
+        for name in names:
+            first, last = manifest["shards"][name]["episodes"]
+            if first != sum(sizes) or last <= first:
+                raise DatasetError(
+                    f"{self.path / MANIFEST_NAME}: shard {name} holds episodes [{first}, {last}), but the shards "
+                    f"before it end at episode {sum(sizes)}; the manifest was edited: recollect the dataset"
+                )
+            sizes.append(last - first)
+        self._keys = (obs_type, "action", "physics", "position")  # the arrays a window needs, in this order
+        files = [[shards[name][key] for key in self._keys] for name in names]
+        self._paths = [tuple(file.path for file in row) for row in files]  # by shard: the 4 file paths
+        self._offsets = np.array([[file.offset for file in row] for row in files], np.int64).reshape(-1, 4)  # (S, 4)
+        # Episodes of every shard have the same shapes (checked against the manifest), so these are shared:
+        self._step_bytes = np.array([file.item_bytes for file in files[0]], np.int64) if files else np.zeros(4, np.int64)
+        self._row_bytes = self._step_bytes * np.array([file.shape[1] for file in files[0]] if files else [0] * 4)
+        self._shard_of = np.repeat(np.arange(len(names)), sizes)  # (E,) shard position of each episode
+        self._row = np.concatenate([np.arange(size) for size in sizes]) if sizes else np.zeros(0, np.int64)  # (E,)
+        action = manifest["action"]
+        self._low, self._high = action["low"], action["high"]
+        self._fds: OrderedDict[int, tuple[int, ...]] = OrderedDict()  # shard -> descriptors, least recent first
+        self._fd_paths: dict[int, str] = {}  # descriptor -> path, for error messages
+        self._pid = os.getpid()
+
+    # ------------------------------------------------------------------------------------- shapes
     @property
     def num_episodes(self) -> int:
-        return self.observations.shape[0]
+        return len(self._row)
 
     @property
     def steps_per_episode(self) -> int:
-        return self.actions.shape[1]
+        return int(self.manifest["steps_per_episode"])
+
+    @property
+    def obs_shape(self) -> tuple[int, ...]:
+        return tuple(self.manifest["observations"][self.obs_type])
+
+    @property
+    def obs_dtype(self) -> np.dtype:
+        return np.dtype(np.uint8) if self.obs_type == "pixels" else np.dtype(np.float32)
+
+    @property
+    def action_size(self) -> int:
+        """The env's action size (one env step, before frameskip)."""
+        return int(self.manifest["action"]["dim"])
+
+    @property
+    def physics_size(self) -> int:
+        return int(self.manifest["physics_size"])
+
+    @property
+    def position_size(self) -> int:
+        return int(self.manifest["position_size"])
+
+    def window_shapes(self, count: int, num_frames: int, frameskip: int = 1) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Shape and dtype of each array of ``count`` windows: what ``read_windows`` fills."""
+        return {
+            "obs": ((count, num_frames, *self.obs_shape), self.obs_dtype),
+            "actions": ((count, num_frames - 1, frameskip * self.action_size), np.dtype(np.float32)),
+            "physics": ((count, num_frames, self.physics_size), np.dtype(np.float32)),
+            "position": ((count, num_frames, self.position_size), np.dtype(np.float32)),
+        }
+
+    # -------------------------------------------------------------------------------------- reads
+    def read_windows(self, episodes, starts, num_frames: int, frameskip: int = 1,
+                     out: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Windows of ``num_frames`` frames ``frameskip`` steps apart, from step ``starts[b]`` of ``episodes[b]``.
+
+        Returns (or fills ``out``, shaped as ``window_shapes`` says) obs (B, L, *obs_shape), actions
+        (B, L-1, frameskip*A) in [-1, 1], physics (B, L, P) and position (B, L, C), where
+        B = len(episodes) and L = num_frames. Large frames (pixels) are read one by one straight into
+        the batch; small vectors as one read of each window's whole span, subsampled afterwards.
+        """
+        episodes, starts = np.asarray(episodes, np.int64), np.asarray(starts, np.int64)
+        count, span = len(episodes), (num_frames - 1) * frameskip
+        if count and (episodes.min() < 0 or episodes.max() >= self.num_episodes
+                      or starts.min() < 0 or starts.max() + span > self.steps_per_episode):
+            raise IndexError(f"window outside the dataset's {self.num_episodes} episodes of {self.steps_per_episode} steps")
+        if out is None:
+            shapes = self.window_shapes(count, num_frames, frameskip)
+            out = {key: np.empty(shape, dtype) for key, (shape, dtype) in shapes.items()}
+        obs, actions = out["obs"], out["actions"].reshape(count, span, self.action_size)  # a view: A per env step
+        # (B, span+1, ...) whole spans of the small per-frame arrays, subsampled into ``out`` below; without
+        # frameskip a span is the window itself
+        frame_by_frame = frameskip > 1 and self.obs_dtype.itemsize * math.prod(self.obs_shape) * frameskip >= _FRAME_READ_BYTES
+        keys = ("physics", "position") if frame_by_frame else ("obs", "physics", "position")
+        spans = {key: out[key] if frameskip == 1 else np.empty((count, span + 1, *out[key].shape[2:]), out[key].dtype)
+                 for key in keys}
+        shards, rows = self._shard_of[episodes], self._row[episodes]  # (B,)
+        descriptors = self._batch_descriptors(shards)  # (B, 4): obs, action, physics, position files
+        # (B, 4) file position of each window's first step in each of its four files
+        first = self._offsets[shards] + rows[:, None] * self._row_bytes + starts[:, None] * self._step_bytes
+        if frame_by_frame:  # (B*L,) one read per frame, straight into the batch
+            frames = first[:, :1] + np.arange(num_frames) * frameskip * self._step_bytes[0]  # (B, L)
+            self._read_rows(np.repeat(descriptors[:, 0], num_frames), obs.reshape(count * num_frames, -1), frames.ravel())
+        else:
+            self._read_rows(descriptors[:, 0], spans["obs"].reshape(count, -1), first[:, 0])
+        self._read_rows(descriptors[:, 1], actions.reshape(count, -1), first[:, 1])
+        self._read_rows(descriptors[:, 2], spans["physics"].reshape(count, -1), first[:, 2])
+        self._read_rows(descriptors[:, 3], spans["position"].reshape(count, -1), first[:, 3])
+        if frameskip > 1:
+            for key, values in spans.items():
+                out[key][...] = values[:, ::frameskip]
+        normalize_actions(actions, self._low, self._high, out=actions)
+        return out
+
+    def episode(self, index: int) -> dict[str, np.ndarray]:
+        """All frames and actions of one episode: obs (T+1, ...), actions (T, A), physics, position."""
+        window = self.read_windows([index], [0], self.steps_per_episode + 1, 1)
+        return {key: value[0] for key, value in window.items()}
+
+    def _read_rows(self, descriptors: np.ndarray, buffers: np.ndarray, positions: np.ndarray) -> None:
+        """Fill each row of ``buffers`` (N, bytes) from its descriptor and file position: N positional reads."""
+        preadv, size = os.preadv, buffers.shape[1] * buffers.itemsize
+        for fd, buffer, position in zip(descriptors.tolist(), buffers, positions.tolist()):
+            if preadv(fd, [buffer], position) != size:
+                raise DatasetError(f"shard file {self._fd_paths.get(fd)} ended early: it was truncated after it was "
+                                   f"verified; delete it and rerun the same collect command to recollect it")
+
+    def _batch_descriptors(self, shards: np.ndarray) -> np.ndarray:
+        """(B, 4) descriptors of the files each window needs, opened by this process on first use."""
+        if self._pid != os.getpid():  # a forked DataLoader worker: do not share the parent's descriptors
+            self._fds, self._fd_paths, self._pid = OrderedDict(), {}, os.getpid()
+        unique, inverse = np.unique(shards, return_inverse=True)
+        table = np.array([self._descriptors(shard) for shard in unique.tolist()], np.int64).reshape(-1, 4)
+        while len(self._fds) * len(self._keys) > _MAX_OPEN_FILES and len(self._fds) > len(unique):
+            for fd in self._fds.popitem(last=False)[1]:  # least recently used, never one of this batch
+                os.close(fd)
+                del self._fd_paths[fd]
+        return table[inverse]
+
+    def _descriptors(self, shard: int) -> tuple[int, ...]:
+        fds = self._fds.get(shard)
+        if fds is not None:
+            self._fds.move_to_end(shard)
+            return fds
+        opened = []
+        try:
+            for path in self._paths[shard]:
+                opened.append(os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)))
+        except FileNotFoundError as error:
+            for fd in opened:
+                os.close(fd)
+            raise DatasetError(f"shard file {error.filename} disappeared after the dataset was verified; "
+                               f"rerun the same collect command to recollect it") from error
+        self._fd_paths.update(zip(opened, self._paths[shard]))
+        self._fds[shard] = fds = tuple(opened)
+        return fds
+
+    def close(self) -> None:
+        """Close this process's files; later reads reopen them."""
+        if self._pid == os.getpid():
+            for fds in self._fds.values():
+                for fd in fds:
+                    os.close(fd)
+        self._fds, self._fd_paths = OrderedDict(), {}
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: nothing left to clean
+            pass
+
+    def __getstate__(self) -> dict:
+        """Pickle the layout only: descriptors mean nothing in another process (spawned workers)."""
+        state = dict(self.__dict__)
+        state["_fds"], state["_fd_paths"], state["_pid"] = OrderedDict(), {}, None
+        return state
 
 
-def normalize_actions(actions: np.ndarray, low, high) -> np.ndarray:
-    """Map actions from the env's box [low, high] to [-1, 1], the range the model and planners use."""
-    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-    return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
-
-
-def load_episodes(path: str | Path, obs_type: str) -> Episodes:
-    """Load every finished shard of the dataset at ``path``, checking each against the manifest."""
+def load_episodes(path: str | Path, obs_type: str) -> EpisodeStore:
+    """Open the dataset at ``path`` for reading ``obs_type`` windows, after checking every shard file."""
     manifest = load_manifest(path)
+    dropped = manifest.get("dropped_observations", {})
+    if obs_type in dropped:
+        raise DatasetError(
+            f"dataset {path} has no '{obs_type}' observations: they were dropped when it was converted from "
+            f"format 1 ({dropped[obs_type]}); recollect with scripts/collect.py env={manifest['env'].get('name')} "
+            f"to train with data.obs_type={obs_type}"
+        )
     if obs_type not in manifest["observations"]:
         raise DatasetError(
             f"dataset {path} has observations {sorted(manifest['observations'])}, not '{obs_type}'; "
             f"collect with env.obs_type={obs_type} or train with data.obs_type="
             f"{sorted(manifest['observations'])[0]}"
         )
-    names = sorted(manifest["shards"])
-    finished = sum(last - first for first, last in (manifest["shards"][name]["episodes"] for name in names))
+    finished = sum(last - first for first, last in (record["episodes"] for record in manifest["shards"].values()))
     if finished < manifest["episodes"]:
         raise DatasetError(
             f"dataset {path} is incomplete: {finished} of {manifest['episodes']} episodes were collected "
             f"(the collection was interrupted); rerun the same collect command to finish it"
         )
-    shards = [read_shard(path, name, manifest) for name in names]
-    action = manifest["action"]
-    return Episodes(
-        observations=np.concatenate([shard[obs_type] for shard in shards]),
-        actions=normalize_actions(np.concatenate([shard["action"] for shard in shards]), action["low"], action["high"]),
-        physics=np.concatenate([shard["physics"] for shard in shards]),
-        position=np.concatenate([shard["position"] for shard in shards]),
-        manifest=manifest,
-    )
+    return EpisodeStore(path, manifest, verify_shards(path, manifest), obs_type)
 
 
 def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,6 +261,46 @@ def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[n
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 
+class WindowBatch(Sequence):
+    """Windows read together, already stacked into batch tensors (B, ...).
+
+    ``collate_windows`` passes the tensors on without copying; any other collate function (e.g.
+    PyTorch's default) sees an ordinary sequence of per-window dicts.
+    """
+
+    def __init__(self, tensors: dict[str, torch.Tensor]):
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors["obs"])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return {key: value[index] for key, value in self.tensors.items()}
+
+
+def collate_windows(batch):
+    """DataLoader ``collate_fn``: a ``WindowBatch`` is a batch already; anything else is collated as usual."""
+    return batch.tensors if isinstance(batch, WindowBatch) else default_collate(batch)
+
+
+def _batch_tensors(shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[str, torch.Tensor]:
+    """Empty batch tensors. In a DataLoader worker they are views of one shared-memory buffer, so that
+    handing the batch to the main process copies nothing and passes one buffer rather than four."""
+    dtypes = {key: torch.from_numpy(np.empty(0, dtype)).dtype for key, (_, dtype) in shapes.items()}
+    if get_worker_info() is None:
+        return {key: torch.empty(shape, dtype=dtypes[key]) for key, (shape, _) in shapes.items()}
+    starts, total = {}, 0
+    for key, (shape, dtype) in shapes.items():
+        starts[key] = total
+        total += -(-math.prod(shape) * dtype.itemsize // 64) * 64  # 64-byte aligned, for every dtype
+    buffer = torch.empty(0, dtype=torch.uint8)
+    buffer = buffer.new(buffer._typed_storage()._new_shared(total, device=buffer.device))  # as default_collate does
+    return {key: buffer[starts[key] : starts[key] + math.prod(shape) * dtype.itemsize].view(dtypes[key]).view(shape)
+            for key, (shape, dtype) in shapes.items()}
+
+
 class TrajectoryWindowDataset(Dataset):
     """Windows of ``num_frames`` observations spaced ``frameskip`` env steps apart.
 
@@ -86,9 +310,12 @@ class TrajectoryWindowDataset(Dataset):
                                     skipped steps, so one model step covers ``frameskip`` env steps
         physics  (L, P)            ground-truth physics state of each frame
         position (L, C)            ground-truth goal coordinates of each frame (fingertip, mass)
+
+    A DataLoader fetches a whole batch with ``__getitems__``, one read per frame straight into the
+    batch tensors; use ``collate_fn=collate_windows`` to skip re-stacking them.
     """
 
-    def __init__(self, episodes: Episodes, episode_indices, num_frames: int, frameskip: int = 1):
+    def __init__(self, episodes: EpisodeStore, episode_indices, num_frames: int, frameskip: int = 1):
         if num_frames < 2 or frameskip < 1:
             raise ValueError(f"need num_frames >= 2 and frameskip >= 1; got {num_frames}, {frameskip}")
         span = (num_frames - 1) * frameskip
@@ -98,22 +325,33 @@ class TrajectoryWindowDataset(Dataset):
                 f"dataset's {episodes.steps_per_episode}-step episodes; shorten the window or collect longer episodes"
             )
         self.episodes, self.num_frames, self.frameskip = episodes, num_frames, frameskip
-        starts = np.arange(episodes.steps_per_episode - span + 1)
-        episode_indices = np.asarray(episode_indices, dtype=np.int64)
-        # (num_windows, 2): episode index, first step of the window
-        self.index = np.stack(np.meshgrid(episode_indices, starts, indexing="ij"), -1).reshape(-1, 2)
+        self.episode_ids = np.asarray(episode_indices, dtype=np.int64)  # (n,)
+        self.starts_per_episode = episodes.steps_per_episode - span + 1
+        # Window i is (episode_ids[i // starts_per_episode], i % starts_per_episode): computed, not
+        # stored, so the index costs 8 bytes per episode rather than 16 per window.
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.episode_ids) * self.starts_per_episode
+
+    @property
+    def index(self) -> np.ndarray:
+        """(num_windows, 2): episode index and first step of every window, in item order."""
+        return np.stack(self._locate(np.arange(len(self))), -1)
+
+    def _locate(self, items) -> tuple[np.ndarray, np.ndarray]:
+        items = np.asarray(items, np.int64)
+        if items.size and (items.min() < -len(self) or items.max() >= len(self)):
+            raise IndexError(f"window index out of range for {len(self)} windows")
+        items = items % max(len(self), 1)
+        return self.episode_ids[items // self.starts_per_episode], items % self.starts_per_episode
+
+    def __getitems__(self, items) -> WindowBatch:
+        episodes, starts = self._locate(items)
+        shapes = self.episodes.window_shapes(len(episodes), self.num_frames, self.frameskip)
+        tensors = _batch_tensors(shapes)
+        self.episodes.read_windows(episodes, starts, self.num_frames, self.frameskip,
+                                   out={key: tensor.numpy() for key, tensor in tensors.items()})
+        return WindowBatch(tensors)
 
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
-        episode, start = self.index[item]
-        steps = start + self.frameskip * np.arange(self.num_frames)
-        actions = self.episodes.actions[episode, start : steps[-1]]  # (span, A)
-        actions = actions.reshape(self.num_frames - 1, -1)  # (L-1, frameskip*A)
-        return {
-            "obs": torch.from_numpy(self.episodes.observations[episode, steps]),
-            "actions": torch.from_numpy(actions),
-            "physics": torch.from_numpy(self.episodes.physics[episode, steps]),
-            "position": torch.from_numpy(self.episodes.position[episode, steps]),
-        }
+        return self.__getitems__([item])[0]

@@ -1,12 +1,20 @@
-"""On-disk episode datasets: ``.npz`` shards plus a JSON manifest, all written atomically.
+"""On-disk episode datasets (format 2): one uncompressed ``.npy`` file per shard array, a JSON manifest.
 
 Layout of a dataset directory::
 
-    manifest.json        what was collected (env, specs, policy, seed, counts) and the finished shards
-    shard-00000.npz      episodes [0, E): arrays with a leading episode axis, see SHARD_ARRAYS
+    manifest.json              what was collected (env, specs, policy, seed, counts), a sha256 of that
+                               header, and the finished shards with the sha256 of each of their files
+    shard-00000.action.npy     episodes [0, E) of shard 0, one file per array (see ARRAY_DTYPES)
+    shard-00000.pixels.npy     ...
+    verified.json              a cache: which shard files were hashed, by (size, mtime_ns, ctime_ns)
 
-A file is written to a temporary name in the same directory and renamed into place, so a killed
-process leaves either the old file or the new one, never half of one. Shards are loaded with
+Why uncompressed ``.npy``: a training window is read straight from disk at computed offsets, touching
+only its own frames, so memory does not grow with the dataset; chunked compressed files (HDF5) read
+windows 10x+ slower, and whole compressed shards (format 1) must be decompressed into RAM
+(BENCHMARKS.md, "Data loading"). The price is disk space: reacher's pixels compress ~30x.
+
+Every file is written to a temporary name in the same directory and renamed into place, so a killed
+process leaves either the old file or the new one, never half of one. Arrays are read with
 ``allow_pickle=False``: a dataset from a stranger cannot run code.
 """
 
@@ -16,25 +24,39 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+VERIFIED_NAME = "verified.json"
 TEMP_SUFFIX = ".partial"
 _UMASK = os.umask(0o022)  # reading the umask means setting it; restored on the next line, at import
 os.umask(_UMASK)
 
-# Arrays of every shard: E episodes of T actions and T + 1 frames.
-#   action   (E, T, A)       float32, raw env actions
-#   state    (E, T+1, S)     float32, the task's flattened physics observation
-#   physics  (E, T+1, P)     float32, full physics state (qpos, qvel, act): ground truth for probes
-#   position (E, T+1, C)     float32, the coordinates success is measured on
-#   pixels   (E, T+1, H, W, 3) uint8, only when the dataset has pixel observations
-#   episode  (E,)            int64, global episode index
-SHARD_ARRAYS = ("action", "state", "physics", "position", "episode")
+# Arrays of every shard: E episodes of T actions and T + 1 frames, each in its own .npy file.
+#   action   (E, T, A)          float32, raw env actions
+#   state    (E, T+1, S)        float32, the task's flattened physics observation
+#   physics  (E, T+1, P)        float32, full physics state (qpos, qvel, act): ground truth for probes
+#   position (E, T+1, C)        float32, the coordinates success is measured on
+#   pixels   (E, T+1, H, W, 3)  uint8, only when the dataset has pixel observations
+#   episode  (E,)               int64, global episode index
+ARRAY_DTYPES = {
+    "action": np.dtype(np.float32),
+    "state": np.dtype(np.float32),
+    "physics": np.dtype(np.float32),
+    "position": np.dtype(np.float32),
+    "pixels": np.dtype(np.uint8),
+    "episode": np.dtype(np.int64),
+}
+# What collection writes before the shards; load_manifest insists on all of it.
+HEADER_FIELDS = ("format_version", "env", "observations", "physics_size", "position_size", "action",
+                 "action_repeat", "steps_per_episode", "policy", "seed", "episodes", "episodes_per_shard")
+RECOLLECT = "delete it and rerun the same collect command to recollect it"
 
 
 class DatasetError(Exception):
@@ -42,9 +64,15 @@ class DatasetError(Exception):
 
 
 def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.npz"
+    return f"shard-{index:05d}"
 
 
+def shard_file(shard: str, key: str) -> str:
+    """File name of one array of a shard, e.g. ``shard-00003.pixels.npy``."""
+    return f"{shard}.{key}.npy"
+
+
+# ----------------------------------------------------------------------------------------- writing
 def _atomic_write(path: Path, write) -> None:
     """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it into place."""
     path = Path(path)
@@ -68,10 +96,26 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     _atomic_write(path, lambda file: file.write(text))
 
 
-def write_shard(path: Path, arrays: dict[str, np.ndarray]) -> str:
-    """Write one shard atomically and return its sha256, which the manifest records."""
-    _atomic_write(path, lambda file: np.savez_compressed(file, **arrays))
+def write_array(path: Path, array: np.ndarray) -> str:
+    """Write one ``.npy`` file atomically and return its sha256."""
+    array = np.ascontiguousarray(array)
+    _atomic_write(path, lambda file: np.lib.format.write_array(file, array, allow_pickle=False))
     return file_sha256(path)
+
+
+def write_shard(directory: Path, shard: str, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Write every array of one shard, each atomically; returns the shard's manifest record.
+
+    The record is what marks the shard finished, so the caller writes it to the manifest only after
+    this returns: a kill between two files leaves an unlisted shard that a rerun rewrites.
+    """
+    files = {}
+    for key in sorted(arrays):
+        if arrays[key].dtype != ARRAY_DTYPES[key]:
+            raise ValueError(f"shard array '{key}' must be {ARRAY_DTYPES[key]}, got {arrays[key].dtype}")
+        files[key] = write_array(Path(directory) / shard_file(shard, key), arrays[key])
+    episodes = arrays["episode"]
+    return {"episodes": [int(episodes[0]), int(episodes[-1]) + 1], "files": files}
 
 
 def file_sha256(path: Path) -> str:
@@ -90,10 +134,31 @@ def remove_partial_files(directory: Path) -> int:
     return len(leftovers)
 
 
-def load_manifest(directory: Path) -> dict[str, Any]:
-    """Read ``manifest.json`` of a dataset, with errors that say what to do."""
-    path = Path(directory) / MANIFEST_NAME
-    if not Path(directory).is_dir():
+# ---------------------------------------------------------------------------------------- manifest
+def header_sha256(manifest: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of everything but the shard list: what defines the dataset."""
+    header = {key: value for key, value in manifest.items() if key not in ("shards", "header_sha256")}
+    return hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def new_manifest(header: dict[str, Any]) -> dict[str, Any]:
+    """A manifest with no finished shards yet, sealed with the sha256 of its header."""
+    manifest = {**header, "shards": {}}
+    manifest["header_sha256"] = header_sha256(manifest)
+    return manifest
+
+
+def convert_command(directory) -> str:
+    return f"python scripts/convert_dataset.py path={directory}"
+
+
+def read_manifest_json(directory: Path) -> dict[str, Any]:
+    """The raw manifest of a dataset directory of any format, with errors that say what to do."""
+    directory = Path(directory)
+    path = directory / MANIFEST_NAME
+    if directory.is_file():
+        raise DatasetError(f"data.path {directory} is a file; pass the dataset directory written by scripts/collect.py")
+    if not directory.is_dir():
         raise DatasetError(f"dataset directory {directory} does not exist; create it with scripts/collect.py out={directory}")
     if not path.is_file():
         raise DatasetError(f"{path} is missing: {directory} is not a jepa-wm dataset (run scripts/collect.py out={directory})")
@@ -101,48 +166,183 @@ def load_manifest(directory: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise DatasetError(f"{path} is not valid JSON ({error}); the dataset manifest is corrupt") from error
-    version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
-        raise DatasetError(f"{path} has format_version {version!r}; this code reads format_version {FORMAT_VERSION}")
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{path} is not a JSON object; the dataset manifest is corrupt")
     return manifest
 
 
-def read_shard(directory: Path, name: str, manifest: dict[str, Any]) -> dict[str, np.ndarray]:
-    """Load one shard and check it against the manifest: checksum, arrays, shapes."""
-    path = Path(directory) / name
-    record = manifest["shards"].get(name)
-    if record is None:
-        raise DatasetError(f"shard {path} is not listed as finished in {MANIFEST_NAME}; rerun the collection to finish it")
-    if not path.is_file():
-        raise DatasetError(f"shard {path} is listed in {MANIFEST_NAME} but missing; rerun the same collect command to recollect it")
-    if file_sha256(path) != record["sha256"]:
+def require_fields(path: Path, manifest: dict[str, Any], fields) -> None:
+    missing = [field for field in fields if field not in manifest]
+    missing += [f"action.{key}" for key in ("dim", "low", "high")
+                if "action" in manifest and key not in (manifest["action"] or {})]
+    if missing:
         raise DatasetError(
-            f"shard {path} is corrupt or was modified (sha256 differs from {MANIFEST_NAME}); "
-            f"delete it and rerun the same collect command to recollect it"
+            f"{path} lacks required field(s) {', '.join(missing)}: it was damaged or not written by "
+            f"scripts/collect.py; recollect the dataset with scripts/collect.py"
         )
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except Exception as error:  # zip, zlib and format errors all mean the same thing here
-        raise DatasetError(f"shard {path} cannot be read ({type(error).__name__}: {error}); delete it and recollect") from error
-    _check_shard_shapes(path, arrays, record, manifest)
-    return arrays
 
 
-def _check_shard_shapes(path: Path, arrays: dict[str, np.ndarray], record: dict, manifest: dict) -> None:
+def load_manifest(directory: Path) -> dict[str, Any]:
+    """Read and check ``manifest.json`` of a format-2 dataset: version, required fields, header seal."""
+    manifest = read_manifest_json(directory)
+    path = Path(directory) / MANIFEST_NAME
+    version = manifest.get("format_version")
+    if version == 1:
+        raise DatasetError(f"{directory} is a format-1 dataset; convert it with: {convert_command(directory)}")
+    if version != FORMAT_VERSION:
+        raise DatasetError(f"{path} has format_version {version!r}; this code reads format_version {FORMAT_VERSION}")
+    require_fields(path, manifest, (*HEADER_FIELDS, "shards", "header_sha256"))
+    if header_sha256(manifest) != manifest["header_sha256"]:
+        raise DatasetError(
+            f"{path} was edited after collection (its header no longer matches header_sha256); restore the "
+            f"original manifest, or recollect the dataset with scripts/collect.py"
+        )
+    return manifest
+
+
+# -------------------------------------------------------------------------------------- shard files
+@dataclass(frozen=True)
+class ArrayFile:
+    """Where one shard array lives: a ``.npy`` file whose C-order data start at ``offset``."""
+
+    path: str
+    offset: int
+    shape: tuple[int, ...]  # (E, T or T+1, *item) or (E,)
+    dtype: np.dtype
+
+    @property
+    def item_bytes(self) -> int:
+        """Bytes of one time step of one episode (one frame, one action), or of one entry of (E,)."""
+        return int(np.prod(self.shape[2:], dtype=np.int64)) * self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+def expected_arrays(manifest: dict[str, Any], record: dict[str, Any]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shape and dtype of every array of one shard, from the manifest."""
     episodes = record["episodes"][1] - record["episodes"][0]
     steps = manifest["steps_per_episode"]
     expected = {
         "action": (episodes, steps, manifest["action"]["dim"]),
-        "state": (episodes, steps + 1, *manifest["observations"]["state"]),
         "physics": (episodes, steps + 1, manifest["physics_size"]),
         "position": (episodes, steps + 1, manifest["position_size"]),
         "episode": (episodes,),
     }
-    if "pixels" in manifest["observations"]:
-        expected["pixels"] = (episodes, steps + 1, *manifest["observations"]["pixels"])
-    for key, shape in expected.items():
-        if key not in arrays:
-            raise DatasetError(f"shard {path} has no '{key}' array (has: {', '.join(sorted(arrays))})")
-        if tuple(arrays[key].shape) != tuple(shape):
-            raise DatasetError(f"shard {path}: '{key}' has shape {tuple(arrays[key].shape)}, manifest says {tuple(shape)}")
+    for key, shape in manifest["observations"].items():
+        expected[key] = (episodes, steps + 1, *shape)
+    return {key: (tuple(int(size) for size in shape), ARRAY_DTYPES[key]) for key, shape in expected.items()}
+
+
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+
+
+def read_array_header(path: Path) -> ArrayFile:
+    """Shape, dtype and data offset of a ``.npy`` file, from its header alone."""
+    try:
+        with open(path, "rb") as file:
+            version = np.lib.format.read_magic(file)
+            shape, fortran_order, dtype = _HEADER_READERS[version](file)
+            offset = file.tell()
+    except Exception as error:  # bad magic, unknown version, unparsable header: all mean the same here
+        raise DatasetError(f"shard file {path} cannot be read ({type(error).__name__}: {error}); {RECOLLECT}") from error
+    if fortran_order:
+        raise DatasetError(f"shard file {path} is stored in Fortran order, which format 2 never writes; {RECOLLECT}")
+    return ArrayFile(str(path), offset, tuple(shape), np.dtype(dtype))
+
+
+def check_array_file(path: Path, key: str, shape, dtype) -> ArrayFile:
+    """The checks every load makes, from headers and sizes only: presence, dtype, shape, length."""
+    if not path.is_file():
+        raise DatasetError(f"shard file {path} is listed in {MANIFEST_NAME} but missing; "
+                           f"rerun the same collect command to recollect it")
+    array = read_array_header(path)
+    if array.dtype != dtype:
+        raise DatasetError(f"shard file {path}: '{key}' has dtype {array.dtype}, format {FORMAT_VERSION} stores "
+                           f"{dtype}; {RECOLLECT}")
+    if array.shape != tuple(shape):
+        raise DatasetError(f"shard file {path}: '{key}' has shape {array.shape}, manifest says {tuple(shape)}; {RECOLLECT}")
+    size = path.stat().st_size
+    if size != array.offset + array.nbytes:
+        raise DatasetError(
+            f"shard file {path} has {size} bytes where its header needs {array.offset + array.nbytes}: "
+            f"it is truncated or damaged; {RECOLLECT}"
+        )
+    return array
+
+
+def _iter_values(array: ArrayFile, block_bytes: int = 1 << 20):
+    """The values of a ``.npy`` file, a block at a time, without mapping it into memory."""
+    block_bytes -= block_bytes % array.dtype.itemsize
+    with open(array.path, "rb") as file:
+        file.seek(array.offset)
+        for block in iter(lambda: file.read(block_bytes), b""):
+            yield np.frombuffer(block, array.dtype)
+
+
+def verify_contents(array: ArrayFile, key: str, sha256: str, episodes: list[int]) -> None:
+    """The checks that read a whole file, made once per file version: checksum, finite values, episode ids."""
+    if file_sha256(array.path) != sha256:
+        raise DatasetError(f"shard file {array.path} is corrupt or was modified (sha256 differs from "
+                           f"{MANIFEST_NAME}); {RECOLLECT}")
+    if array.dtype.kind == "f" and not all(np.isfinite(values).all() for values in _iter_values(array)):
+        raise DatasetError(f"shard file {array.path}: '{key}' holds NaN or inf values; {RECOLLECT}")
+    if key == "episode" and not np.array_equal(np.concatenate(list(_iter_values(array))), np.arange(*episodes)):
+        raise DatasetError(f"shard file {array.path} holds other episodes than [{episodes[0]}, {episodes[1]}) "
+                           f"that {MANIFEST_NAME} lists; {RECOLLECT}")
+
+
+def _stat_signature(path: Path) -> list[int]:
+    """What changes when a file is rewritten, truncated, touched or copied: size, mtime and ctime."""
+    stat = os.stat(path)
+    return [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+
+
+def _read_verified(directory: Path) -> dict[str, Any]:
+    """The verification cache; a missing or broken one only means re-hashing."""
+    try:
+        files = json.loads((Path(directory) / VERIFIED_NAME).read_text())["files"]
+        return files if isinstance(files, dict) else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def verify_shards(directory: Path, manifest: dict[str, Any]) -> dict[str, dict[str, ArrayFile]]:
+    """Check every listed shard file and return where each array lives, by shard and array name.
+
+    Headers and sizes are checked on every load; a file is hashed (and scanned for NaN/inf) only when
+    ``verified.json`` has no entry for its current (size, mtime_ns, ctime_ns) and manifest sha256, so
+    a repeated load of a large dataset reads a few bytes per file instead of the whole dataset.
+    """
+    directory = Path(directory)
+    verified, seen = _read_verified(directory), {}
+    shards: dict[str, dict[str, ArrayFile]] = {}
+    for shard in sorted(manifest["shards"]):
+        record = manifest["shards"][shard]
+        if not isinstance(record, dict) or "episodes" not in record or "files" not in record:
+            raise DatasetError(f"{directory / MANIFEST_NAME} lists shard {shard} without its episodes or files; "
+                               f"the manifest was damaged: recollect the dataset with scripts/collect.py")
+        shards[shard] = {}
+        for key, (shape, dtype) in expected_arrays(manifest, record).items():
+            path = directory / shard_file(shard, key)
+            sha256 = record["files"].get(key)
+            if sha256 is None:
+                raise DatasetError(f"{directory / MANIFEST_NAME} lists shard {shard} without its '{key}' file; "
+                                   f"rerun the same collect command to recollect it")
+            array = check_array_file(path, key, shape, dtype)
+            entry = {"sha256": sha256, "stat": _stat_signature(path)}
+            if verified.get(path.name) != entry:
+                verify_contents(array, key, sha256, record["episodes"])
+            seen[path.name] = entry
+            shards[shard][key] = array
+    if seen != verified:
+        _write_verified(directory, seen)
+    return shards
+
+
+def _write_verified(directory: Path, files: dict[str, Any]) -> None:
+    try:
+        write_json_atomic(Path(directory) / VERIFIED_NAME, {"files": files})
+    except OSError as error:  # a read-only dataset still loads; it is just hashed on every load
+        warnings.warn(f"cannot record verified shard files in {directory} ({error}); every load will re-hash them")

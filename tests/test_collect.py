@@ -14,7 +14,7 @@ import pytest
 
 from data.collect import collect
 from data.dataset import load_episodes
-from data.storage import MANIFEST_NAME, DatasetError, load_manifest, read_shard
+from data.storage import MANIFEST_NAME, DatasetError, header_sha256, load_manifest, shard_file
 
 ROOT = Path(__file__).resolve().parents[1]
 OU = {"name": "ou", "theta": 0.15, "sigma": 0.3}
@@ -26,8 +26,10 @@ def small_collection(env_cfg, out, seed=0, workers=1, episodes=4, steps=10, **se
 
 
 def all_arrays(path):
+    """Every array of every shard, as its .npy file stores it, by shard name and array name."""
     manifest = load_manifest(path)
-    return {name: read_shard(path, name, manifest) for name in sorted(manifest["shards"])}
+    return {name: {key: np.load(path / shard_file(name, key), allow_pickle=False) for key in record["files"]}
+            for name, record in sorted(manifest["shards"].items())}
 
 
 def assert_same_data(first, second):
@@ -48,19 +50,21 @@ def small_dataset(tmp_path_factory, reacher_env_cfg):
 
 def test_manifest_describes_the_dataset(reacher_pixel_dataset, reacher_env_cfg):
     manifest = load_manifest(reacher_pixel_dataset)
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2 and manifest["header_sha256"] == header_sha256(manifest)
     assert manifest["episodes"] == 6 and manifest["steps_per_episode"] == 20 and manifest["seed"] == 0
     assert manifest["episodes_per_shard"] == 2 and manifest["action_repeat"] == 2
     assert manifest["observations"] == {"pixels": [64, 64, 3], "state": [6]}
     assert manifest["physics_size"] == 4 and manifest["position_size"] == 2  # qpos+qvel; fingertip x-y
     assert manifest["action"] == {"dim": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]}
     assert manifest["policy"] == OU and manifest["env"] == reacher_env_cfg
-    assert manifest["shards"].keys() == {"shard-00000.npz", "shard-00001.npz", "shard-00002.npz"}
+    assert manifest["shards"].keys() == {"shard-00000", "shard-00001", "shard-00002"}
     assert [manifest["shards"][name]["episodes"] for name in sorted(manifest["shards"])] == [[0, 2], [2, 4], [4, 6]]
+    assert manifest["shards"]["shard-00000"]["files"].keys() == {"action", "state", "physics", "position", "pixels",
+                                                                 "episode"}
 
 
 def test_shards_hold_every_array_with_its_dtype(reacher_pixel_dataset):
-    arrays = all_arrays(reacher_pixel_dataset)["shard-00001.npz"]
+    arrays = all_arrays(reacher_pixel_dataset)["shard-00001"]
     assert {key: (value.shape, value.dtype.name) for key, value in arrays.items()} == {
         "action": ((2, 20, 2), "float32"),
         "state": ((2, 21, 6), "float32"),
@@ -75,7 +79,8 @@ def test_shards_hold_every_array_with_its_dtype(reacher_pixel_dataset):
 def test_state_only_collection_stores_no_pixels(reacher_state_dataset):
     manifest = load_manifest(reacher_state_dataset)
     assert manifest["observations"] == {"state": [6]}
-    assert "pixels" not in all_arrays(reacher_state_dataset)["shard-00000.npz"]
+    assert "pixels" not in all_arrays(reacher_state_dataset)["shard-00000"]
+    assert not list(reacher_state_dataset.glob("*.pixels.npy"))
 
 
 def test_pixel_and_state_collections_with_one_seed_hold_the_same_trajectories(reacher_pixel_dataset,
@@ -89,7 +94,7 @@ def test_pixel_and_state_collections_with_one_seed_hold_the_same_trajectories(re
 def test_dataset_files_are_readable_like_any_other_new_file(reacher_pixel_dataset):
     umask = os.umask(0o022)
     os.umask(umask)
-    for path in [reacher_pixel_dataset / MANIFEST_NAME, *reacher_pixel_dataset.glob("shard-*.npz")]:
+    for path in [reacher_pixel_dataset / MANIFEST_NAME, *reacher_pixel_dataset.glob("shard-*.npy")]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
@@ -105,27 +110,28 @@ def test_different_seeds_give_different_data(tmp_path, reacher_env_cfg):
     a = all_arrays(small_collection(reacher_env_cfg, tmp_path / "a", seed=0, episodes=2))
     b = all_arrays(small_collection(reacher_env_cfg, tmp_path / "b", seed=1, episodes=2))
     for key in ("pixels", "action", "physics"):
-        assert not np.array_equal(a["shard-00000.npz"][key], b["shard-00000.npz"][key]), key
+        assert not np.array_equal(a["shard-00000"][key], b["shard-00000"][key]), key
 
 
 def test_episodes_of_one_collection_differ_from_each_other(reacher_pixel_dataset):
     episodes = load_episodes(reacher_pixel_dataset, "pixels")
-    first_frames = episodes.observations[:, 0].reshape(episodes.num_episodes, -1)
-    assert len(np.unique(first_frames, axis=0)) == episodes.num_episodes
-    assert len(np.unique(episodes.actions[:, 0], axis=0)) == episodes.num_episodes
+    first = [episodes.episode(index) for index in range(episodes.num_episodes)]
+    assert len(np.unique([episode["obs"][0].ravel() for episode in first], axis=0)) == episodes.num_episodes
+    assert len(np.unique([episode["actions"][0] for episode in first], axis=0)) == episodes.num_episodes
 
 
-def test_rerun_recollects_a_deleted_shard_identically_and_keeps_the_others(tmp_path, reacher_env_cfg):
+def test_rerun_recollects_a_shard_with_a_deleted_file_identically_and_keeps_the_others(tmp_path, reacher_env_cfg):
+    """What the error for a corrupt shard file tells people to do: delete it and rerun the same collect."""
     path = small_collection(reacher_env_cfg, tmp_path / "data")
     reference = all_arrays(path)
-    untouched = (path / "shard-00000.npz").stat().st_mtime_ns
-    (path / "shard-00001.npz").unlink()
+    untouched = (path / "shard-00000.pixels.npy").stat().st_mtime_ns
+    (path / "shard-00001.physics.npy").unlink()
     small_collection(reacher_env_cfg, path)
-    assert (path / "shard-00000.npz").stat().st_mtime_ns == untouched
+    assert (path / "shard-00000.pixels.npy").stat().st_mtime_ns == untouched
     assert load_episodes(path, "pixels").num_episodes == 4
     rerun = all_arrays(path)
-    for key in reference["shard-00001.npz"]:
-        assert np.array_equal(reference["shard-00001.npz"][key], rerun["shard-00001.npz"][key]), key
+    for key in reference["shard-00001"]:
+        assert np.array_equal(reference["shard-00001"][key], rerun["shard-00001"][key]), key
 
 
 def test_rerun_recollects_a_shard_written_but_not_yet_recorded(tmp_path, reacher_env_cfg, small_dataset):
@@ -133,7 +139,7 @@ def test_rerun_recollects_a_shard_written_but_not_yet_recorded(tmp_path, reacher
     path = small_collection(reacher_env_cfg, tmp_path / "data")
     reference = all_arrays(path)
     manifest = json.loads((path / MANIFEST_NAME).read_text())
-    del manifest["shards"]["shard-00001.npz"]
+    del manifest["shards"]["shard-00001"]
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="incomplete: 2 of 4 episodes"):
         load_episodes(path, "pixels")
@@ -145,10 +151,11 @@ def test_rerun_recollects_a_shard_written_but_not_yet_recorded(tmp_path, reacher
 
 def test_rerun_removes_partial_files_left_by_a_killed_writer(tmp_path, reacher_env_cfg):
     path = small_collection(reacher_env_cfg, tmp_path / "data", episodes=2)
-    (path / ".shard-00001.npz.x1y2.partial").write_bytes(b"half a shard")
+    (path / ".shard-00001.pixels.npy.x1y2.partial").write_bytes(b"half a shard")
     (path / ".manifest.json.z3.partial").write_bytes(b'{"half": ')
     small_collection(reacher_env_cfg, path, episodes=2)
-    assert sorted(file.name for file in path.iterdir()) == ["manifest.json", "shard-00000.npz"]
+    assert sorted(file.name for file in path.iterdir()) == ["manifest.json", *(
+        f"shard-00000.{key}.npy" for key in ("action", "episode", "physics", "pixels", "position", "state"))]
 
 
 @pytest.mark.parametrize("change,message", [
@@ -199,7 +206,7 @@ def test_killed_collection_resumes_to_the_same_dataset(tmp_path, reacher_env_cfg
 
     subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=300)
     episodes = load_episodes(out, "pixels")
-    assert episodes.num_episodes == 8 and episodes.observations.shape[1] == 16
+    assert episodes.num_episodes == 8 and episodes.episode(7)["obs"].shape[0] == 16
     assert not list(out.glob("*.partial")) and not list(out.glob(".*"))
     reference = collect(reacher_env_cfg, tmp_path / "reference", episodes=8, steps_per_episode=15, policy=OU,
                         seed=0, workers=1, episodes_per_shard=2, progress=False)

@@ -1,15 +1,18 @@
-"""Windowed datasets, the data module, and clear errors for broken dataset files."""
+"""Windowed datasets read lazily from disk, the data module, and clear errors for broken dataset files."""
 
 import json
+import os
+import pickle
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from data.datamodule import TrajectoryDataModule
-from data.dataset import TrajectoryWindowDataset, load_episodes, normalize_actions, split_episodes
-from data.storage import MANIFEST_NAME, DatasetError, file_sha256, load_manifest, read_shard
+from data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, normalize_actions, split_episodes
+from data.storage import MANIFEST_NAME, DatasetError, file_sha256, shard_file
 
 
 @pytest.fixture
@@ -18,27 +21,55 @@ def dataset_copy(tmp_path, reacher_pixel_dataset):
     return shutil.copytree(reacher_pixel_dataset, tmp_path / "copy")
 
 
-def raw_episode(path, episode):
-    """The arrays of one episode exactly as its shard stores them."""
-    name = f"shard-{episode // 2:05d}.npz"
-    arrays = read_shard(path, name, load_manifest(path))
-    return {key: value[episode % 2] for key, value in arrays.items()}
-
-
-def patch_manifest_checksum(path, name):
-    """Record the current checksum of shard ``name``, so only the checks after the checksum can fail."""
+def raw_arrays(path):
+    """Every array of the dataset exactly as its shard files store them, episodes concatenated in order."""
     manifest = json.loads((path / MANIFEST_NAME).read_text())
-    manifest["shards"][name]["sha256"] = file_sha256(path / name)
-    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+    shards = sorted(manifest["shards"])
+    keys = manifest["shards"][shards[0]]["files"]
+    return {key: np.concatenate([np.load(path / shard_file(shard, key), allow_pickle=False) for shard in shards])
+            for key in keys}
+
+
+def reference_windows(raw, obs_type, episodes, num_frames, frameskip):
+    """Every window of ``episodes`` computed directly from in-memory arrays, as format 1 served them."""
+    span = (num_frames - 1) * frameskip
+    actions = normalize_actions(raw["action"], low=[-1.0, -1.0], high=[1.0, 1.0])  # reacher's box
+    windows = {"obs": [], "actions": [], "physics": [], "position": []}
+    for episode in episodes:
+        for start in range(raw["action"].shape[1] - span + 1):
+            frames = start + frameskip * np.arange(num_frames)
+            windows["obs"].append(raw[obs_type][episode, frames])
+            windows["actions"].append(actions[episode, start:frames[-1]].reshape(num_frames - 1, -1))
+            windows["physics"].append(raw["physics"][episode, frames])
+            windows["position"].append(raw["position"][episode, frames])
+    return {key: np.stack(value) for key, value in windows.items()}
 
 
 def test_episodes_load_in_order_with_actions_in_the_unit_box(reacher_pixel_dataset):
     episodes = load_episodes(reacher_pixel_dataset, "pixels")
-    assert episodes.observations.shape == (6, 21, 64, 64, 3) and episodes.observations.dtype == np.uint8
-    assert episodes.actions.shape == (6, 20, 2) and episodes.actions.dtype == np.float32
-    assert episodes.physics.shape == (6, 21, 4) and episodes.position.shape == (6, 21, 2)
-    assert np.abs(episodes.actions).max() <= 1.0
-    assert np.array_equal(episodes.observations[3], raw_episode(reacher_pixel_dataset, 3)["pixels"])
+    assert episodes.num_episodes == 6 and episodes.steps_per_episode == 20
+    assert episodes.obs_shape == (64, 64, 3) and episodes.action_size == 2 and episodes.physics_size == 4
+    raw = raw_arrays(reacher_pixel_dataset)
+    third = episodes.episode(3)
+    assert third["obs"].shape == (21, 64, 64, 3) and third["obs"].dtype == np.uint8
+    assert third["actions"].shape == (20, 2) and third["actions"].dtype == np.float32
+    assert np.abs(third["actions"]).max() <= 1.0
+    assert np.array_equal(third["obs"], raw["pixels"][3]) and np.array_equal(third["physics"], raw["physics"][3])
+
+
+@pytest.mark.parametrize("obs_type,num_frames,frameskip", [("pixels", 5, 5), ("pixels", 3, 1), ("state", 4, 3)])
+def test_windows_equal_an_in_memory_reference(reacher_pixel_dataset, obs_type, num_frames, frameskip):
+    """Every window, item by item and batched through a DataLoader, equals the format-1 computation."""
+    raw = raw_arrays(reacher_pixel_dataset)
+    windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, obs_type), [1, 4, 5], num_frames, frameskip)
+    reference = reference_windows(raw, obs_type, [1, 4, 5], num_frames, frameskip)
+    assert len(windows) == len(reference["obs"])
+    loader = DataLoader(windows, batch_size=7, shuffle=False, collate_fn=collate_windows)
+    batched = {key: torch.cat([batch[key] for batch in loader]).numpy() for key in reference}
+    for key, expected in reference.items():
+        assert batched[key].dtype == expected.dtype and np.array_equal(batched[key], expected), key
+        for item in (0, len(windows) // 2, len(windows) - 1):
+            assert np.array_equal(windows[item][key].numpy(), expected[item]), (key, item)
 
 
 def test_windows_have_history_plus_horizon_frames_and_the_actions_between(reacher_pixel_dataset):
@@ -49,37 +80,39 @@ def test_windows_have_history_plus_horizon_frames_and_the_actions_between(reache
     assert item["obs"].shape == (4, 64, 64, 3) and item["obs"].dtype == torch.uint8
     assert item["actions"].shape == (3, 2) and item["actions"].dtype == torch.float32
     assert item["physics"].shape == (4, 4) and item["position"].shape == (4, 2)
+    assert windows.index.tolist()[:2] == [[0, 0], [0, 1]] and windows.index.tolist()[-1] == [1, 17]
+    assert np.array_equal(windows[-1]["obs"].numpy(), windows[len(windows) - 1]["obs"].numpy())
+    with pytest.raises(IndexError):
+        windows[len(windows)]
 
 
 def test_state_windows_are_float_vectors(reacher_state_dataset):
     episodes = load_episodes(reacher_state_dataset, "state")
-    assert episodes.observations.shape == (6, 21, 6)
+    assert episodes.obs_shape == (6,)
     item = TrajectoryWindowDataset(episodes, [0], num_frames=3, frameskip=2)[0]
     assert item["obs"].shape == (3, 6) and item["obs"].dtype == torch.float32
     assert item["actions"].shape == (2, 4)
 
 
 def test_frameskip_takes_every_kth_frame_and_concatenates_skipped_actions(reacher_pixel_dataset):
-    episodes = load_episodes(reacher_pixel_dataset, "pixels")
-    raw = raw_episode(reacher_pixel_dataset, 2)
-    windows = TrajectoryWindowDataset(episodes, [2], num_frames=3, frameskip=3)
+    raw = raw_arrays(reacher_pixel_dataset)
+    windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), [2], num_frames=3, frameskip=3)
     assert len(windows) == 20 - 6 + 1
     item = windows[1]  # episode 2, starting at step 1: frames 1, 4, 7
-    assert np.array_equal(item["obs"].numpy(), raw["pixels"][[1, 4, 7]])
-    assert np.array_equal(item["physics"].numpy(), raw["physics"][[1, 4, 7]])
-    assert np.array_equal(item["position"].numpy(), raw["position"][[1, 4, 7]])
+    assert np.array_equal(item["obs"].numpy(), raw["pixels"][2, [1, 4, 7]])
+    assert np.array_equal(item["physics"].numpy(), raw["physics"][2, [1, 4, 7]])
+    assert np.array_equal(item["position"].numpy(), raw["position"][2, [1, 4, 7]])
     # model step 0 covers env actions 1, 2, 3 (frame 1 -> 4); step 1 covers actions 4, 5, 6 (frame 4 -> 7)
-    actions = normalize_actions(raw["action"], low=[-1.0, -1.0], high=[1.0, 1.0])  # reacher's box
+    actions = normalize_actions(raw["action"][2], low=[-1.0, -1.0], high=[1.0, 1.0])  # reacher's box
     assert item["actions"].shape == (2, 6)
     assert np.array_equal(item["actions"][0].numpy(), np.concatenate(actions[1:4]))
     assert np.array_equal(item["actions"][1].numpy(), np.concatenate(actions[4:7]))
 
 
 def test_last_window_ends_on_the_final_frame(reacher_pixel_dataset):
-    episodes = load_episodes(reacher_pixel_dataset, "pixels")
-    windows = TrajectoryWindowDataset(episodes, [5], num_frames=5, frameskip=5)  # spans all 20 steps
-    assert len(windows) == 1
-    assert np.array_equal(windows[0]["obs"].numpy(), episodes.observations[5, [0, 5, 10, 15, 20]])
+    windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), [5], num_frames=5, frameskip=5)
+    assert len(windows) == 1  # spans all 20 steps
+    assert np.array_equal(windows[0]["obs"].numpy(), raw_arrays(reacher_pixel_dataset)["pixels"][5, [0, 5, 10, 15, 20]])
 
 
 def test_window_longer_than_episodes_is_rejected(reacher_pixel_dataset):
@@ -88,12 +121,83 @@ def test_window_longer_than_episodes_is_rejected(reacher_pixel_dataset):
         TrajectoryWindowDataset(episodes, [0], num_frames=6, frameskip=5)
 
 
+def test_a_window_reads_only_its_own_frames(reacher_pixel_dataset, monkeypatch):
+    """Lazy reading: one window costs its 3 pixel frames plus a few hundred bytes of vectors, nothing more."""
+    episodes = load_episodes(reacher_pixel_dataset, "pixels")
+    reads, real_preadv = [], os.preadv
+
+    def counting_preadv(fd, buffers, offset):
+        reads.append((os.readlink(f"/proc/self/fd/{fd}"), offset, sum(memoryview(b).nbytes for b in buffers)))
+        return real_preadv(fd, buffers, offset)
+
+    monkeypatch.setattr(os, "preadv", counting_preadv)
+    TrajectoryWindowDataset(episodes, [3], num_frames=3, frameskip=4)[2]  # episode 3 (shard 1, row 1), frames 2, 6, 10
+    pixels = str(reacher_pixel_dataset / "shard-00001.pixels.npy")
+    frame, offset = 64 * 64 * 3, 128  # bytes per frame; np.save's header
+    expected = {(pixels, offset + (21 + step) * frame, frame) for step in (2, 6, 10)}
+    assert {read for read in reads if read[0] == pixels} == expected
+    others = [read for read in reads if read[0] != pixels]
+    assert {os.path.basename(read[0]) for read in others} == {"shard-00001.action.npy", "shard-00001.physics.npy",
+                                                              "shard-00001.position.npy"}
+    assert sum(size for *_, size in others) == 8 * 8 + 9 * 16 + 9 * 8  # actions 2-9, physics/position 2-10
+
+
+def test_windows_are_served_when_the_other_episodes_files_are_gone(dataset_copy):
+    """Nothing is read at setup beyond headers: after it, only the windows' own shard files are needed."""
+    module = TrajectoryDataModule(str(dataset_copy), "pixels", num_frames=3, frameskip=2, batch_size=4, val_fraction=0.34)
+    module.setup()
+    assert module.episodes._fds == {}  # no file is held open before the first batch
+    val_shards = {f"shard-{episode // 2:05d}" for episode in module.val_set.episode_ids}
+    for file in dataset_copy.glob("shard-*.npy"):
+        if file.name.split(".")[0] not in val_shards:
+            file.unlink()
+    batches = list(module.val_dataloader())
+    assert sum(len(batch["obs"]) for batch in batches) == len(module.val_set)
+    with pytest.raises(DatasetError, match="disappeared after the dataset was verified"):
+        next(iter(module.train_dataloader()))
+
+
+def test_two_workers_give_the_same_batches_and_the_main_process_opens_nothing(reacher_pixel_dataset):
+    def batches(workers):
+        module = TrajectoryDataModule(str(reacher_pixel_dataset), "pixels", num_frames=5, frameskip=3,
+                                      batch_size=8, val_fraction=0.5, num_workers=workers)
+        module.setup()
+        return module, [batch for batch in module.val_dataloader()]
+
+    _, in_process = batches(0)
+    module, in_workers = batches(2)
+    assert len(in_process) == len(in_workers) == 4  # 3 episodes x 9 windows, 8 per batch
+    for one, other in zip(in_process, in_workers):
+        assert one.keys() == other.keys() and all(torch.equal(one[key], other[key]) for key in one)
+    assert module.episodes._fds == {}  # the workers opened the files, each for itself
+
+
+def test_a_pickled_dataset_carries_no_data_and_no_open_files(reacher_pixel_dataset):
+    """What a spawned DataLoader worker receives: the file layout, never descriptors or frames."""
+    windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), range(6), 5, 5)
+    first = windows[3]
+    assert [len(fds) for fds in windows.episodes._fds.values()] == [4]  # pixels, action, physics, position of shard 1
+    payload = pickle.dumps(windows)
+    assert len(payload) < 20_000  # the dataset's pixels alone are 6 x 21 x 12 KiB = 1.5 MiB
+    copy = pickle.loads(payload)
+    assert copy.episodes._fds == {}
+    assert all(torch.equal(first[key], copy[3][key]) for key in first)
+
+
+def test_the_default_collate_function_gives_the_same_batches(reacher_pixel_dataset):
+    windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), [0, 2], 3, 2)
+    plain = next(iter(DataLoader(windows, batch_size=5)))
+    stacked = next(iter(DataLoader(windows, batch_size=5, collate_fn=collate_windows)))
+    assert all(torch.equal(plain[key], stacked[key]) for key in stacked)
+
+
 def test_split_is_by_episode_deterministic_and_disjoint():
     train, val = split_episodes(20, 0.2, seed=0)
     assert len(val) == 4 and not set(train) & set(val) and sorted([*train, *val]) == list(range(20))
     again_train, again_val = split_episodes(20, 0.2, seed=0)
     assert np.array_equal(train, again_train) and np.array_equal(val, again_val)
     assert not np.array_equal(val, split_episodes(20, 0.2, seed=1)[1])
+    assert val.tolist() == [2, 4, 6, 19]  # the split of every earlier version for this seed
 
 
 def test_split_keeps_at_least_one_episode_on_each_side():
@@ -121,7 +225,9 @@ def test_datamodule_yields_train_and_val_batches_split_by_episode(reacher_pixel_
         assert batch["physics"].shape == (4, 3, 4) and batch["position"].shape == (4, 3, 2)
     train_episodes, val_episodes = set(module.train_set.index[:, 0]), set(module.val_set.index[:, 0])
     assert len(val_episodes) == 2 and len(train_episodes) == 4 and not train_episodes & val_episodes
-    assert module.describe()["frameskip"] == 2 and module.describe()["config"]["name"] == "reacher-easy"
+    assert module.describe() == {"config": load_episodes(reacher_pixel_dataset, "pixels").manifest["env"],
+                                 "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0], "frameskip": 2,
+                                 "dataset": str(reacher_pixel_dataset)}
 
 
 def test_datamodule_over_states_yields_float_batches(reacher_state_dataset):
@@ -137,65 +243,61 @@ def test_wrong_observation_type_names_the_dataset_and_what_it_has(reacher_state_
         load_episodes(reacher_state_dataset, "pixels")
 
 
-def zero_middle_bytes(shard):
+# ------------------------------------------------------------------------------- broken shard files
+def zero_middle_bytes(file):
     """Overwrite 64 bytes in the middle of a file, as a bad disk or a bad copy would."""
-    data = bytearray(shard.read_bytes())
+    data = bytearray(file.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 64] = b"\x00" * 64
-    shard.write_bytes(bytes(data))
+    file.write_bytes(bytes(data))
 
 
-def test_corrupt_shard_is_named(dataset_copy):
-    zero_middle_bytes(dataset_copy / "shard-00001.npz")
-    with pytest.raises(DatasetError, match="shard-00001.npz is corrupt or was modified .* rerun the same collect"):
+def patch_manifest_checksum(path, shard, key):
+    """Record the current checksum of one shard file, so only the checks after the checksum can fail."""
+    manifest = json.loads((path / MANIFEST_NAME).read_text())
+    manifest["shards"][shard]["files"][key] = file_sha256(path / shard_file(shard, key))
+    (path / MANIFEST_NAME).write_text(json.dumps(manifest))
+
+
+def test_corrupt_shard_file_is_named(dataset_copy):
+    zero_middle_bytes(dataset_copy / "shard-00001.pixels.npy")
+    with pytest.raises(DatasetError, match="shard-00001.pixels.npy is corrupt or was modified .* rerun the same collect"):
         load_episodes(dataset_copy, "pixels")
 
 
-def test_corrupt_shard_is_named_even_when_its_checksum_is_updated(dataset_copy):
-    zero_middle_bytes(dataset_copy / "shard-00001.npz")
-    patch_manifest_checksum(dataset_copy, "shard-00001.npz")
-    with pytest.raises(DatasetError, match="shard-00001.npz cannot be read"):
+def test_shard_file_with_a_broken_header_is_named_even_when_its_checksum_is_updated(dataset_copy):
+    file = dataset_copy / "shard-00001.physics.npy"
+    file.write_bytes(b"\x00" * 16 + file.read_bytes()[16:])
+    patch_manifest_checksum(dataset_copy, "shard-00001", "physics")
+    with pytest.raises(DatasetError, match="shard-00001.physics.npy cannot be read .* delete it and rerun"):
         load_episodes(dataset_copy, "pixels")
 
 
-def test_truncated_shard_is_named(dataset_copy):
-    shard = dataset_copy / "shard-00000.npz"
-    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
-    with pytest.raises(DatasetError, match="shard-00000.npz is corrupt"):
-        load_episodes(dataset_copy, "pixels")
-    patch_manifest_checksum(dataset_copy, "shard-00000.npz")
-    with pytest.raises(DatasetError, match="shard-00000.npz cannot be read"):
+def test_truncated_shard_file_is_named(dataset_copy):
+    file = dataset_copy / "shard-00000.pixels.npy"
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    with pytest.raises(DatasetError, match="shard-00000.pixels.npy has 258112 bytes where its header needs 516224: "
+                                           "it is truncated"):
         load_episodes(dataset_copy, "pixels")
 
 
-def test_shard_with_mismatched_shape_is_named(dataset_copy):
-    shard = dataset_copy / "shard-00002.npz"
-    arrays = read_shard(dataset_copy, "shard-00002.npz", load_manifest(dataset_copy))
-    arrays["action"] = arrays["action"][:, :-1]
-    np.savez_compressed(shard, **arrays)
-    patch_manifest_checksum(dataset_copy, "shard-00002.npz")
-    with pytest.raises(DatasetError, match=r"shard-00002.npz: 'action' has shape \(2, 19, 2\), manifest says \(2, 20, 2\)"):
+def test_shard_file_with_mismatched_shape_is_named(dataset_copy):
+    file = dataset_copy / "shard-00002.action.npy"
+    np.save(file, np.load(file)[:, :-1])
+    patch_manifest_checksum(dataset_copy, "shard-00002", "action")
+    with pytest.raises(DatasetError, match=r"shard-00002.action.npy: 'action' has shape \(2, 19, 2\), manifest says \(2, 20, 2\)"):
         load_episodes(dataset_copy, "pixels")
 
 
-def test_shard_without_an_array_is_named(dataset_copy):
-    shard = dataset_copy / "shard-00002.npz"
-    arrays = read_shard(dataset_copy, "shard-00002.npz", load_manifest(dataset_copy))
-    del arrays["physics"]
-    np.savez_compressed(shard, **arrays)
-    patch_manifest_checksum(dataset_copy, "shard-00002.npz")
-    with pytest.raises(DatasetError, match="shard-00002.npz has no 'physics' array"):
-        load_episodes(dataset_copy, "pixels")
-
-
-def test_missing_shard_says_to_recollect_it(dataset_copy):
-    (dataset_copy / "shard-00001.npz").unlink()
-    with pytest.raises(DatasetError, match="shard-00001.npz is listed .* but missing; rerun the same collect"):
+@pytest.mark.parametrize("key", ["physics", "episode"])
+def test_missing_shard_file_says_to_recollect_it(dataset_copy, key):
+    (dataset_copy / f"shard-00001.{key}.npy").unlink()
+    with pytest.raises(DatasetError, match=f"shard-00001.{key}.npy is listed .* but missing; rerun the same collect"):
         load_episodes(dataset_copy, "pixels")
 
 
 def test_interrupted_collection_is_not_loaded_as_a_smaller_dataset(dataset_copy):
     manifest = json.loads((dataset_copy / MANIFEST_NAME).read_text())
-    del manifest["shards"]["shard-00002.npz"]
+    del manifest["shards"]["shard-00002"]
     (dataset_copy / MANIFEST_NAME).write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match=f"dataset {dataset_copy} is incomplete: 4 of 6 episodes .* rerun"):
         load_episodes(dataset_copy, "pixels")
@@ -207,6 +309,6 @@ def test_missing_or_broken_manifest_names_the_directory(dataset_copy, tmp_path):
         load_episodes(tmp_path / "empty", "pixels")
     with pytest.raises(DatasetError, match=f"dataset directory {tmp_path / 'nowhere'} does not exist"):
         load_episodes(tmp_path / "nowhere", "pixels")
-    (dataset_copy / MANIFEST_NAME).write_text('{"format_version": 1, "shards"')
+    (dataset_copy / MANIFEST_NAME).write_text('{"format_version": 2, "shards"')
     with pytest.raises(DatasetError, match="manifest.json is not valid JSON"):
         load_episodes(dataset_copy, "pixels")
