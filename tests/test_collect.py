@@ -53,7 +53,7 @@ def test_manifest_describes_the_dataset(reacher_pixel_dataset, reacher_env_cfg):
     assert manifest["format_version"] == 2 and manifest["header_sha256"] == header_sha256(manifest)
     assert manifest["episodes"] == 6 and manifest["steps_per_episode"] == 20 and manifest["seed"] == 0
     assert manifest["episodes_per_shard"] == 2 and manifest["action_repeat"] == 2
-    assert manifest["observations"] == {"pixels": [64, 64, 3], "state": [6]}
+    assert manifest["observations"] == {"pixels": [64, 64, 3], "state": [4]}  # goal-free: no to_target
     assert manifest["physics_size"] == 4 and manifest["position_size"] == 2  # qpos+qvel; fingertip x-y
     assert manifest["action"] == {"dim": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]}
     assert manifest["policy"] == OU and manifest["env"] == reacher_env_cfg
@@ -67,7 +67,7 @@ def test_shards_hold_every_array_with_its_dtype(reacher_pixel_dataset):
     arrays = all_arrays(reacher_pixel_dataset)["shard-00001"]
     assert {key: (value.shape, value.dtype.name) for key, value in arrays.items()} == {
         "action": ((2, 20, 2), "float32"),
-        "state": ((2, 21, 6), "float32"),
+        "state": ((2, 21, 4), "float32"),
         "physics": ((2, 21, 4), "float32"),
         "position": ((2, 21, 2), "float32"),
         "pixels": ((2, 21, 64, 64, 3), "uint8"),
@@ -78,7 +78,7 @@ def test_shards_hold_every_array_with_its_dtype(reacher_pixel_dataset):
 
 def test_state_only_collection_stores_no_pixels(reacher_state_dataset):
     manifest = load_manifest(reacher_state_dataset)
-    assert manifest["observations"] == {"state": [6]}
+    assert manifest["observations"] == {"state": [4]}
     assert "pixels" not in all_arrays(reacher_state_dataset)["shard-00000"]
     assert not list(reacher_state_dataset.glob("*.pixels.npy"))
 

@@ -88,9 +88,9 @@ def test_windows_have_history_plus_horizon_frames_and_the_actions_between(reache
 
 def test_state_windows_are_float_vectors(reacher_state_dataset):
     episodes = load_episodes(reacher_state_dataset, "state")
-    assert episodes.obs_shape == (6,)
+    assert episodes.obs_shape == (4,)
     item = TrajectoryWindowDataset(episodes, [0], num_frames=3, frameskip=2)[0]
-    assert item["obs"].shape == (3, 6) and item["obs"].dtype == torch.float32
+    assert item["obs"].shape == (3, 4) and item["obs"].dtype == torch.float32
     assert item["actions"].shape == (2, 4)
 
 
@@ -234,7 +234,7 @@ def test_datamodule_over_states_yields_float_batches(reacher_state_dataset):
     module = TrajectoryDataModule(str(reacher_state_dataset), "state", num_frames=4, batch_size=8, val_fraction=0.2)
     module.setup()
     batch = next(iter(module.train_dataloader()))
-    assert batch["obs"].shape == (8, 4, 6) and batch["obs"].dtype == torch.float32
+    assert batch["obs"].shape == (8, 4, 4) and batch["obs"].dtype == torch.float32
     assert batch["actions"].shape == (8, 3, 2)
 
 

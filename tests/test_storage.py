@@ -192,7 +192,7 @@ def test_conversion_keeps_every_array_but_reacher_states(tmp_path, reacher_pixel
 def test_conversion_keeps_the_states_of_other_domains(tmp_path, reacher_state_dataset):
     old = write_format1(reacher_state_dataset, tmp_path / "old", domain="point_mass")
     convert_dataset(old)
-    assert load_manifest(old)["observations"] == {"state": [6]}
+    assert load_manifest(old)["observations"] == {"state": [4]}
     original, new = load_episodes(reacher_state_dataset, "state"), load_episodes(old, "state")
     assert np.array_equal(original.episode(4)["obs"], new.episode(4)["obs"])
 

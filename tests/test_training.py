@@ -249,15 +249,16 @@ def test_a_corrupt_last_checkpoint_on_resume_is_named(tmp_path, reacher_pixel_da
 
 
 def test_nan_in_the_data_stops_training_with_a_clear_error(tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
-    from data.dataset import TrajectoryWindowDataset
+    from data.dataset import EpisodeStore
 
-    original = TrajectoryWindowDataset.__getitem__
+    original = EpisodeStore.read_windows
 
-    def poisoned(self, index):  # whatever the storage checks, a NaN that reaches the model
-        item = original(self, index)
-        return {**item, "actions": item["actions"] * float("nan")}
+    def poisoned(self, *args, **kwargs):  # whatever the storage checks, a NaN that reaches the model
+        windows = original(self, *args, **kwargs)
+        windows["actions"][...] = float("nan")
+        return windows
 
-    monkeypatch.setattr(TrajectoryWindowDataset, "__getitem__", poisoned)
+    monkeypatch.setattr(EpisodeStore, "read_windows", poisoned)
     code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", steps=4), capsys,
                               monkeypatch, tmp_path)
     assert code == 2 and "data hold NaN or inf values (actions)" in stderr and "check the dataset" in stderr
