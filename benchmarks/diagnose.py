@@ -112,7 +112,7 @@ def main(argv: list[str]) -> None:
     checkpoint = options.pop("checkpoint")
     episodes = int(options.pop("episodes", 20))
     samples = int(options.pop("samples", 64))
-    horizons = [int(h) for h in options.pop("oracle_horizons", "5,10").split(",")]
+    horizons = [int(h) for h in options.pop("oracle_horizons", "5,10").split(",") if h]
     plan_overrides = [f"{key}={value}" for key, value in options.items()]
     plan = compose("plan", [f"checkpoint={checkpoint}", f"episodes={episodes}", "split=dev", "videos=0",
                             "progress=false", *plan_overrides])

@@ -83,15 +83,21 @@ def evaluate(out: Path, overrides: list[str]) -> list[dict]:
     return run_plan(cfg)["rows"]
 
 
-def main(argv: list[str]) -> None:
+def run_directory(out: Path, group: str, model: str, seed: int) -> Path:
+    return out / group / model / f"seed-{seed}"
+
+
+def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching suite (cpu)", reporter=None) -> None:
+    """Run the stages of ``configs/<config>.yaml``; with ``--write`` put the report into BENCHMARKS.md."""
     write = "--write" in argv
-    cfg = compose("suite", [arg for arg in argv if arg != "--write"])
+    cfg = compose(config, [arg for arg in argv if arg != "--write"])
     unknown = sorted(set(cfg.stages) - set(STAGES))
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
     out = Path(cfg.out)
     timings = Timings(out / "timings.json")
     collect, train, plan = as_overrides(cfg.collect), as_overrides(cfg.train), as_overrides(cfg.plan)
+    models = {name: list(extra) for name, extra in cfg.models.items()}
     frameskip = compose("train", ["data.path=unused", *train]).model.frameskip
 
     for group, tasks in task_groups(list(cfg.tasks)).items():
@@ -99,39 +105,49 @@ def main(argv: list[str]) -> None:
         if "collect" in cfg.stages:
             timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, collect,
                         workers=cfg.workers, progress=False)
-        checkpoints = {seed: out / group / f"seed-{seed}" / "checkpoints" / "last.ckpt" for seed in cfg.seeds}
         if "train" in cfg.stages:
-            for seed in cfg.seeds:
-                timings.run(f"train {group} seed {seed}", train_stage, dataset, out / group / f"seed-{seed}", train, seed)
+            for model, extra in models.items():
+                for seed in cfg.seeds:
+                    timings.run(f"train {group} {model} seed {seed}", train_stage, dataset,
+                                run_directory(out, group, model, seed), [*train, *extra], seed)
         for task in tasks:
-            variants = {DEFAULT_VARIANT: [], **{name: list(extra) for name, extra in
-                                               (cfg.variants.get(task) or {}).items()}}
-            for variant, extra in variants.items():
-                results = out / "results" / task / variant
+            for schedule, extra in schedules(cfg, task).items():
+                results = out / "results" / task / schedule
                 if "baselines" in cfg.stages:
-                    timings.run(f"baselines {task} {variant}", evaluate, results / "baselines",
+                    timings.run(f"baselines {task} {schedule}", evaluate, results / "baselines",
                                 [f"env={task}", "baselines=true", "methods=[random,oracle]",
                                  f"mpc.frameskip={frameskip}", *plan, *extra])
-                if "evaluate" in cfg.stages:
-                    for seed, checkpoint in checkpoints.items():
-                        timings.run(f"evaluate {task} {variant} seed {seed}", evaluate, results / f"seed-{seed}",
+                if "evaluate" not in cfg.stages:
+                    continue
+                for model in models:
+                    for seed in cfg.seeds:
+                        checkpoint = run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint
+                        timings.run(f"evaluate {task} {schedule} {model} seed {seed}", evaluate,
+                                    results / model / f"seed-{seed}",
                                     [f"checkpoint={checkpoint}", f"env={task}", *plan, *extra])
     if "report" in cfg.stages:
-        text = report(cfg, out, timings)
+        text = (reporter or report)(cfg, out, timings)
         print(text)
         if write:
-            command = "python benchmarks/suite.py " + " ".join(argv)
-            update_benchmarks_section("Goal-reaching suite (cpu)", text, command, machine_description("cpu"))
+            command = f"python benchmarks/{config}.py " + " ".join(argv)
+            update_benchmarks_section(section, text, command, machine_description("cpu"))
 
 
-def summarize_task(results: Path, seeds) -> dict | None:
+def schedules(cfg, task: str) -> dict[str, list[str]]:
+    """The planner schedules a task is evaluated with: the default MPC, and the task's ``variants``."""
+    return {DEFAULT_VARIANT: [], **{name: list(extra) for name, extra in (cfg.variants.get(task) or {}).items()}}
+
+
+def report_rows(path: Path) -> dict:
+    """The rows of ``path/report.json`` by method ({} when it is not there yet)."""
+    report = path / "report.json"
+    return {row["method"]: row for row in json.loads(report.read_text())["results"]} if report.is_file() else {}
+
+
+def summarize_task(results: Path, model: str, seeds) -> dict | None:
     """Ours over training seeds (mean, std, pooled Wilson), random and oracle, from the reports on disk."""
-    def rows(path: Path) -> dict:
-        report = path / "report.json"
-        return {row["method"]: row for row in json.loads(report.read_text())["results"]} if report.is_file() else {}
-
-    baselines = rows(results / "baselines")
-    ours = [rows(results / f"seed-{seed}").get("ours") for seed in seeds]
+    baselines = report_rows(results / "baselines")
+    ours = [report_rows(results / model / f"seed-{seed}").get("ours") for seed in seeds]
     ours = [row for row in ours if row]
     if not ours or not baselines:
         return None
@@ -139,7 +155,7 @@ def summarize_task(results: Path, seeds) -> dict | None:
     successes = sum(round(row["success_rate"] * row["episodes"]) for row in ours)
     episodes = sum(row["episodes"] for row in ours)
     return {
-        "seeds": len(ours), "episodes": ours[0]["episodes"], "mean": statistics.mean(rates),
+        "seeds": len(ours), "episodes": ours[0]["episodes"], "rates": rates, "mean": statistics.mean(rates),
         "std": statistics.stdev(rates) if len(rates) > 1 else 0.0, "pooled_ci95": wilson_interval(successes, episodes),
         "final_distance": statistics.mean(row["final_distance"] for row in ours),
         "ms_per_step": statistics.mean(row["ms_per_step"] for row in ours),
@@ -152,28 +168,30 @@ def report(cfg, out: Path, timings: Timings) -> str:
     """The suite's table (and ``suite.json``, and the figure) from the reports on disk."""
     summaries = {}
     for task in cfg.tasks:
-        for variant in [DEFAULT_VARIANT, *(cfg.variants.get(task) or {})]:
-            summary = summarize_task(out / "results" / task / variant, cfg.seeds)
-            if summary:
-                summaries[(task, variant)] = summary
-    write_json_atomic(out / "suite.json", {f"{task}/{variant}": summary for (task, variant), summary in summaries.items()})
+        for schedule in schedules(cfg, task):
+            for model in cfg.models:
+                summary = summarize_task(out / "results" / task / schedule, model, cfg.seeds)
+                if summary:
+                    summaries[(task, schedule, model)] = summary
+    write_json_atomic(out / "suite.json", {"/".join(key): summary for key, summary in summaries.items()})
     if summaries:
-        save_figure(summaries, FIGURE)
+        save_figure({(task, schedule): s for (task, schedule, _), s in summaries.items()}, FIGURE)
     lines = [
         f"{len(cfg.seeds)} training seeds per task ({', '.join(map(str, cfg.seeds))}); each evaluated on the same "
         f"{cfg.plan.episodes} test-split episodes (plan seed {cfg.plan.seed}, never used for tuning), as are random "
         f"and the oracle (the same planner and step weighting with the true simulator and the task's own distance). "
         f"Data: {cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps per dynamics group; "
-        f"training: {cfg.train.trainer.max_steps} steps. Ours: mean +- std of the success rate over training "
-        f"seeds, then the 95% Wilson interval of all their episodes pooled. Figure: "
-        f"[benchmarks/figures/suite.png](benchmarks/figures/suite.png).",
+        f"training: {cfg.train.trainer.max_steps} steps; planning with checkpoints/{cfg.checkpoint}. Ours: mean +- "
+        f"std of the success rate over training seeds, then the 95% Wilson interval of all their episodes pooled. "
+        f"Figure: [benchmarks/figures/suite.png](benchmarks/figures/suite.png).",
         "",
         "| task | planner schedule | ours (mean +- std) | pooled 95% CI | random | oracle | ours / oracle | final distance | ms / MPC step |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for (task, variant), s in summaries.items():
+    for (task, schedule, model), s in summaries.items():
         ratio = s["mean"] / s["oracle"] if s["oracle"] > 0 else float("nan")
-        lines.append(f"| {task} | {variant} | {s['mean']:.0%} +- {s['std']:.0%} | [{s['pooled_ci95'][0]:.0%}, "
+        name = task if len(cfg.models) == 1 else f"{task} ({model})"
+        lines.append(f"| {name} | {schedule} | {s['mean']:.0%} +- {s['std']:.0%} | [{s['pooled_ci95'][0]:.0%}, "
                      f"{s['pooled_ci95'][1]:.0%}] | {s['random']:.0%} | {s['oracle']:.0%} | {ratio:.2f} | "
                      f"{s['final_distance']:.3f} | {s['ms_per_step']:.0f} |")
     stage_times = sorted(timings.seconds.items())

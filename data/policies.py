@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import difflib
-
 import numpy as np
+
+from jepa_wm.errors import did_you_mean
 
 
 class UniformRandomPolicy:
@@ -50,7 +50,5 @@ POLICIES = {"random": UniformRandomPolicy, "ou": OrnsteinUhlenbeckPolicy}
 def make_policy(name: str, action_low, action_high, **settings):
     """Build a collection policy by name (``random`` or ``ou``)."""
     if name not in POLICIES:
-        close = difflib.get_close_matches(name, POLICIES, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown policy '{name}'{hint} (choices: {', '.join(sorted(POLICIES))})")
+        raise ValueError(f"unknown policy '{name}'{did_you_mean(name, POLICIES)} (choices: {', '.join(sorted(POLICIES))})")
     return POLICIES[name](action_low, action_high, **settings)

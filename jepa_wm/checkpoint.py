@@ -15,14 +15,20 @@ import torch
 
 from jepa_wm.errors import CheckpointError
 from jepa_wm.module import CHECKPOINT_FORMAT, JEPAWorldModel
+from jepa_wm.zoo import HUB_PREFIX, PRETRAINED_DIR, PRETRAINED_PREFIX, REBUILD_ZOO, resolve_hub, resolve_pretrained
 
 ARTIFACT_PREFIX = "wandb:"
-REBUILD_HINT = "retrain it with scripts/train.py (the dataset can be reused once recollected if its format is older)"
+REBUILD_HINT = "rebuild it with this version: collect with scripts/collect.py, train with scripts/train.py"
 
 
 def resolve_checkpoint(reference: str | Path) -> Path:
-    """A local path, or a W&B artifact reference ``wandb:entity/project/name:alias`` downloaded first."""
+    """A local path, or a reference: ``pretrained:NAME`` (shipped), ``hf:OWNER/NAME[@REVISION]`` (Hugging
+    Face Hub) or ``wandb:entity/project/name:alias`` (W&B artifact), fetched first (see ``jepa_wm.zoo``)."""
     reference = str(reference)
+    if reference.startswith(PRETRAINED_PREFIX):
+        return resolve_pretrained(reference[len(PRETRAINED_PREFIX):])
+    if reference.startswith(HUB_PREFIX):
+        return resolve_hub(reference[len(HUB_PREFIX):])
     if reference.startswith(ARTIFACT_PREFIX):
         return _download_artifact(reference[len(ARTIFACT_PREFIX):])
     path = Path(reference).expanduser()
@@ -81,8 +87,9 @@ def read_checkpoint(path: Path) -> dict:
     found = checkpoint["hyper_parameters"].get("format")
     if found != CHECKPOINT_FORMAT:
         if isinstance(found, str) and found.startswith("jepa-wm/"):
+            hint = f"rebuild the shipped models with {REBUILD_ZOO}" if path.parent == PRETRAINED_DIR else REBUILD_HINT
             raise CheckpointError(f"{path} has checkpoint format {found}, but this version reads {CHECKPOINT_FORMAT}; "
-                                  f"{REBUILD_HINT}")
+                                  f"{hint}")
         raise CheckpointError(f"{path} is not a jepa-wm world model checkpoint (no '{CHECKPOINT_FORMAT}' hyper-parameters)")
     return checkpoint
 
@@ -109,3 +116,21 @@ def load_world_model(reference: str | Path, device: str | torch.device = "cpu") 
     path = resolve_checkpoint(reference)
     model = model_from_checkpoint(read_checkpoint(path), path)
     return model.eval().requires_grad_(False).to(device)
+
+
+def export_weights(checkpoint: dict, path: Path) -> Path:
+    """Write the parts of a checkpoint that planning needs (weights, config, step), without optimizer,
+    scheduler or loop states: what ships and uploads. Written atomically."""
+    import os
+    import tempfile
+
+    slim = {"state_dict": checkpoint["state_dict"], "hyper_parameters": checkpoint["hyper_parameters"],
+            "global_step": checkpoint.get("global_step", 0)}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    torch.save(slim, temporary)
+    os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
+    return path

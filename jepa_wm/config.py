@@ -181,6 +181,8 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
         if key in group_picks:
             continue
         parsed = OmegaConf.from_dotlist([f"_={value}"])["_"]
+        if isinstance(parsed, DictConfig) and not value.lstrip().startswith("{"):
+            parsed = value  # `checkpoint=pretrained:` is a reference, not the YAML mapping {pretrained: null}
         if key.startswith("+"):
             with open_dict(cfg):
                 OmegaConf.update(cfg, key[1:], parsed, merge=False)

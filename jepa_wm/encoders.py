@@ -3,12 +3,11 @@
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jepa_wm.errors import did_you_mean
 from jepa_wm.layers import mlp
 
 
@@ -128,9 +127,7 @@ def build_encoder(cfg, obs_type: str, obs_shape: tuple) -> nn.Module:
     """The encoder named by ``cfg.name`` for observations of ``obs_type`` and ``obs_shape``."""
     name = cfg["name"]
     if name not in ENCODERS:
-        close = difflib.get_close_matches(name, ENCODERS, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown encoder '{name}'{hint} (choices: {', '.join(ENCODERS)})")
+        raise ValueError(f"unknown encoder '{name}'{did_you_mean(name, ENCODERS)} (choices: {', '.join(ENCODERS)})")
     wants = "state" if name == "mlp" else "pixels"
     if obs_type != wants:
         raise ValueError(f"encoder '{name}' reads {wants} observations, but model.obs_type is '{obs_type}' "

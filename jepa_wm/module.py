@@ -86,10 +86,11 @@ class JEPAWorldModel(pl.LightningModule):
         self.encoder = build_encoder(encoder_cfg, cfg["obs_type"], self.obs_shape)
         self.embed_dim, self.num_tokens = self.encoder.embed_dim, self.encoder.num_tokens
         self.predictor = build_predictor(
-            cfg["predictor"], self.embed_dim, self.num_tokens, self.action_dim, max_frames=self.max_context
+            cfg["predictor"], self.embed_dim, self.num_tokens, self.action_dim, max_frames=self.max_context,
+            history=self.history,
         )
-        if getattr(self.predictor, "is_markov", False):
-            self.max_context = 1  # a Markov predictor ignores older frames: do not compute them
+        if isinstance(getattr(self.predictor, "context", None), int):
+            self.max_context = self.predictor.context  # a frame-stack MLP sees its last `context` frames only
         weights = cfg["regularizers"]
         unknown = sorted(set(weights) - set(REGULARIZERS))
         if unknown:

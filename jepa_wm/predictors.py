@@ -7,26 +7,34 @@ is the action taken at frame t). Both predict a residual: the change of the embe
 
 from __future__ import annotations
 
-import difflib
-
 import torch
 from torch import nn
 
+from jepa_wm.errors import did_you_mean
 from jepa_wm.layers import AdaLNBlock, mlp
 
 
 class MLPPredictor(nn.Module):
-    """Markov predictor: the next embedding from the current frame and action alone."""
+    """The next embedding from the last ``context`` frames and their actions, stacked (a frame stack).
 
-    is_markov = True  # rollouts need to feed it only the last frame
+    ``context=1`` is Markov: one frame cannot show velocities, which a mass or a swinging pole keeps;
+    two frames can. Frames before the first one are padded with copies of it (and its action).
+    """
 
-    def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, hidden_dim: int = 512, depth: int = 2):
+    def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, hidden_dim: int = 512, depth: int = 2,
+                 context: int = 1):
         super().__init__()
-        self.net = mlp(num_tokens * embed_dim + action_dim, hidden_dim, num_tokens * embed_dim, depth)
+        if context < 1:
+            raise ValueError(f"an MLP predictor needs a context of at least 1 frame; got {context}")
+        self.context = context
+        self.net = mlp(context * (num_tokens * embed_dim + action_dim), hidden_dim, num_tokens * embed_dim, depth)
 
     def forward(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        flat = z.flatten(2)  # (B, T, N*D)
-        delta = self.net(torch.cat([flat, actions], dim=-1))  # (B, T, N*D)
+        frames = torch.cat([z.flatten(2), actions], dim=-1)  # (B, T, N*D + A)
+        if self.context > 1:
+            padded = torch.cat([frames[:, :1].expand(-1, self.context - 1, -1), frames], dim=1)  # (B, T+C-1, F)
+            frames = padded.unfold(1, self.context, 1).transpose(2, 3).flatten(2)  # (B, T, C*F), oldest first
+        delta = self.net(frames)  # (B, T, N*D)
         return z + delta.view_as(z)
 
 
@@ -87,16 +95,15 @@ class CausalTransformerPredictor(nn.Module):
 PREDICTORS = ("mlp", "transformer")
 
 
-def build_predictor(cfg, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int) -> nn.Module:
-    """The predictor named by ``cfg.name`` (``mlp`` or ``transformer``) with the config's sizes."""
+def build_predictor(cfg, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int, history: int = 1) -> nn.Module:
+    """The predictor named by ``cfg.name`` (``mlp``: a stack of ``history`` frames, or ``transformer``:
+    causal attention over up to ``max_frames``) with the config's sizes."""
     name = cfg["name"]
     if name == "mlp":
-        return MLPPredictor(embed_dim, num_tokens, action_dim, cfg["hidden_dim"], cfg["depth"])
+        return MLPPredictor(embed_dim, num_tokens, action_dim, cfg["hidden_dim"], cfg["depth"], context=history)
     if name == "transformer":
         return CausalTransformerPredictor(
             embed_dim, num_tokens, action_dim, max_frames, depth=cfg["depth"], heads=cfg["heads"],
             hidden_dim=cfg["hidden_dim"], action_conditioning=cfg["action_conditioning"], dropout=cfg["dropout"],
         )
-    close = difflib.get_close_matches(name, PREDICTORS, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    raise ValueError(f"unknown predictor '{name}'{hint} (choices: {', '.join(PREDICTORS)})")
+    raise ValueError(f"unknown predictor '{name}'{did_you_mean(name, PREDICTORS)} (choices: {', '.join(PREDICTORS)})")

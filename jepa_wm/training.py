@@ -33,7 +33,6 @@ from jepa_wm.config import to_dict
 from jepa_wm.errors import ConfigError, did_you_mean
 from jepa_wm.module import JEPAWorldModel
 
-MONITOR = "val/rollout_error_ratio"  # scale-free, so comparable across anti-collapse settings
 RUN_DIRECTORY_VARIABLE = "JEPA_WM_RUN_DIRECTORY"  # shared with the processes a DDP launcher starts
 
 # What resume=true may change. Everything else is fixed by the checkpoint: model settings that change
@@ -41,7 +40,7 @@ RUN_DIRECTORY_VARIABLE = "JEPA_WM_RUN_DIRECTORY"  # shared with the processes a 
 RESUMABLE_PREFIXES = ("trainer.", "eval.", "wandb.", "model.optim.", "model.loss.", "model.regularizers.",
                       "model.decoder.weight", "model.decoder.detach", "model.ema_momentum", "model.stop_gradient",
                       "model.sigreg_projections", "model.rollout_steps", "data.path", "data.batch_size",
-                      "data.num_workers", "resume", "out")
+                      "data.num_workers", "best.", "checkpoints_at", "resume", "out")
 
 
 def run_directory(cfg: DictConfig) -> Path:
@@ -65,10 +64,11 @@ def save_checkpoint_atomically(trainer: pl.Trainer, path: Path, weights_only: bo
 
 
 class BestCheckpoint(ModelCheckpoint):
-    """``best.ckpt``: the best by ``MONITOR``, overwritten in place (no ``-v1`` copies) and atomically."""
+    """``best.ckpt``: the best by ``metric`` (``best.metric`` in the config), overwritten in place (no
+    ``-v1`` copies) and atomically."""
 
-    def __init__(self, directory: Path):
-        super().__init__(dirpath=directory, filename="best", monitor=MONITOR, mode="min", save_top_k=1,
+    def __init__(self, directory: Path, metric: str, mode: str):
+        super().__init__(dirpath=directory, filename="best", monitor=metric, mode=mode, save_top_k=1,
                          save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -116,6 +116,20 @@ class LatestCheckpoint(pl.Callback):
             logger.save()
         save_checkpoint_atomically(trainer, self.path)
         self.saved_step = trainer.global_step
+
+
+class Snapshots(pl.Callback):
+    """``step-<N>.ckpt`` copies of the newest state at chosen steps (``checkpoints_at``), e.g. to compare
+    what training longer does to planning. A step without validation is saved right after its batch."""
+
+    def __init__(self, directory: Path, steps):
+        self.directory, self.steps = Path(directory), {int(step) for step in steps}
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_index) -> None:
+        if trainer.global_step in self.steps:
+            path = self.directory / f"step-{trainer.global_step}.ckpt"
+            if not path.is_file():
+                save_checkpoint_atomically(trainer, path)
 
 
 class RunRecord(pl.Callback):
@@ -218,9 +232,11 @@ def trainer_arguments(cfg: DictConfig) -> dict:
 
 def build_trainer(cfg: DictConfig, out: Path, callbacks=(), loggers=None) -> pl.Trainer:
     checkpoints = out / "checkpoints"
+    standard = [BestCheckpoint(checkpoints, cfg.best.metric, cfg.best.mode), LatestCheckpoint(checkpoints / "last.ckpt")]
+    if cfg.checkpoints_at:
+        standard.append(Snapshots(checkpoints, cfg.checkpoints_at))
     return pl.Trainer(
-        **trainer_arguments(cfg), default_root_dir=str(out),
-        callbacks=[BestCheckpoint(checkpoints), LatestCheckpoint(checkpoints / "last.ckpt"), *callbacks],
+        **trainer_arguments(cfg), default_root_dir=str(out), callbacks=[*standard, *callbacks],
         logger=build_loggers(cfg, out) if loggers is None else loggers,
     )
 
@@ -283,6 +299,8 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
 
 def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
     trainer_arguments(cfg)  # fails early on a mistyped Trainer argument
+    if cfg.best.mode not in ("min", "max"):
+        raise ConfigError(f"best.mode must be min or max; got {cfg.best.mode!r}")
     resume_from = out / "checkpoints" / "last.ckpt"
     if out.is_file():
         raise ConfigError(f"out={out} is a file; pass a directory for the run")

@@ -22,7 +22,6 @@ current distribution and returns a finite, in-bound plan with `cost` inf.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 import numbers
@@ -30,6 +29,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
+
+from jepa_wm.errors import did_you_mean
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]  # actions (N, K, A) -> cost (N,)
 Bound = float | Sequence[float] | torch.Tensor
@@ -535,17 +536,13 @@ def build_planner(
     """Build a planner from its config name and settings; a typo gets the nearest valid name."""
     if name not in PLANNERS:
         choices = sorted(PLANNERS)
-        close = difflib.get_close_matches(name, choices, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(f"unknown planner '{name}'{hint} (choices: {', '.join(choices)})")
+        raise ValueError(f"unknown planner '{name}'{did_you_mean(name, choices)} (choices: {', '.join(choices)})")
     planner_class = PLANNERS[name]
     valid = sorted(set(inspect.signature(planner_class.__init__).parameters) - _COMMON_ARGUMENTS)
     for key in settings:
         if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
             raise ValueError(
-                f"unknown setting '{key}' for planner '{name}'{hint} "
+                f"unknown setting '{key}' for planner '{name}'{did_you_mean(key, valid)} "
                 f"(valid settings: {', '.join(valid)})"
             )
     return planner_class(horizon, action_low, action_high, device=device, seed=seed, **settings)

@@ -12,9 +12,14 @@ from _cli import print_result, run_cli
 
 def main(argv: list[str]) -> None:
     from jepa_wm.config import compose
+    from jepa_wm.zoo import PRETRAINED_PREFIX, describe_pretrained
     from planning.experiment import run_plan
 
-    print_result(run_plan(compose("plan", argv)))
+    cfg = compose("plan", argv)
+    if cfg.checkpoint == PRETRAINED_PREFIX:  # `checkpoint=pretrained:` alone lists the shipped models
+        print(describe_pretrained())
+        return
+    print_result(run_plan(cfg))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ def randomize(module):
 
 PREDICTORS = {
     "mlp": lambda tokens: MLPPredictor(8, tokens, 3, hidden_dim=32),
+    "mlp-frame-stack": lambda tokens: MLPPredictor(8, tokens, 3, hidden_dim=32, context=3),
     "transformer-adaln": lambda tokens: CausalTransformerPredictor(8, tokens, 3, max_frames=6, depth=2, heads=2, hidden_dim=16),
     "transformer-token": lambda tokens: CausalTransformerPredictor(8, tokens, 3, max_frames=6, depth=2, heads=2,
                                                                    hidden_dim=16, action_conditioning="token"),
@@ -137,3 +138,16 @@ def test_distance_rank_correlation_is_one_for_a_monotone_map_and_low_for_noise()
     assert abs(float(distance_rank_correlation(torch.randn(200, 8), coordinates))) < 0.1
     folded = torch.cat([coordinates[:, :1], (coordinates[:, 1:] - 0.5).abs()], 1)  # mirror images look alike
     assert 0.3 < float(distance_rank_correlation(folded, coordinates)) < 0.95
+
+
+def test_frame_stack_mlp_sees_exactly_its_last_frames():
+    predictor = randomize(MLPPredictor(8, 1, 3, hidden_dim=32, context=2))
+    z, actions = torch.randn(2, 5, 1, 8), torch.randn(2, 5, 3)
+    output = predictor(z, actions)
+    older = z.clone()
+    older[:, 2] += 1.0  # frame 2 is in the context of outputs 2 and 3 only
+    changed = predictor(older, actions)
+    assert torch.allclose(changed[:, :2], output[:, :2], atol=1e-6) and torch.allclose(changed[:, 4:], output[:, 4:], atol=1e-6)
+    assert not torch.allclose(changed[:, 3], output[:, 3])  # the previous frame matters: it shows motion
+    markov = randomize(MLPPredictor(8, 1, 3, hidden_dim=32))
+    assert torch.allclose(markov(older, actions)[:, 3], markov(z, actions)[:, 3])

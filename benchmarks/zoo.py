@@ -1,0 +1,85 @@
+"""Rebuild the shipped pretrained models (``jepa_wm/pretrained/``) from scratch, with their cards.
+
+Runs the goal-reaching suite (``benchmarks/suite.py``, ``configs/suite.yaml``; finished stages are
+reused) and ships, for every task, the world model of training seed ``seed`` (default 0): weights and
+config only, the env config of that task inside (so ``plan.py checkpoint=pretrained:TASK`` plans that
+task), and a card with the command, data, training steps and the test-split success of that very
+model with its 95% interval, beside random and the oracle on the same episodes.
+
+    python benchmarks/zoo.py                  # the whole zoo, from nothing (hours on 2 CPU cores)
+    python benchmarks/zoo.py stages=[report]  # only re-export from a finished suite
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite  # noqa: E402
+
+from data.storage import write_json_atomic  # noqa: E402
+from jepa_wm.checkpoint import export_weights, read_checkpoint  # noqa: E402
+from jepa_wm.config import compose, load_group, to_dict  # noqa: E402
+from jepa_wm.zoo import PRETRAINED_DIR  # noqa: E402
+
+MAX_BYTES = 5 * 1024 * 1024
+
+
+def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict:
+    """Ship the ``seed`` model of ``task``; returns its card."""
+    model = next(iter(cfg.models))  # the suite's model (the first, when it compares several)
+    checkpoint = read_checkpoint(suite.run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint)
+    hparams = checkpoint["hyper_parameters"]
+    env_cfg = {**to_dict(load_group("env", task)), "obs_type": hparams["cfg"]["obs_type"]}
+    hparams["env"] = {**hparams["env"], "config": env_cfg, "dataset": f"{group} dataset of benchmarks/suite.py"}
+    path = export_weights(checkpoint, PRETRAINED_DIR / f"{task}.ckpt")
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise SystemExit(f"{path} is {size / 2**20:.1f} MB, over the zoo's 5 MB budget; ship a smaller model")
+    results = out / "results" / task / suite.DEFAULT_VARIANT
+    ours = suite.report_rows(results / model / f"seed-{seed}")["ours"]
+    by_method = suite.report_rows(results / "baselines")
+    run_config = hparams["run_config"]
+    card = {
+        "name": task, "task": task, "format": hparams["format"], "seed": seed,
+        "command": "python benchmarks/zoo.py",
+        "training_command": f"python scripts/train.py data.path=DATASET seed={seed} " + " ".join(
+            f"{key}={value}" for key, value in suite_train_overrides(cfg)),
+        "training_steps": int(checkpoint["global_step"]),
+        "data": {"episodes": cfg.collect.episodes, "steps_per_episode": cfg.collect.steps_per_episode,
+                 "policy": to_dict(compose("collect").policy), "collected_with": group},
+        "model": {key: run_config["model"][key] for key in ("obs_type", "history", "frameskip")}
+        | {"encoder": run_config["model"]["encoder"]["name"], "predictor": run_config["model"]["predictor"]["name"]},
+        "test_success": {"rate": ours["success_rate"], "ci95": ours["ci95"], "episodes": ours["episodes"],
+                         "split": ours["split"], "plan_seed": ours["seed"], "final_distance": ours["final_distance"]},
+        "random_success": by_method["random"]["success_rate"], "oracle_success": by_method["oracle"]["success_rate"],
+        "size_bytes": size,
+    }
+    write_json_atomic(PRETRAINED_DIR / f"{task}.json", card)
+    return card
+
+
+def suite_train_overrides(cfg) -> list[tuple[str, str]]:
+    from jepa_wm.config import as_overrides
+
+    return [tuple(item.split("=", 1)) for item in as_overrides(cfg.train)
+            if not item.startswith(("wandb.", "trainer.enable_progress_bar"))]
+
+
+def main(argv: list[str]) -> None:
+    options = [arg for arg in argv if not arg.startswith("seed=")]
+    seed = int(next((arg.split("=", 1)[1] for arg in argv if arg.startswith("seed=")), 0))
+    cfg = compose("suite", [arg for arg in options if arg != "--write"])
+    if set(cfg.stages) - {"report"}:  # run what is missing (everything, from scratch)
+        suite.main([*options, f"seeds=[{','.join(str(s) for s in sorted({seed, *cfg.seeds}))}]"])
+    out = Path(cfg.out)
+    for group, tasks in suite.task_groups(list(cfg.tasks)).items():
+        for task in tasks:
+            card = export_task(cfg, task, group, seed, out)
+            print(f"pretrained:{task}: {card['size_bytes'] / 2**20:.2f} MB, test success {card['test_success']['rate']:.0%}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
