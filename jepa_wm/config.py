@@ -148,6 +148,15 @@ def check_values(cfg: DictConfig, script: str) -> None:
             raise ConfigError(f"{key} must be {description}; got {value!r}")
 
 
+def _script_config(script: str, config_dir: Path) -> DictConfig:
+    path = config_dir / f"{script}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no config {path}")
+    cfg = OmegaConf.load(path)
+    base = cfg.pop("base", None)
+    return OmegaConf.merge(_script_config(base, config_dir), cfg) if base else cfg
+
+
 def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Build the config of ``script`` (``configs/<script>.yaml``) with its groups and overrides applied.
 
@@ -160,6 +169,9 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
     if not base_path.is_file():
         raise ConfigError(f"no config {base_path}")
     cfg = OmegaConf.load(base_path)
+    base = cfg.pop("base", None)
+    if base:  # a script config may start from another one and hold only its differences
+        cfg = OmegaConf.merge(_script_config(base, config_dir), cfg)
     pairs = parse_overrides(overrides)
     group_picks = {key: value for key, value in pairs if key in GROUPS and key in cfg}
     overlays = {}

@@ -191,11 +191,16 @@ class JEPAWorldModel(pl.LightningModule):
         z = self.encode(obs)  # (B, L, N, D)
         target = self._targets(obs, z)  # (B, L, N, D)
         terms: dict[str, torch.Tensor] = {}
+        # The reconstruction world model baseline: embeddings shaped by the other terms (pixel
+        # reconstruction) only, the predictor trained on them as fixed inputs and targets.
+        predicted_from = z if self.cfg["prediction_trains_encoder"] else z.detach()
+        if not self.cfg["prediction_trains_encoder"]:
+            target = target.detach()
 
-        teacher_forced = self.predictor(z[:, :-1], actions)  # (B, L-1, N, D), from true context
+        teacher_forced = self.predictor(predicted_from[:, :-1], actions)  # (B, L-1, N, D), from true context
         terms["teacher_forcing"] = F.mse_loss(teacher_forced, target[:, 1:])
         history = self.history
-        rolled = self.rollout(z[:, :history], actions[:, history - 1:], actions[:, : history - 1])  # (B, K, N, D)
+        rolled = self.rollout(predicted_from[:, :history], actions[:, history - 1:], actions[:, : history - 1])  # (B, K, N, D)
         step_errors = (rolled - target[:, history:]).pow(2).mean(dim=(0, 2, 3))  # (K,)
         terms["rollout"] = step_errors.mean()
         loss = loss_cfg["teacher_forcing"] * terms["teacher_forcing"] + loss_cfg["rollout"] * terms["rollout"]

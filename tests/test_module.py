@@ -283,3 +283,16 @@ def test_token_embeddings_cannot_meet_vicreg_with_per_position_constants():
     actions = torch.zeros(32, 3, model.action_dim)
     assert REGULARIZERS["vicreg_variance"](model, z, z, actions) == pytest.approx(1.0, abs=0.02)
     assert REGULARIZERS["sigreg"](model, z, z, actions) > 10 * REGULARIZERS["sigreg"](model, spread, spread, actions)
+
+
+def test_a_reconstruction_world_model_trains_its_encoder_by_reconstruction_alone():
+    overrides = ["model.prediction_trains_encoder=false", "model.regularizers.vicreg_variance=0",
+                 "model.regularizers.vicreg_covariance=0", "model.regularizers.inverse_dynamics=0"]
+    without_decoder = small_pixel_model(*overrides)
+    loss, _ = without_decoder.compute_losses(fake_batch())
+    loss.backward()  # prediction alone: the predictor learns, the encoder gets nothing
+    assert all(p.grad is None or not p.grad.any() for p in without_decoder.encoder.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in without_decoder.predictor.parameters())
+    with_decoder = small_pixel_model(*overrides, "model.decoder.enabled=true", "model.decoder.detach=false")
+    with_decoder.compute_losses(fake_batch())[0].backward()
+    assert any(p.grad is not None and p.grad.any() for p in with_decoder.encoder.parameters())

@@ -1,0 +1,110 @@
+"""Does abstract prediction help a machine act? JEPA against reconstruction and the anti-collapse terms.
+
+The variants of ``configs/ablation.yaml`` (the default JEPA, LeWM-style SIGReg, an EMA target, a JEPA
+shaped by pixel reconstruction, a reconstruction world model, and no anti-collapse term at all) are
+trained on the same data with the same budget and planned with the same planner, through the suite's
+stages (``benchmarks/suite.py``: resumable, reused when finished, test-split episodes). Per variant and
+task: planning success (mean +- std over training seeds), final distance, the validation rollout error
+relative to copying the last embedding, the probe R^2 of the goal coordinates, the latent/true distance
+rank correlation, and training time.
+
+    python benchmarks/ablation.py                      # everything; finished stages are reused
+    python benchmarks/ablation.py stages=[report] --write
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite  # noqa: E402
+
+FIGURE = Path(__file__).resolve().parent / "figures" / "ablation.png"
+VALIDATION_METRICS = {"rollout_ratio": "val/rollout_error_ratio", "probe_r2": "val/probe_r2",
+                      "distance_correlation": "val/distance_rank_correlation"}
+
+
+def last_validation(run: Path) -> dict:
+    """The last validation row's metrics of a training run (empty if it has none)."""
+    path = run / "csv" / "metrics.csv"
+    if not path.is_file():
+        return {}
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/rollout_error_ratio")]
+    return {name: float(rows[-1][key]) for name, key in VALIDATION_METRICS.items() if rows and rows[-1].get(key)}
+
+
+def mean(values) -> float:
+    values = [value for value in values if value is not None]
+    return statistics.mean(values) if values else float("nan")
+
+
+def report(cfg, out: Path, timings: suite.Timings) -> str:
+    groups = {task: group for group, tasks in suite.task_groups(list(cfg.tasks)).items() for task in tasks}
+    rows = {}
+    for task in cfg.tasks:
+        for model in cfg.models:
+            summary = suite.summarize_task(out / "results" / task / suite.DEFAULT_VARIANT, model, cfg.seeds)
+            if not summary:
+                continue
+            runs = [suite.run_directory(out, groups[task], model, seed) for seed in cfg.seeds]
+            validation = [last_validation(run) for run in runs]
+            seconds = [timings.seconds.get(f"train {groups[task]} {model} seed {seed}") for seed in cfg.seeds]
+            rows[(task, model)] = {**summary, **{name: mean(v.get(name) for v in validation) for name in VALIDATION_METRICS},
+                                   "train_minutes": mean(seconds) / 60}
+    if rows:
+        save_figure(rows, list(cfg.models), FIGURE)
+    lines = [
+        f"{len(cfg.seeds)} training seeds per variant and task, {cfg.train.trainer.max_steps} steps on the same data "
+        f"({cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps), the same CEM MPC, "
+        f"{cfg.plan.episodes} test-split episodes. Rollout ratio: validation open-loop error / copying the last "
+        f"embedding (< 1 beats 'nothing moves'); probe: R^2 of the goal coordinates from embeddings; rank corr.: "
+        f"latent vs true distance over pairs of validation frames. Figure: "
+        f"[benchmarks/figures/ablation.png](benchmarks/figures/ablation.png).",
+        "",
+        "| task | variant | success (mean +- std) | pooled 95% CI | final distance | rollout ratio | probe R2 | rank corr. | train min |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for (task, model), row in rows.items():
+        lines.append(f"| {task} | {model} | {row['mean']:.0%} +- {row['std']:.0%} | [{row['pooled_ci95'][0]:.0%}, "
+                     f"{row['pooled_ci95'][1]:.0%}] | {row['final_distance']:.3f} | {row['rollout_ratio']:.3f} | "
+                     f"{row['probe_r2']:.2f} | {row['distance_correlation']:.2f} | {row['train_minutes']:.1f} |")
+    tasks = sorted({task for task, _ in rows})
+    baselines = {task: next(row for (t, _), row in rows.items() if t == task) for task in tasks}
+    lines += ["", "Random / oracle on the same episodes: " + "; ".join(
+        f"{task} {baselines[task]['random']:.0%} / {baselines[task]['oracle']:.0%}" for task in tasks) + "."]
+    return "\n".join(lines)
+
+
+def save_figure(rows: dict, models: list[str], path: Path) -> None:
+    """Success per task and variant (mean +- std over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = sorted({task for task, _ in rows})
+    width = 0.8 / len(models)
+    figure, axis = plt.subplots(figsize=(2.6 * len(tasks) + 2, 4))
+    for index, model in enumerate(models):
+        means = [rows.get((task, model), {}).get("mean", np.nan) for task in tasks]
+        stds = [rows.get((task, model), {}).get("std", 0.0) for task in tasks]
+        axis.bar(np.arange(len(tasks)) + (index - (len(models) - 1) / 2) * width, means, width, yerr=stds,
+                 capsize=3, label=model)
+    axis.set_xticks(np.arange(len(tasks)), tasks)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("success rate (test episodes)")
+    axis.legend(fontsize=7, ncol=2)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    suite.main(sys.argv[1:], config="ablation", section="Ablation: JEPA, reconstruction and anti-collapse (cpu)",
+               reporter=report)
