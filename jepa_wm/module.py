@@ -145,6 +145,8 @@ class JEPAWorldModel(pl.LightningModule):
         ``actions[:, t]`` is the action taken at frame t; the last one leads to the predicted frame.
         """
         context = min(z_history.shape[1], self.max_context)
+        if hasattr(self.predictor, "predict_next") and context == self.max_context:
+            return self.predictor.predict_next(z_history[:, -context:], actions[:, -context:])
         return self.predictor(z_history[:, -context:], actions[:, -context:])[:, -1]
 
     def rollout(self, z_history: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor | None = None) -> torch.Tensor:

@@ -151,3 +151,9 @@ def test_frame_stack_mlp_sees_exactly_its_last_frames():
     assert not torch.allclose(changed[:, 3], output[:, 3])  # the previous frame matters: it shows motion
     markov = randomize(MLPPredictor(8, 1, 3, hidden_dim=32))
     assert torch.allclose(markov(older, actions)[:, 3], markov(z, actions)[:, 3])
+
+
+def test_frame_stack_predict_next_is_the_last_output_of_the_full_forward():
+    predictor = randomize(MLPPredictor(8, 2, 3, hidden_dim=32, context=3))
+    z, actions = torch.randn(4, 3, 2, 8), torch.randn(4, 3, 3)
+    assert torch.allclose(predictor.predict_next(z, actions), predictor(z, actions)[:, -1], atol=1e-6)

@@ -1,0 +1,104 @@
+"""Planning and training when another process shares the CPU cores, with both OpenMP wait policies.
+
+torch's OpenMP threads wait for each other between parallel regions. With the default (active) policy
+they spin, which costs nothing on idle cores but, when another busy process shares the cores, a spinning
+thread holds a core its partner needs: small, frequent parallel regions (a CEM step is hundreds of
+them) then crawl. jepa_wm sets ``OMP_WAIT_POLICY=PASSIVE`` (sleeping waits) before torch loads, unless
+the user chose a policy. This measures both policies, idle and next to a busy process (two threads of
+numpy matrix products), each in a fresh subprocess.
+
+    python benchmarks/contention.py --write
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import machine_description, update_benchmarks_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+MEASURE = r"""
+import jepa_wm, time, statistics, torch
+from jepa_wm.config import compose, load_group, to_dict
+from jepa_wm.module import JEPAWorldModel
+from data.envs import make_env
+from planning.costs import LatentGoalCost
+from planning.experiment import planner_from_settings
+plan = compose("plan")
+cfg = compose("train", ["data.path=unused"]).model
+model = JEPAWorldModel(cfg, (64, 64, 3), 2 * cfg.frameskip).eval()
+env = make_env(to_dict(load_group("env", "reacher-easy")))
+cost = LatentGoalCost.from_config(model, plan.cost).make_cost(env, [env.reset(seed=0)], [])
+planner = planner_from_settings(to_dict(plan.planner), plan.mpc.horizon, model.action_dim, "cpu", 0)
+planner.plan(cost)
+plans = []
+for _ in range(7):
+    start = time.perf_counter(); planner.plan(cost); plans.append(time.perf_counter() - start)
+model.train()
+optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
+batch = {"obs": torch.randint(0, 256, (64, 5, 64, 64, 3), dtype=torch.uint8), "actions": torch.rand(64, 4, model.action_dim),
+         "physics": torch.zeros(64, 5, 4), "position": torch.zeros(64, 5, 2)}
+steps = []
+for index in range(6):
+    start = time.perf_counter(); loss, _ = model.compute_losses(batch); optimizer.zero_grad(); loss.backward(); optimizer.step()
+    if index: steps.append(time.perf_counter() - start)
+print(statistics.median(plans) * 1000, statistics.median(steps) * 1000)
+"""
+HOG = "import numpy as np, os; a = np.random.rand(400, 400)\nwhile True: a = a @ a / np.linalg.norm(a)"
+
+
+def measure(policy: str, busy: bool) -> tuple[float, float]:
+    """(ms per CEM planning call, ms per training step) in a fresh process."""
+    env = {**os.environ, "OMP_WAIT_POLICY": policy}
+    hog = subprocess.Popen([sys.executable, "-c", HOG], env={**os.environ, "OMP_NUM_THREADS": "2"}) if busy else None
+    try:
+        if hog:
+            time.sleep(1.0)
+        output = subprocess.run([sys.executable, "-c", MEASURE], cwd=ROOT, env=env, capture_output=True, text=True,
+                                check=True, timeout=1800).stdout.split()
+    finally:
+        if hog:
+            hog.kill()
+            hog.wait()
+    return float(output[-2]), float(output[-1])
+
+
+def main(argv: list[str]) -> None:
+    repeats = int(next((arg.split("=", 1)[1] for arg in argv if arg.startswith("repeats=")), 3))
+    load_before = os.getloadavg()[0]
+    results = {}
+    for policy in ("ACTIVE", "PASSIVE"):
+        for busy in (False, True):
+            runs = [measure(policy, busy) for _ in range(repeats)]
+            results[(policy, busy)] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+            print(policy, "busy" if busy else "idle", results[(policy, busy)], flush=True)
+    load_after = os.getloadavg()[0]
+    lines = [
+        f"Default pixel model, CEM from configs/plan.yaml (300 x 10, horizon 5) and one training step (batch 64); "
+        f"median of 7 planning calls / 5 steps per process, median of {repeats} processes. Busy: a second process "
+        f"runs 2-thread numpy matrix products throughout. Load average (1 min) before / after: "
+        f"{load_before:.2f} / {load_after:.2f}.",
+        "",
+        "| OMP_WAIT_POLICY | cores | planning ms / MPC step | vs idle | training ms / step | vs idle |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for (policy, busy), (plan_ms, step_ms) in results.items():
+        idle_plan, idle_step = results[(policy, False)]
+        lines.append(f"| {policy.lower()}{' (jepa_wm default)' if policy == 'PASSIVE' else ''} | "
+                     f"{'shared with a busy process' if busy else 'idle'} | {plan_ms:.1f} | {plan_ms / idle_plan:.1f}x | "
+                     f"{step_ms:.0f} | {step_ms / idle_step:.1f}x |")
+    text = "\n".join(lines)
+    print(text)
+    if "--write" in argv:
+        update_benchmarks_section("Planning under CPU contention", text, "python benchmarks/contention.py " + " ".join(argv),
+                                  machine_description("cpu"))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
