@@ -50,13 +50,29 @@ for index in range(6):
     if index: steps.append(time.perf_counter() - start)
 print(statistics.median(plans) * 1000, statistics.median(steps) * 1000)
 """
-HOG = "import numpy as np, os; a = np.random.rand(400, 400)\nwhile True: a = a @ a / np.linalg.norm(a)"
+# Two kinds of neighbours a researcher's machine has: another torch training run, and a simulator.
+HOGS = {
+    "torch training": "import torch\nx = torch.rand(64, 3, 64, 64)\nconv = torch.nn.Conv2d(3, 32, 4, 2, 1)\n"
+                      "while True: conv(x).sum().backward()",
+    "MuJoCo rollouts": "import mujoco, numpy as np\nfrom mujoco import rollout\nfrom dm_control import suite\n"
+                       "physics = suite.load('cartpole', 'swingup').physics\nmodel = physics.model.ptr\n"
+                       "datas = [mujoco.MjData(model) for _ in range(2)]\n"
+                       "state = np.zeros((1, mujoco.mj_stateSize(model, mujoco.mjtState.mjSTATE_FULLPHYSICS)))\n"
+                       "controls = np.random.uniform(-1, 1, (300, 200, 1))\n"
+                       "while True: rollout.rollout(model, datas, state, controls)",
+}
+SETTINGS = {"active": {"OMP_WAIT_POLICY": "ACTIVE"}, "passive": {"OMP_WAIT_POLICY": "PASSIVE"},
+            "spin 1000": {"OMP_WAIT_POLICY": "", "GOMP_SPINCOUNT": "1000"}}
 
 
-def measure(policy: str, busy: bool) -> tuple[float, float]:
-    """(ms per CEM planning call, ms per training step) in a fresh process."""
-    env = {**os.environ, "OMP_WAIT_POLICY": policy}
-    hog = subprocess.Popen([sys.executable, "-c", HOG], env={**os.environ, "OMP_NUM_THREADS": "2"}) if busy else None
+def measure(setting: dict, hog: str | None) -> tuple[float, float]:
+    """(ms per CEM planning call, ms per training step) in a fresh process, next to ``hog`` if any."""
+    env = {**{key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")},
+           **{key: value for key, value in setting.items() if value}}
+    if "OMP_WAIT_POLICY" not in env:
+        env["OMP_WAIT_POLICY"] = ""  # unset: jepa_wm's default applies only to an absent variable
+    busy = hog is not None
+    hog = subprocess.Popen([sys.executable, "-c", HOGS[hog]], cwd=ROOT) if busy else None
     try:
         if hog:
             time.sleep(1.0)
@@ -73,25 +89,25 @@ def main(argv: list[str]) -> None:
     repeats = int(next((arg.split("=", 1)[1] for arg in argv if arg.startswith("repeats=")), 3))
     load_before = os.getloadavg()[0]
     results = {}
-    for policy in ("ACTIVE", "PASSIVE"):
-        for busy in (False, True):
-            runs = [measure(policy, busy) for _ in range(repeats)]
-            results[(policy, busy)] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
-            print(policy, "busy" if busy else "idle", results[(policy, busy)], flush=True)
+    for name, setting in SETTINGS.items():
+        for hog in (None, *HOGS):
+            runs = [measure(setting, hog) for _ in range(repeats)]
+            results[(name, hog)] = (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+            print(name, hog or "idle", results[(name, hog)], flush=True)
     load_after = os.getloadavg()[0]
     lines = [
         f"Default pixel model, CEM from configs/plan.yaml (300 x 10, horizon 5) and one training step (batch 64); "
-        f"median of 7 planning calls / 5 steps per process, median of {repeats} processes. Busy: a second process "
-        f"runs 2-thread numpy matrix products throughout. Load average (1 min) before / after: "
-        f"{load_before:.2f} / {load_after:.2f}.",
+        f"median of 7 planning calls / 5 steps per process, median of {repeats} processes, each next to nothing or "
+        f"to a busy neighbour process on the same 2 cores. Wait settings: OMP_WAIT_POLICY=ACTIVE, =PASSIVE, or "
+        f"GOMP_SPINCOUNT=1000 (spin briefly, then sleep). Load average (1 min) before / after: {load_before:.2f} / "
+        f"{load_after:.2f}.",
         "",
-        "| OMP_WAIT_POLICY | cores | planning ms / MPC step | vs idle | training ms / step | vs idle |",
+        "| OpenMP waits | neighbour | planning ms / MPC step | vs idle | training ms / step | vs idle |",
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for (policy, busy), (plan_ms, step_ms) in results.items():
-        idle_plan, idle_step = results[(policy, False)]
-        lines.append(f"| {policy.lower()}{' (jepa_wm default)' if policy == 'PASSIVE' else ''} | "
-                     f"{'shared with a busy process' if busy else 'idle'} | {plan_ms:.1f} | {plan_ms / idle_plan:.1f}x | "
+    for (name, hog), (plan_ms, step_ms) in results.items():
+        idle_plan, idle_step = results[(name, None)]
+        lines.append(f"| {name} | {hog or 'none (idle)'} | {plan_ms:.1f} | {plan_ms / idle_plan:.1f}x | "
                      f"{step_ms:.0f} | {step_ms / idle_step:.1f}x |")
     text = "\n".join(lines)
     print(text)

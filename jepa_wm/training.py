@@ -44,11 +44,18 @@ RESUMABLE_PREFIXES = ("trainer.", "eval.", "wandb.", "model.optim.", "model.loss
 
 
 def run_directory(cfg: DictConfig) -> Path:
-    """``out=``, or a new ``runs/train-<time>``: chosen once, then shared with DDP worker processes."""
+    """``out=``, or a new run directory chosen once for all processes of a distributed run.
+
+    Processes that Lightning starts inherit the first one's choice through the environment; processes a
+    launcher starts separately (torchrun, SLURM's srun) name it after the launcher's job id, the same in
+    every process, where a timestamp would differ by a second.
+    """
     if cfg.out:
         return Path(cfg.out)
     if RUN_DIRECTORY_VARIABLE not in os.environ:
-        os.environ[RUN_DIRECTORY_VARIABLE] = str(Path("runs") / datetime.datetime.now().strftime("train-%Y%m%d-%H%M%S"))
+        job = os.environ.get("SLURM_JOB_ID") or os.environ.get("TORCHELASTIC_RUN_ID")
+        name = f"train-job-{job}" if job and job != "none" else datetime.datetime.now().strftime("train-%Y%m%d-%H%M%S")
+        os.environ[RUN_DIRECTORY_VARIABLE] = str(Path("runs") / name)
     return Path(os.environ[RUN_DIRECTORY_VARIABLE])
 
 

@@ -14,8 +14,11 @@ def main(argv: list[str]) -> None:
     from jepa_wm.config import compose
     from planning.pipeline import train_from_config
 
+    from pytorch_lightning.utilities import rank_zero_only
+
     out = train_from_config(compose("train", argv))
-    print(f"run: {out}\ncheckpoint: {out / 'checkpoints' / 'last.ckpt'}")
+    if rank_zero_only.rank == 0:  # one line per run, also when every process of a DDP run gets here
+        print(f"run: {out}\ncheckpoint: {out / 'checkpoints' / 'last.ckpt'}")
 
 
 if __name__ == "__main__":

@@ -142,3 +142,39 @@ def test_a_nan_on_one_rank_stops_every_rank_instead_of_hanging(tmp_path):
                             text=True, timeout=240)
     assert result.returncode != 0
     assert "NonFiniteLossError" in result.stderr and "data hold NaN or inf values (actions)" in result.stderr
+
+
+def launch_overrides(dataset, out):
+    return [f"data.path={dataset}", f"out={out}", "trainer.max_steps=4", "trainer.val_check_interval=2",
+            "trainer.limit_val_batches=1", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+            "data.batch_size=2", "data.num_workers=0", "trainer.enable_progress_bar=false", "wandb.mode=disabled",
+            "model.encoder.channels=[8,8,8,8]"]
+
+
+@pytest.mark.slow
+def test_torchrun_launches_two_processes_that_train_one_run(tmp_path, reacher_pixel_dataset):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", str(ROOT / "scripts" / "train.py"),
+                             *launch_overrides(reacher_pixel_dataset, tmp_path / "run")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("run: ") == 1  # one process reports
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+@pytest.mark.slow
+def test_slurm_srun_launch_of_two_tasks_on_one_node_trains_one_run(tmp_path, reacher_pixel_dataset):
+    """What `srun --ntasks-per-node=2 python scripts/train.py ...` starts: two processes with SLURM's
+    variables, which Lightning reads to set up DDP (emulated here: no SLURM on the test machine)."""
+    processes = []
+    for rank in range(2):
+        env = {**os.environ, "SLURM_NTASKS": "2", "SLURM_NTASKS_PER_NODE": "2", "SLURM_PROCID": str(rank),
+               "SLURM_LOCALID": str(rank), "SLURM_NODEID": "0", "SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "train",
+               "SLURM_NODELIST": "localhost", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29571"}
+        processes.append(subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"),
+                                           *launch_overrides(reacher_pixel_dataset, tmp_path / "run")],
+                                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert [process.returncode for process in processes] == [0, 0], outputs[0][1][-2000:]
+    assert "SLURM auto-requeueing enabled" in outputs[0][1]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]

@@ -1,0 +1,146 @@
+"""Does training longer hurt planning? Success against training steps, and what predicts it.
+
+For each task and training seed, one run of the default model to the longest length, keeping
+checkpoints at every length of ``steps``; each is planned with on *dev* episodes (this study chooses
+a training length and a checkpoint-selection metric, so it never looks at test episodes). Beside the
+success rate: the validation rollout error relative to copying the last embedding, the probe R^2 and
+the latent/true distance rank correlation at the same step, and how well each of them ranks the
+checkpoints by success (Spearman over all checkpoints of a task).
+
+    python benchmarks/training_length.py                          # resumable; finished parts are reused
+    python benchmarks/training_length.py stages=[report] --write
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite  # noqa: E402
+
+import torch  # noqa: E402
+
+from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
+from jepa_wm.metrics import rank_correlation  # noqa: E402
+from planning.pipeline import collect_stage, train_stage  # noqa: E402
+
+FIGURE = Path(__file__).resolve().parent / "figures" / "training_length.png"
+METRICS = {"rollout ratio": "val/rollout_error_ratio", "probe R2": "val/probe_r2",
+           "distance rank corr.": "val/distance_rank_correlation"}
+
+
+def validation_at(run: Path, step: int) -> dict:
+    """Validation metrics logged for the checkpoint at ``step`` (rows carry step - 1)."""
+    with open(run / "csv" / "metrics.csv", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/loss") and int(row["step"]) == step - 1]
+    return {name: float(rows[-1][key]) for name, key in METRICS.items() if rows and rows[-1].get(key)}
+
+
+def main(argv: list[str]) -> None:
+    write = "--write" in argv
+    cfg = compose("training_length", [arg for arg in argv if arg != "--write"])
+    out = Path(cfg.out)
+    timings = suite.Timings(out / "training_length_timings.json")
+    steps = sorted(int(step) for step in cfg.steps)
+    train = [*as_overrides(cfg.train), f"trainer.max_steps={steps[-1]}", f"checkpoints_at=[{','.join(map(str, steps))}]"]
+    points = []  # (task, seed, step, success, metrics)
+    for group, tasks in suite.task_groups(list(cfg.tasks)).items():
+        dataset = out / group / "dataset"
+        if "collect" in cfg.stages:
+            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
+                        workers=cfg.workers, progress=False)
+        for seed in cfg.seeds:
+            run = out / group / "training-length" / f"seed-{seed}"
+            if "train" in cfg.stages:
+                timings.run(f"train {group} seed {seed}", train_stage, dataset, run, train, seed)
+            for task in tasks:
+                for step in steps:
+                    checkpoint = run / "checkpoints" / f"step-{step}.ckpt"
+                    results = out / "results-dev" / task / "training-length" / f"seed-{seed}" / f"step-{step}"
+                    if "evaluate" in cfg.stages:
+                        timings.run(f"evaluate {task} seed {seed} step {step}", suite.evaluate, results,
+                                    [f"checkpoint={checkpoint}", f"env={task}", *as_overrides(cfg.plan)])
+                    rows = suite.report_rows(results)
+                    if rows:
+                        points.append((task, seed, step, rows["ours"]["success_rate"], validation_at(run, step)))
+    if "report" in cfg.stages and points:
+        text = report(points, cfg)
+        print(text)
+        if write:
+            suite.update_benchmarks_section("Training length and what predicts planning (cpu)", text,
+                                            "python benchmarks/training_length.py " + " ".join(argv),
+                                            suite.machine_description("cpu"))
+
+
+def report(points, cfg) -> str:
+    tasks = sorted({task for task, *_ in points})
+    steps = sorted({step for _, _, step, *_ in points})
+    save_figure(points, tasks, steps)
+    lines = [
+        f"Default model, {len(cfg.seeds)} training seeds, one run each to {steps[-1]} steps with checkpoints at "
+        f"{', '.join(map(str, steps))}; success on {cfg.plan.episodes} dev-split episodes (this study chooses "
+        f"settings, so it never sees test episodes). Metrics at the same step, on validation windows. Figure: "
+        f"[benchmarks/figures/training_length.png](benchmarks/figures/training_length.png).",
+        "",
+        "| task | steps | success (mean +- std) | " + " | ".join(METRICS) + " |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in METRICS) + " |",
+    ]
+    for task in tasks:
+        for step in steps:
+            here = [(success, metrics) for t, _, s, success, metrics in points if t == task and s == step]
+            rates = [success for success, _ in here]
+            cells = [f"{statistics.mean(m[name] for _, m in here if name in m):.3f}" if any(name in m for _, m in here)
+                     else "-" for name in METRICS]
+            lines.append(f"| {task} | {step} | {statistics.mean(rates):.0%} +- "
+                         f"{statistics.stdev(rates) if len(rates) > 1 else 0:.0%} | " + " | ".join(cells) + " |")
+    lines += ["", "How well each validation metric ranks checkpoints by dev success (Spearman over every checkpoint "
+                  "of a task; sign flipped for the rollout ratio, where lower is better):", ""]
+    for task in tasks:
+        here = [(success, metrics) for t, _, _, success, metrics in points if t == task]
+        parts = []
+        for name in METRICS:
+            pairs = [(success, metrics[name]) for success, metrics in here if name in metrics]
+            if len(pairs) > 2:
+                success, metric = torch.tensor(pairs, dtype=torch.float64).T
+                sign = -1 if name == "rollout ratio" else 1
+                parts.append(f"{name} {sign * float(rank_correlation(metric, success)):+.2f}")
+        lines.append(f"- {task}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def save_figure(points, tasks, steps) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 1 + len(METRICS), figsize=(4.2 * (1 + len(METRICS)), 3.6))
+    for task in tasks:
+        def series(value):
+            means, stds = [], []
+            for step in steps:
+                values = [value(success, metrics) for t, _, s, success, metrics in points if t == task and s == step]
+                values = [v for v in values if v is not None]
+                means.append(statistics.mean(values) if values else float("nan"))
+                stds.append(statistics.stdev(values) if len(values) > 1 else 0.0)
+            return means, stds
+
+        for axis, (label, value) in zip(axes, [("dev success", lambda s, m: s),
+                                               *[(name, lambda s, m, n=name: m.get(n)) for name in METRICS]]):
+            means, stds = series(value)
+            axis.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=task)
+            axis.set_title(label)
+            axis.set_xlabel("training steps")
+    axes[0].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(FIGURE, dpi=100)
+    plt.close(figure)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
