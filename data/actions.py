@@ -10,10 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 
-def to_model_range(actions: np.ndarray, low, high) -> np.ndarray:
-    """Env actions (..., A) in [low, high] -> (..., A) in [-1, 1]."""
+def to_model_range(actions: np.ndarray, low, high, out: np.ndarray | None = None) -> np.ndarray:
+    """Env actions (..., A) in [low, high] -> float32 (..., A) in [-1, 1].
+
+    With ``out`` (which may be ``actions`` itself) the same float32 operations run in place.
+    """
     low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-    return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+    if out is None:
+        return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+    np.subtract(actions, low, out=out)
+    out *= np.float32(2.0)
+    out /= high - low
+    out -= np.float32(1.0)
+    return out
 
 
 def to_env_range(actions: np.ndarray, low, high) -> np.ndarray:

@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
+from data.actions import to_model_range
 from data.storage import MANIFEST_NAME, ArrayFile, DatasetError, load_manifest, verify_shards
 
 # Frames at least this large are read one by one; smaller ones as one read of the whole window span.
@@ -24,21 +25,6 @@ try:
     _MAX_OPEN_FILES = max(8, min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 4))
 except (ImportError, ValueError, OSError):
     _MAX_OPEN_FILES = 256
-
-
-def normalize_actions(actions: np.ndarray, low, high, out: np.ndarray | None = None) -> np.ndarray:
-    """Map actions from the env's box [low, high] to [-1, 1], the range the model and planners use.
-
-    With ``out`` (which may be ``actions`` itself) the same float32 operations run in place.
-    """
-    low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
-    if out is None:
-        return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
-    np.subtract(actions, low, out=out)
-    out *= np.float32(2.0)
-    out /= high - low
-    out -= np.float32(1.0)
-    return out
 
 
 class EpisodeStore:
@@ -156,7 +142,7 @@ class EpisodeStore:
         if frameskip > 1:
             for key, values in spans.items():
                 out[key][...] = values[:, ::frameskip]
-        normalize_actions(actions, self._low, self._high, out=actions)
+        to_model_range(actions, self._low, self._high, out=actions)
         return out
 
     def episode(self, index: int) -> dict[str, np.ndarray]:

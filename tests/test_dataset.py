@@ -11,7 +11,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from data.datamodule import TrajectoryDataModule
-from data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, normalize_actions, split_episodes
+from data.actions import to_model_range as normalize_actions
+from data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
 from data.storage import MANIFEST_NAME, DatasetError, file_sha256, shard_file
 
 
