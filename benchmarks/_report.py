@@ -38,3 +38,22 @@ def update_benchmarks_section(title: str, body: str, command: str, machine: str)
     else:
         text = text.rstrip("\n") + "\n\n" + section
     BENCHMARKS_FILE.write_text(text.rstrip("\n") + "\n")
+
+
+def pyplot():
+    """matplotlib.pyplot drawing to files (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(figure, path: Path) -> Path:
+    """Lay out, write (creating the folder) and close a figure that is saved with a benchmark."""
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    pyplot().close(figure)
+    return path

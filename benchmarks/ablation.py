@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
+from _report import pyplot, save_figure  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "ablation.png"
 VALIDATION_METRICS = {"rollout_ratio": "val/rollout_error_ratio", "probe_r2": "val/probe_r2",
@@ -56,7 +57,7 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
             rows[(task, model)] = {**summary, **{name: mean(v.get(name) for v in validation) for name in VALIDATION_METRICS},
                                    "train_minutes": mean(seconds) / 60}
     if rows:
-        save_figure(rows, list(cfg.models), FIGURE)
+        plot_ablation(rows, list(cfg.models), FIGURE)
     lines = [
         f"{len(cfg.seeds)} training seeds per variant and task, {cfg.train.trainer.max_steps} steps on the same data "
         f"({cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps), the same CEM MPC, "
@@ -79,12 +80,9 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
     return "\n".join(lines)
 
 
-def save_figure(rows: dict, models: list[str], path: Path) -> None:
+def plot_ablation(rows: dict, models: list[str], path: Path) -> None:
     """Success per task and variant (mean +- std over seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     tasks = sorted({task for task, _ in rows})
@@ -99,10 +97,7 @@ def save_figure(rows: dict, models: list[str], path: Path) -> None:
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("success rate (test episodes)")
     axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, update_benchmarks_section  # noqa: E402
+from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
 
 from data.envs.tasks import dynamics_differences  # noqa: E402
 from data.storage import write_json_atomic  # noqa: E402
@@ -175,7 +175,7 @@ def report(cfg, out: Path, timings: Timings) -> str:
                     summaries[(task, schedule, model)] = summary
     write_json_atomic(out / "suite.json", {"/".join(key): summary for key, summary in summaries.items()})
     if summaries:
-        save_figure({(task, schedule): s for (task, schedule, _), s in summaries.items()}, FIGURE)
+        plot_suite({(task, schedule): s for (task, schedule, _), s in summaries.items()}, FIGURE)
     lines = [
         f"{len(cfg.seeds)} training seeds per task ({', '.join(map(str, cfg.seeds))}); each evaluated on the same "
         f"{cfg.plan.episodes} test-split episodes (plan seed {cfg.plan.seed}, never used for tuning), as are random "
@@ -202,12 +202,9 @@ def report(cfg, out: Path, timings: Timings) -> str:
     return "\n".join(lines)
 
 
-def save_figure(summaries: dict, path: Path) -> None:
+def plot_suite(summaries: dict, path: Path) -> None:
     """Success per task: ours (mean +- std over seeds), random and oracle."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     labels = [task if variant == DEFAULT_VARIANT else f"{task}\n({variant})" for task, variant in summaries]
@@ -222,10 +219,7 @@ def save_figure(summaries: dict, path: Path) -> None:
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("success rate (test episodes)")
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

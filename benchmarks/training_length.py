@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
+from _report import pyplot, save_figure  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -78,7 +79,7 @@ def main(argv: list[str]) -> None:
 def report(points, cfg) -> str:
     tasks = sorted({task for task, *_ in points})
     steps = sorted({step for _, _, step, *_ in points})
-    save_figure(points, tasks, steps)
+    plot_training_length(points, tasks, steps)
     lines = [
         f"Default model, {len(cfg.seeds)} training seeds, one run each to {steps[-1]} steps with checkpoints at "
         f"{', '.join(map(str, steps))}; success on {cfg.plan.episodes} dev-split episodes (this study chooses "
@@ -111,11 +112,8 @@ def report(points, cfg) -> str:
     return "\n".join(lines)
 
 
-def save_figure(points, tasks, steps) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plot_training_length(points, tasks, steps) -> None:
+    plt = pyplot()
 
     figure, axes = plt.subplots(1, 1 + len(METRICS), figsize=(4.2 * (1 + len(METRICS)), 3.6))
     for task in tasks:
@@ -136,10 +134,7 @@ def save_figure(points, tasks, steps) -> None:
             axis.set_xlabel("training steps")
     axes[0].set_ylim(0, 1.05)
     axes[0].legend(fontsize=8)
-    figure.tight_layout()
-    FIGURE.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(FIGURE, dpi=100)
-    plt.close(figure)
+    save_figure(figure, FIGURE)
 
 
 if __name__ == "__main__":
