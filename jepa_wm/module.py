@@ -24,6 +24,7 @@ from jepa_wm.predictors import build_predictor
 from jepa_wm.regularizers import (
     InverseDynamicsHead,
     sigreg,
+    slowness,
     temporal_smoothness,
     token_groups,
     vicreg_covariance,
@@ -47,6 +48,7 @@ REGULARIZERS = {
                                                       generator=model.step_generator(z.device)),
     "inverse_dynamics": lambda model, z, z_all, actions: F.mse_loss(model.inverse_dynamics(z[:, :-1], z[:, 1:]), actions),
     "temporal": lambda model, z, z_all, actions: temporal_smoothness(z),
+    "slowness": lambda model, z, z_all, actions: slowness(z, z_all),
 }
 
 

@@ -88,3 +88,20 @@ class InverseDynamicsHead(nn.Module):
 def temporal_smoothness(z: torch.Tensor) -> torch.Tensor:
     """Mean squared distance between consecutive frames' embeddings. z (B, T, N, D) -> scalar."""
     return (z[:, 1:] - z[:, :-1]).pow(2).sum(dim=(-2, -1)).mean()
+
+
+def slowness(z: torch.Tensor, z_all: torch.Tensor | None = None) -> torch.Tensor:
+    """Scale-free temporal smoothness: consecutive frames' mean squared step over twice the embeddings'
+    total variance, averaged over token positions. z (B, T, N, D) -> scalar in [0, ~2].
+
+    For a stationary sequence this is 1 - (lag-1 autocorrelation): small when embeddings move little
+    from one frame to the next *relative to how far apart the data's states are*, as in slow feature
+    analysis. Unlike ``temporal_smoothness`` it cannot be lowered by shrinking the embeddings, so it
+    does not fight the variance terms; it makes latent distance grow with the number of steps between
+    states, which is what a planner minimising the distance to a far goal needs. The variance comes
+    from ``z_all`` (the global batch under DDP) when given.
+    """
+    step = (z[:, 1:] - z[:, :-1]).pow(2).sum(dim=-1).mean()  # mean over samples, frames, tokens
+    groups = token_groups(z if z_all is None else z_all)  # (N, M, D)
+    variance = groups.var(dim=-2).sum(dim=-1).mean()  # total variance per token position, averaged
+    return step / (2 * variance).clamp_min(1e-8)
