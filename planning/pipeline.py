@@ -30,6 +30,24 @@ def datamodule_from_config(cfg: DictConfig) -> TrajectoryDataModule:
     )
 
 
+def task_train_overrides(dataset) -> list[str]:
+    """``train_overrides`` of the env config a dataset was collected with: settings its task needs."""
+    try:
+        from data.storage import load_manifest
+
+        return [str(item) for item in load_manifest(dataset)["env"].get("train_overrides") or []]
+    except Exception:  # no readable dataset yet: training itself will say what is wrong with it
+        return []
+
+
+def train_config(argv) -> DictConfig:
+    """``configs/train.yaml`` with the dataset's task overrides (see ``configs/env/*.yaml``) first and
+    the command line after them, so a user's setting always wins over the task's."""
+    cfg = compose("train", list(argv))
+    task = task_train_overrides(cfg.data.path)
+    return compose("train", [*task, *argv]) if task else cfg
+
+
 def train_from_config(cfg: DictConfig) -> Path:
     """Train as ``scripts/train.py`` does (with the goal-reaching callback if ``eval.every_n_steps``)."""
     callbacks = []
@@ -54,13 +72,12 @@ def collect_stage(env_cfg, out: Path, overrides=(), seed: int = 0, workers: int 
 
 def train_stage(dataset: Path, run_dir: Path, overrides=(), seed: int = 0) -> Path:
     """Train (or resume) a world model until ``trainer.max_steps``; a finished run is reused. Returns last.ckpt."""
-    cfg = compose("train", [f"data.path={dataset}", f"out={run_dir}", f"seed={seed}", *overrides])
+    arguments = [f"data.path={dataset}", f"out={run_dir}", f"seed={seed}", *overrides]
+    cfg = train_config(arguments)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     done = trained_steps(checkpoint)
     if done < cfg.trainer.max_steps:
-        if done:
-            cfg = compose("train", [f"data.path={dataset}", f"out={run_dir}", f"seed={seed}", *overrides, "resume=true"])
-        train_from_config(cfg)
+        train_from_config(train_config([*arguments, "resume=true"]) if done else cfg)
     return checkpoint
 
 

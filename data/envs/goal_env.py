@@ -283,8 +283,12 @@ class GoalReachingEnv:
         self._env.close()
 
 
+# Keys of an env config that are about training on the task, not about the env itself.
+TRAINING_KEYS = ("train_overrides",)
+
+
 def make_env(env_cfg, **overrides) -> GoalReachingEnv:
     """Build an env from an ``env`` config section (see ``configs/env/*.yaml``)."""
-    settings = dict(env_cfg)
+    settings = {key: value for key, value in dict(env_cfg).items() if key not in TRAINING_KEYS}
     settings.update(overrides)
     return GoalReachingEnv(**settings)
