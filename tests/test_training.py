@@ -281,3 +281,15 @@ def test_weights_that_diverge_inside_an_optimizer_step_stop_at_the_next_validati
     code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", steps=4, every=2), capsys,
                               monkeypatch, tmp_path)
     assert code == 2 and "the weights diverged" in stderr and "Traceback" not in stderr, stderr[-1500:]
+
+
+def test_a_tasks_training_settings_apply_to_its_data_and_the_command_line_wins(tmp_path, reacher_env_cfg):
+    from data.collect import collect
+    from planning.pipeline import train_config
+
+    env_cfg = {**reacher_env_cfg, "train_overrides": ["model.regularizers.temporal=1.0", "model.history=2"]}
+    dataset = collect(env_cfg, tmp_path / "data", episodes=2, steps_per_episode=5,
+                      policy={"name": "random"}, seed=0, workers=1, episodes_per_shard=2, progress=False)
+    cfg = train_config([f"data.path={dataset}", "model.history=3"])
+    assert cfg.model.regularizers.temporal == 1.0 and cfg.model.history == 3
+    assert train_config(["data.path=nowhere"]).model.regularizers.temporal == 0.0  # no data: the defaults
