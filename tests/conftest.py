@@ -40,3 +40,11 @@ def reacher_learning_dataset(tmp_path_factory, reacher_env_cfg):
     out = tmp_path_factory.mktemp("reacher-learning")
     return collect(reacher_env_cfg, out, episodes=100, steps_per_episode=80, policy=OU_POLICY, seed=0,
                    workers=2, episodes_per_shard=10, progress=False)
+
+
+@pytest.fixture(scope="session")
+def point_mass_learning_dataset(tmp_path_factory):
+    """point_mass-easy data for a model that plans: 100 episodes x 80 steps (slow tests only)."""
+    out = tmp_path_factory.mktemp("point-mass-learning")
+    return collect(to_dict(load_group("env", "point_mass-easy")), out, episodes=100, steps_per_episode=80,
+                   policy=OU_POLICY, seed=0, workers=2, episodes_per_shard=10, progress=False)
