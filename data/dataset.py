@@ -281,8 +281,7 @@ def _batch_tensors(shapes: dict[str, tuple[tuple[int, ...], np.dtype]]) -> dict[
     for key, (shape, dtype) in shapes.items():
         starts[key] = total
         total += -(-math.prod(shape) * dtype.itemsize // 64) * 64  # 64-byte aligned, for every dtype
-    buffer = torch.empty(0, dtype=torch.uint8)
-    buffer = buffer.new(buffer._typed_storage()._new_shared(total, device=buffer.device))  # as default_collate does
+    buffer = torch.empty(total, dtype=torch.uint8).share_memory_()  # public API: no private storage calls
     return {key: buffer[starts[key] : starts[key] + math.prod(shape) * dtype.itemsize].view(dtypes[key]).view(shape)
             for key, (shape, dtype) in shapes.items()}
 
