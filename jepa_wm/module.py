@@ -324,6 +324,8 @@ class JEPAWorldModel(pl.LightningModule):
             return
         z = torch.cat([z for z, _ in batches])
         positions = torch.cat([p for _, p in batches])
+        if len(z) >= 3:  # a few pairs already rank; the default best.metric must be logged by every run
+            self.log("val/distance_rank_correlation", distance_rank_correlation(z, positions).to(self.device))
         if len(z) < 8:
             return
         # Fit on one half of the validation frames, score on the other (shuffled with a fixed seed).
@@ -332,7 +334,6 @@ class JEPAWorldModel(pl.LightningModule):
         fit, score = order[:half], order[half:]
         # Every process computed the same values from the same gathered frames: no reduction needed.
         self.log("val/probe_r2", linear_probe_r2(z[fit], positions[fit], z[score], positions[score]).to(self.device))
-        self.log("val/distance_rank_correlation", distance_rank_correlation(z, positions).to(self.device))
 
     def _log_terms(self, stage: str, terms: dict[str, torch.Tensor], on_step: bool) -> None:
         for name, value in terms.items():

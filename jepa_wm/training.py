@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.utilities import rank_zero_warn
 
 from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.config import to_dict
@@ -89,6 +90,19 @@ class BestCheckpoint(ModelCheckpoint):
                      last_model_path=here(state_dict.get("last_model_path")),
                      best_k_models={here(path): score for path, score in (state_dict.get("best_k_models") or {}).items()})
         super().load_state_dict(state)
+
+    def _save_topk_checkpoint(self, trainer: pl.Trainer, monitor_candidates: dict) -> None:
+        """A metric logged less often than validation runs (``eval/success_rate`` every
+        ``eval.every_n_steps``) is simply not there yet at some validations: wait for it."""
+        if self.monitor in monitor_candidates:
+            super()._save_topk_checkpoint(trainer, monitor_candidates)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if not self.best_model_path and trainer.is_global_zero:
+            logged = sorted(key for key in trainer.callback_metrics if key.startswith(("val/", "eval/")))
+            rank_zero_warn(f"best.metric={self.monitor} was never logged, so there is no best.ckpt; "
+                           f"logged metrics: {', '.join(logged) or 'none'}")
 
     def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
         save_checkpoint_atomically(trainer, Path(filepath), self.save_weights_only)
@@ -308,6 +322,9 @@ def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
     trainer_arguments(cfg)  # fails early on a mistyped Trainer argument
     if cfg.best.mode not in ("min", "max"):
         raise ConfigError(f"best.mode must be min or max; got {cfg.best.mode!r}")
+    if str(cfg.best.metric).startswith("eval/") and not cfg.eval.every_n_steps:
+        raise ConfigError(f"best.metric={cfg.best.metric} is logged only by planning during training; "
+                          f"set eval.every_n_steps (e.g. =500) or choose a val/ metric")
     resume_from = out / "checkpoints" / "last.ckpt"
     if out.is_file():
         raise ConfigError(f"out={out} is a file; pass a directory for the run")

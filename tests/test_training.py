@@ -27,7 +27,9 @@ def tiny_run(dataset, out, *overrides, steps=12, every=4):
     """Overrides of a tiny, fast training run: validation (and last.ckpt) every ``every`` steps."""
     return [f"data.path={dataset}", f"out={out}", f"trainer.max_steps={steps}", f"trainer.val_check_interval={every}",
             "trainer.limit_val_batches=1", f"trainer.log_every_n_steps={every}", "trainer.enable_progress_bar=false",
-            "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled", *TINY_MODEL, *overrides]
+            "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled", *TINY_MODEL,
+            # one validation window is too few frames to rank distances between (the default best.metric)
+            "best.metric=val/rollout_error_ratio", "best.mode=min", *overrides]
 
 
 def train(dataset, out, *overrides, **sizes):
@@ -55,6 +57,14 @@ def test_last_is_the_newest_step_and_best_the_best_validation(tmp_path, reacher_
               if row.get("val/rollout_error_ratio")}
     assert sorted(scores) == [4, 8, 12]
     assert checkpoint_step(run / "checkpoints" / "best.ckpt") == min(scores, key=scores.get)
+
+
+def test_a_selection_metric_never_logged_warns_and_keeps_last(tmp_path, reacher_pixel_dataset):
+    """One validation window cannot rank distances: no best.ckpt, a warning naming what was logged."""
+    with pytest.warns(UserWarning, match="best.metric=val/distance_rank_correlation was never logged.*val/loss"):
+        run = train(reacher_pixel_dataset, tmp_path / "run", "best.metric=val/distance_rank_correlation",
+                    "best.mode=max", steps=8, every=4)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.ckpt"]
 
 
 def test_resume_in_a_copied_directory_continues_in_place_with_the_whole_history(tmp_path, reacher_pixel_dataset):
@@ -194,6 +204,7 @@ MISTAKES = {
     "train batch size not a number": ("train", ["data.batch_size=abc"], "data.batch_size must be an integer; got 'abc'"),
     "train batch size zero": ("train", ["data.batch_size=0"], "data.batch_size must be an integer >= 1; got 0"),
     "max_steps not a number": ("train", ["trainer.max_steps=abc"], "trainer.max_steps must be an integer; got 'abc'"),
+    "best by planning without planning": ("train", ["best.metric=eval/success_rate"], "set eval.every_n_steps"),
     "history zero": ("train", ["model.history=0"], "model.history must be an integer >= 1; got 0"),
     "val_fraction one": ("train", ["data.val_fraction=1.0"], "data.val_fraction must be a number in (0, 1); got 1.0"),
     "missing data.path": ("train!", [], "missing required setting data.path: pass data.path=VALUE"),
