@@ -60,6 +60,8 @@ class Timings:
         result = stage(*args, **kwargs)
         elapsed = time.perf_counter() - start
         if elapsed > 1.0 or name not in self.seconds:  # a reused stage takes ~0 s: keep the real time
+            if self.path.is_file():  # parts of the suite may run side by side: keep what they recorded
+                self.seconds = {**json.loads(self.path.read_text()), **self.seconds}
             self.seconds[name] = round(elapsed, 1)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, self.seconds)
@@ -177,7 +179,8 @@ def report(cfg, out: Path, timings: Timings) -> str:
     if summaries:
         plot_suite({(task, schedule): s for (task, schedule, _), s in summaries.items()}, FIGURE)
     lines = [
-        f"{len(cfg.seeds)} training seeds per task ({', '.join(map(str, cfg.seeds))}); each evaluated on the same "
+        f"Up to {len(cfg.seeds)} training seeds per task ({', '.join(map(str, cfg.seeds))}; the seeds column says how "
+        f"many have finished); each evaluated on the same "
         f"{cfg.plan.episodes} test-split episodes (plan seed {cfg.plan.seed}, never used for tuning), as are random "
         f"and the oracle (the same planner and step weighting with the true simulator and the task's own distance). "
         f"Data: {cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps per dynamics group; "
@@ -185,13 +188,13 @@ def report(cfg, out: Path, timings: Timings) -> str:
         f"std of the success rate over training seeds, then the 95% Wilson interval of all their episodes pooled. "
         f"Figure: [benchmarks/figures/suite.png](benchmarks/figures/suite.png).",
         "",
-        "| task | planner schedule | ours (mean +- std) | pooled 95% CI | random | oracle | ours / oracle | final distance | ms / MPC step |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| task | planner schedule | seeds | ours (mean +- std) | pooled 95% CI | random | oracle | ours / oracle | final distance | ms / MPC step |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for (task, schedule, model), s in summaries.items():
         ratio = s["mean"] / s["oracle"] if s["oracle"] > 0 else float("nan")
         name = task if len(cfg.models) == 1 else f"{task} ({model})"
-        lines.append(f"| {name} | {schedule} | {s['mean']:.0%} +- {s['std']:.0%} | [{s['pooled_ci95'][0]:.0%}, "
+        lines.append(f"| {name} | {schedule} | {s['seeds']} | {s['mean']:.0%} +- {s['std']:.0%} | [{s['pooled_ci95'][0]:.0%}, "
                      f"{s['pooled_ci95'][1]:.0%}] | {s['random']:.0%} | {s['oracle']:.0%} | {ratio:.2f} | "
                      f"{s['final_distance']:.3f} | {s['ms_per_step']:.0f} |")
     stage_times = sorted(timings.seconds.items())
