@@ -3,9 +3,11 @@
 torch's OpenMP threads wait for each other between parallel regions. With the default (active) policy
 they spin, which costs nothing on idle cores but, when another busy process shares the cores, a spinning
 thread holds a core its partner needs: small, frequent parallel regions (a CEM step is hundreds of
-them) then crawl. jepa_wm sets ``OMP_WAIT_POLICY=PASSIVE`` (sleeping waits) before torch loads, unless
-the user chose a policy. This measures both policies, idle and next to a busy process (two threads of
-numpy matrix products), each in a fresh subprocess.
+them) then crawl. Sleeping waits (``OMP_WAIT_POLICY=PASSIVE``) cure that but slow idle cores down;
+``GOMP_SPINCOUNT=1000`` spins briefly, then sleeps. This measures the three, idle and next to a busy
+process (a torch training loop, or MuJoCo rollouts), each in a fresh subprocess; jepa_wm sets the
+setting with the smallest worst case (``GOMP_SPINCOUNT=1000``) before torch loads, unless the user
+chose one.
 
     python benchmarks/contention.py --write
 """
@@ -99,7 +101,7 @@ def main(argv: list[str]) -> None:
         f"Default pixel model, CEM from configs/plan.yaml (300 x 10, horizon 5) and one training step (batch 64); "
         f"median of 7 planning calls / 5 steps per process, median of {repeats} processes, each next to nothing or "
         f"to a busy neighbour process on the same 2 cores. Wait settings: OMP_WAIT_POLICY=ACTIVE, =PASSIVE, or "
-        f"GOMP_SPINCOUNT=1000 (spin briefly, then sleep). Load average (1 min) before / after: {load_before:.2f} / "
+        f"GOMP_SPINCOUNT=1000 (spin briefly, then sleep; jepa_wm's default unless you set either variable). Load average (1 min) before / after: {load_before:.2f} / "
         f"{load_after:.2f}.",
         "",
         "| OpenMP waits | neighbour | planning ms / MPC step | vs idle | training ms / step | vs idle |",

@@ -5,11 +5,14 @@ Exports load lazily, so that ``jepa_wm.config`` (used by every script) does not 
 
 import os
 
-# OpenMP threads that wait by spinning turn a shared CPU into a crawl: with another busy process on
-# the cores, a CEM step went from 44 ms to 720 ms with 2 torch threads (52 ms with passive waiting; see
-# BENCHMARKS.md, "Planning under CPU contention"). It must be set before torch is first imported, which
-# importing jepa_wm, data or planning first guarantees; a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# torch's OpenMP threads wait for each other by spinning, which turns a shared CPU into a crawl: next to
+# another busy process, a CEM step took 184 ms instead of 37 ms. Sleeping waits (OMP_WAIT_POLICY=PASSIVE)
+# cure that (69 ms) but cost 1.7x on idle cores (63 ms); spinning briefly, then sleeping
+# (GOMP_SPINCOUNT=1000) keeps the idle speed (34 ms) and most of the cure (82-100 ms): the smallest worst
+# case (BENCHMARKS.md, "Planning under CPU contention"). It must be set before torch is first imported,
+# which importing jepa_wm, data or planning first guarantees; a wait setting the user chose is kept.
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "1000"
 
 __all__ = ["CheckpointError", "JEPAWorldModel", "load_world_model"]
 

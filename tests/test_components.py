@@ -157,3 +157,17 @@ def test_frame_stack_predict_next_is_the_last_output_of_the_full_forward():
     predictor = randomize(MLPPredictor(8, 2, 3, hidden_dim=32, context=3))
     z, actions = torch.randn(4, 3, 2, 8), torch.randn(4, 3, 3)
     assert torch.allclose(predictor.predict_next(z, actions), predictor(z, actions)[:, -1], atol=1e-6)
+
+
+@pytest.mark.parametrize("user_setting, expected", [({}, "1000"), ({"OMP_WAIT_POLICY": "ACTIVE"}, None),
+                                                    ({"GOMP_SPINCOUNT": "5"}, "5")])
+def test_importing_jepa_wm_sets_brief_spinning_unless_the_user_chose_a_wait_setting(user_setting, expected):
+    import os
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    code = "import os, jepa_wm; print(os.environ.get('GOMP_SPINCOUNT'))"
+    output = subprocess.run([sys.executable, "-c", code], env={**env, **user_setting}, capture_output=True,
+                            text=True, check=True).stdout.strip()
+    assert output == str(expected)
