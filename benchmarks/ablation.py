@@ -59,18 +59,18 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
     if rows:
         plot_ablation(rows, list(cfg.models), FIGURE)
     lines = [
-        f"{len(cfg.seeds)} training seeds per variant and task, {cfg.train.trainer.max_steps} steps on the same data "
+        f"Up to {len(cfg.seeds)} training seeds per variant and task (the seeds column: how many finished), {cfg.train.trainer.max_steps} steps on the same data "
         f"({cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps), the same CEM MPC, "
         f"{cfg.plan.episodes} test-split episodes. Rollout ratio: validation open-loop error / copying the last "
         f"embedding (< 1 beats 'nothing moves'); probe: R^2 of the goal coordinates from embeddings; rank corr.: "
         f"latent vs true distance over pairs of validation frames. Figure: "
         f"[benchmarks/figures/ablation.png](benchmarks/figures/ablation.png).",
         "",
-        "| task | variant | success (mean +- std) | pooled 95% CI | final distance | rollout ratio | probe R2 | rank corr. | train min |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| task | variant | seeds | success (mean +- std) | pooled 95% CI | final distance | rollout ratio | probe R2 | rank corr. | train min |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for (task, model), row in rows.items():
-        lines.append(f"| {task} | {model} | {row['mean']:.0%} +- {row['std']:.0%} | [{row['pooled_ci95'][0]:.0%}, "
+        lines.append(f"| {task} | {model} | {row['seeds']} | {row['mean']:.0%} +- {row['std']:.0%} | [{row['pooled_ci95'][0]:.0%}, "
                      f"{row['pooled_ci95'][1]:.0%}] | {row['final_distance']:.3f} | {row['rollout_ratio']:.3f} | "
                      f"{row['probe_r2']:.2f} | {row['distance_correlation']:.2f} | {row['train_minutes']:.1f} |")
     tasks = sorted({task for task, _ in rows})

@@ -134,3 +134,27 @@ def test_upload_sends_weights_a_card_and_a_readme_to_the_repository(zoo, monkeyp
     assert uploads == [("create", "me/reacher", True),
                        ("upload", "me/reacher", ["README.md", "card.json", "model.ckpt"],
                         ["global_step", "hyper_parameters", "state_dict"], True)]
+
+
+SHIPPED = jepa_wm.zoo.pretrained_names()
+
+
+def test_the_readme_model_is_shipped():
+    """The README's first command plans with pretrained:reacher-easy right after install."""
+    assert "reacher-easy" in SHIPPED, f"rebuild the zoo ({jepa_wm.zoo.REBUILD_ZOO}); shipped: {SHIPPED}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_loads_and_plans_an_episode_in_its_own_task(name, tmp_path):
+    from jepa_wm.config import compose
+    from planning.experiment import run_plan
+
+    card = jepa_wm.zoo.pretrained_card(name)
+    path = jepa_wm.zoo.PRETRAINED_DIR / f"{name}.ckpt"
+    assert path.stat().st_size <= 5 * 1024 * 1024 and card["size_bytes"] == path.stat().st_size
+    assert "optimizer_states" not in torch.load(path, map_location="cpu", weights_only=True)
+    result = run_plan(compose("plan", [f"checkpoint=pretrained:{name}", "episodes=1", f"out={tmp_path}",
+                                       "planner.samples=16", "planner.elites=4", "planner.iterations=1", "videos=0",
+                                       "progress=false", "env.episode_length=3"]))
+    (row,) = result["rows"]
+    assert row["env"] == card["task"] == name and row["episodes"] == 1
