@@ -110,6 +110,7 @@ def test_short_ddp_training_ends_with_identical_weights_on_both_ranks_and_one_ch
         "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp_spawn", "data.batch_size=2",
         "data.num_workers=0", "wandb.mode=disabled", *REGULARIZED,
+        "best.metric=val/rollout_error_ratio", "best.mode=min",  # one validation window ranks no distances
     ])
     from jepa_wm.training import fit
     from planning.pipeline import datamodule_from_config
@@ -148,7 +149,7 @@ def launch_overrides(dataset, out):
     return [f"data.path={dataset}", f"out={out}", "trainer.max_steps=4", "trainer.val_check_interval=2",
             "trainer.limit_val_batches=1", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
             "data.batch_size=2", "data.num_workers=0", "trainer.enable_progress_bar=false", "wandb.mode=disabled",
-            "model.encoder.channels=[8,8,8,8]"]
+            "model.encoder.channels=[8,8,8,8]", "best.metric=val/rollout_error_ratio", "best.mode=min"]
 
 
 @pytest.mark.slow
