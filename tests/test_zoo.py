@@ -139,9 +139,12 @@ def test_upload_sends_weights_a_card_and_a_readme_to_the_repository(zoo, monkeyp
 SHIPPED = jepa_wm.zoo.pretrained_names()
 
 
-def test_the_readme_model_is_shipped():
-    """The README's first command plans with pretrained:reacher-easy right after install."""
-    assert "reacher-easy" in SHIPPED, f"rebuild the zoo ({jepa_wm.zoo.REBUILD_ZOO}); shipped: {SHIPPED}"
+def test_every_benchmark_task_has_a_shipped_model():
+    """One per task of the suite, reacher-easy (the README's first command) among them."""
+    from jepa_wm.config import compose
+
+    tasks = list(compose("suite").tasks)
+    assert "reacher-easy" in tasks and sorted(tasks) == SHIPPED, f"rebuild the zoo: {jepa_wm.zoo.REBUILD_ZOO}"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
