@@ -199,7 +199,8 @@ def report(cfg, out: Path, timings: Timings) -> str:
     stage_times = sorted(timings.seconds.items())
     if stage_times:
         total = sum(seconds for _, seconds in stage_times)
-        lines += ["", f"Stage wall times (s; {total / 3600:.1f} h in all): "
+        lines += ["", f"Stage wall times (s; {total / 3600:.1f} h in all; parts of the suite run side by side on the "
+                  f"same cores take longer each): "
                   + "; ".join(f"{name} {seconds:.0f}" for name, seconds in stage_times) + "."]
     return "\n".join(lines)
 
