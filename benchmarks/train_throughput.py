@@ -29,6 +29,7 @@ CONFIGS = {  # name: (overrides, observation shape, action size of reacher)
     "pixels (wide conv, D=64)": (["model.encoder.channels=[32,64,128,256]", "model.encoder.embed_dim=64",
                                   "model.predictor.hidden_dim=512"], (64, 64, 3), 2),
     "state (default)": (["model=state"], (6,), 2),
+    "pixels + decoder (reconstruction)": (["model.decoder.enabled=true", "model.decoder.detach=false"], (64, 64, 3), 2),
 }
 
 
