@@ -60,8 +60,8 @@ class Timings:
         result = stage(*args, **kwargs)
         elapsed = time.perf_counter() - start
         if elapsed > 10.0 or name not in self.seconds:  # a reused stage takes ~1 s: keep the real time
-            if self.path.is_file():  # parts of the suite may run side by side: keep what they recorded
-                self.seconds = {**json.loads(self.path.read_text()), **self.seconds}
+            if self.path.is_file():  # parts of the suite may run side by side: start from what they recorded
+                self.seconds = json.loads(self.path.read_text())
             self.seconds[name] = round(elapsed, 1)
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, self.seconds)

@@ -27,9 +27,14 @@ from jepa_wm.zoo import PRETRAINED_DIR  # noqa: E402
 MAX_BYTES = 5 * 1024 * 1024
 
 
-def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict:
-    """Ship the ``seed`` model of ``task``; returns its card."""
+def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None:
+    """Ship the ``seed`` model of ``task``; returns its card (None while its suite run is unfinished)."""
     model = next(iter(cfg.models))  # the suite's model (the first, when it compares several)
+    results = out / "results" / task / suite.DEFAULT_VARIANT
+    ours = suite.report_rows(results / model / f"seed-{seed}").get("ours")
+    by_method = suite.report_rows(results / "baselines")
+    if not (ours and by_method):
+        return None
     checkpoint = read_checkpoint(suite.run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint)
     hparams = checkpoint["hyper_parameters"]
     env_cfg = {**to_dict(load_group("env", task)), "obs_type": hparams["cfg"]["obs_type"]}
@@ -38,9 +43,6 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise SystemExit(f"{path} is {size / 2**20:.1f} MB, over the zoo's 5 MB budget; ship a smaller model")
-    results = out / "results" / task / suite.DEFAULT_VARIANT
-    ours = suite.report_rows(results / model / f"seed-{seed}")["ours"]
-    by_method = suite.report_rows(results / "baselines")
     run_config = hparams["run_config"]
     card = {
         "name": task, "task": task, "format": hparams["format"], "seed": seed,
@@ -75,15 +77,13 @@ def main(argv: list[str]) -> None:
     if set(cfg.stages) - {"report"}:  # run what is missing (everything, from scratch)
         suite.main([*options, f"seeds=[{','.join(str(s) for s in sorted({seed, *cfg.seeds}))}]"])
     out = Path(cfg.out)
-    model = next(iter(cfg.models))
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         for task in tasks:
-            results = out / "results" / task / suite.DEFAULT_VARIANT
-            if not (suite.report_rows(results / model / f"seed-{seed}") and suite.report_rows(results / "baselines")):
+            card = export_task(cfg, task, group, seed, out)
+            if card is None:
                 print(f"pretrained:{task}: not shipped, its suite run is not finished "
                       f"(python benchmarks/suite.py \"tasks=[{task}]\" \"seeds=[{seed}]\")")
                 continue
-            card = export_task(cfg, task, group, seed, out)
             print(f"pretrained:{task}: {card['size_bytes'] / 2**20:.2f} MB, test success {card['test_success']['rate']:.0%}")
 
 
