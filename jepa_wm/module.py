@@ -106,7 +106,7 @@ class JEPAWorldModel(pl.LightningModule):
         if decoder_cfg["enabled"]:
             if cfg["obs_type"] != "pixels":
                 raise ValueError("model.decoder.enabled needs pixel observations (it reconstructs frames)")
-            self.decoder = PixelDecoder(self.embed_dim * self.num_tokens, self.obs_shape[0])
+            self.decoder = PixelDecoder(self.embed_dim * self.num_tokens, self.obs_shape[0], decoder_cfg["channels"])
         self.target_encoder = None
         if cfg["target"] == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
