@@ -2,7 +2,9 @@
 
 For each task and training seed, one run of the default model to the longest length, keeping
 checkpoints at every length of ``steps``; each is planned with on *dev* episodes (this study chooses
-a training length and a checkpoint-selection metric, so it never looks at test episodes). Beside the
+a training length and a checkpoint-selection metric, so those choices never look at test episodes).
+The final checkpoint is also planned on the suite's test episodes, beside the suite's default model
+(trained for fewer steps), to report whether longer training hurts where the suite reports. Beside the
 success rate: the validation rollout error relative to copying the last embedding, the probe R^2 and
 the latent/true distance rank correlation at the same step, and how well each of them ranks the
 checkpoints by success (Spearman over all checkpoints of a task).
@@ -40,6 +42,11 @@ def validation_at(run: Path, step: int) -> dict:
     return {name: float(rows[-1][key]) for name, key in METRICS.items() if rows and rows[-1].get(key)}
 
 
+def test_results(out: Path, task: str, step: int) -> Path:
+    """Where the final checkpoint's test-episode reports go: beside the suite's models of the task."""
+    return out / "results" / task / suite.DEFAULT_VARIANT / f"default-{step}-steps"
+
+
 def main(argv: list[str]) -> None:
     write = "--write" in argv
     cfg = compose("training_length", [arg for arg in argv if arg != "--write"])
@@ -67,8 +74,13 @@ def main(argv: list[str]) -> None:
                     rows = suite.report_rows(results)
                     if rows:
                         points.append((task, seed, step, rows["ours"]["success_rate"], validation_at(run, step)))
+                if "evaluate" in cfg.stages:
+                    timings.run(f"evaluate {task} seed {seed} step {steps[-1]} test", suite.evaluate,
+                                test_results(out, task, steps[-1]) / f"seed-{seed}",
+                                [f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"env={task}",
+                                 *as_overrides(cfg.plan), *as_overrides(cfg.test_plan)])
     if "report" in cfg.stages and points:
-        text = report(points, cfg)
+        text = report(points, cfg) + "\n\n" + test_comparison(cfg, out, steps[-1])
         print(text)
         if write:
             suite.update_benchmarks_section("Training length and what predicts planning (cpu)", text,
@@ -109,6 +121,21 @@ def report(points, cfg) -> str:
                 sign = -1 if name == "rollout ratio" else 1
                 parts.append(f"{name} {sign * float(rank_correlation(metric, success)):+.2f}")
         lines.append(f"- {task}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def test_comparison(cfg, out: Path, step: int) -> str:
+    """The final checkpoint against the suite's default model on the suite's test episodes."""
+    trained = compose("suite", []).train.trainer.max_steps
+    lines = [f"The same runs' {step}-step checkpoints on the suite's {cfg.test_plan.episodes} test episodes, beside "
+             f"the suite's default model (trained {trained} steps with its own schedule; same seeds and episodes):",
+             "", f"| task | {trained} steps (suite) | {step} steps | oracle |", "| --- | ---: | ---: | ---: |"]
+    for task in cfg.tasks:
+        results = out / "results" / task / suite.DEFAULT_VARIANT
+        short, long = (suite.summarize_task(results, model, cfg.seeds) for model in ("default", f"default-{step}-steps"))
+        if short and long:
+            lines.append(f"| {task} | {short['mean']:.0%} +- {short['std']:.0%} ({short['seeds']} seeds) | "
+                         f"{long['mean']:.0%} +- {long['std']:.0%} ({long['seeds']} seeds) | {long['oracle']:.0%} |")
     return "\n".join(lines)
 
 

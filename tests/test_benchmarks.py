@@ -40,3 +40,30 @@ def test_a_task_counts_only_the_seeds_that_finished_and_none_without_baselines(t
     write_report(tmp_path / "baselines", [row("random", 0.0), row("oracle", 1.0)])
     summary = suite.summarize_task(tmp_path, "default", [0, 1, 2])
     assert summary["seeds"] == 1 and summary["std"] == 0.0 and summary["pooled_ci95"] == pytest.approx(wilson_interval(30, 50))
+
+
+def test_training_length_reads_each_checkpoints_own_validation_row_and_compares_on_test_episodes(tmp_path):
+    import training_length
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run" / "csv"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text(
+        "step,train/loss,val/loss,val/rollout_error_ratio,val/probe_r2,val/distance_rank_correlation\n"
+        "499,1.0,,,,\n"
+        "499,,0.5,0.20,0.90,0.30\n"   # validation after step 500 is logged at step 499
+        "999,,0.4,0.10,0.95,0.60\n")
+    assert training_length.validation_at(tmp_path / "run", 500) == {
+        "rollout ratio": 0.20, "probe R2": 0.90, "distance rank corr.": 0.30}
+    assert training_length.validation_at(tmp_path / "run", 1000)["distance rank corr."] == 0.60
+    assert training_length.validation_at(tmp_path / "run", 1500) == {}
+
+    results = tmp_path / "results" / "reacher-easy" / suite.DEFAULT_VARIANT
+    write_report(results / "baselines", [row("random", 0.1), row("oracle", 1.0)])
+    for seed, (short, long) in enumerate([(0.8, 0.6), (0.9, 0.7)]):
+        write_report(results / "default" / f"seed-{seed}", [row("ours", short)])
+        write_report(training_length.test_results(tmp_path, "reacher-easy", 5000) / f"seed-{seed}", [row("ours", long)])
+    cfg = OmegaConf.create({"tasks": ["reacher-easy", "point_mass-easy"], "seeds": [0, 1], "test_plan": {"episodes": 50}})
+    table = training_length.test_comparison(cfg, tmp_path, 5000)
+    assert "| reacher-easy | 85% +- 7% (2 seeds) | 65% +- 7% (2 seeds) | 100% |" in table
+    assert "point_mass-easy" not in table  # nothing measured there yet
