@@ -42,9 +42,24 @@ def validation_at(run: Path, step: int) -> dict:
     return {name: float(rows[-1][key]) for name, key in METRICS.items() if rows and rows[-1].get(key)}
 
 
-def test_results(out: Path, task: str, step: int) -> Path:
-    """Where the final checkpoint's test-episode reports go: beside the suite's models of the task."""
-    return out / "results" / task / suite.DEFAULT_VARIANT / f"default-{step}-steps"
+def best_dev_step(points, task: str, seed: int) -> int | None:
+    """The step whose checkpoint planned best on dev episodes (the earliest of ties), None before any did."""
+    here = [(success, -step) for t, s, step, success, _ in points if (t, s) == (task, seed)]
+    return -max(here)[1] if here else None
+
+
+def test_models(points, task: str, seed: int, last_step: int) -> dict[str, int]:
+    """The checkpoints planned on test episodes: the final one, and the one dev success selects."""
+    models = {f"default-{last_step}-steps": last_step}
+    chosen = best_dev_step(points, task, seed)
+    if chosen is not None:
+        models[f"default-{last_step}-steps-best-dev"] = chosen
+    return models
+
+
+def test_results(out: Path, task: str, name: str) -> Path:
+    """Where a checkpoint's test-episode reports go: beside the suite's models of the task."""
+    return out / "results" / task / suite.DEFAULT_VARIANT / name
 
 
 def main(argv: list[str]) -> None:
@@ -75,12 +90,13 @@ def main(argv: list[str]) -> None:
                     if rows:
                         points.append((task, seed, step, rows["ours"]["success_rate"], validation_at(run, step)))
                 if "evaluate" in cfg.stages:
-                    timings.run(f"evaluate {task} seed {seed} step {steps[-1]} test", suite.evaluate,
-                                test_results(out, task, steps[-1]) / f"seed-{seed}",
-                                [f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"env={task}",
-                                 *as_overrides(cfg.plan), *as_overrides(cfg.test_plan)])
+                    for name, step in test_models(points, task, seed, steps[-1]).items():
+                        timings.run(f"evaluate {task} seed {seed} {name} test", suite.evaluate,
+                                    test_results(out, task, name) / f"seed-{seed}",
+                                    [f"checkpoint={run / 'checkpoints' / f'step-{step}.ckpt'}", f"env={task}",
+                                     *as_overrides(cfg.plan), *as_overrides(cfg.test_plan)])
     if "report" in cfg.stages and points:
-        text = report(points, cfg) + "\n\n" + test_comparison(cfg, out, steps[-1])
+        text = report(points, cfg) + "\n\n" + test_comparison(cfg, out, points, steps[-1])
         print(text)
         if write:
             suite.update_benchmarks_section("Training length and what predicts planning (cpu)", text,
@@ -124,18 +140,23 @@ def report(points, cfg) -> str:
     return "\n".join(lines)
 
 
-def test_comparison(cfg, out: Path, step: int) -> str:
-    """The final checkpoint against the suite's default model on the suite's test episodes."""
+def test_comparison(cfg, out: Path, points, step: int) -> str:
+    """The final and the dev-selected checkpoints against the suite's default model, on test episodes."""
     trained = compose("suite", []).train.trainer.max_steps
-    lines = [f"The same runs' {step}-step checkpoints on the suite's {cfg.test_plan.episodes} test episodes, beside "
-             f"the suite's default model (trained {trained} steps with its own schedule; same seeds and episodes):",
-             "", f"| task | {trained} steps (suite) | {step} steps | oracle |", "| --- | ---: | ---: | ---: |"]
+    lines = [f"The same runs on the suite's {cfg.test_plan.episodes} test episodes: the {step}-step checkpoint, and "
+             f"the checkpoint each seed's dev success selects (steps chosen, per seed), beside the suite's default "
+             f"model (trained {trained} steps with its own schedule; same seeds and episodes):",
+             "", f"| task | {trained} steps (suite) | {step} steps | best on dev | steps chosen | oracle |",
+             "| --- | ---: | ---: | ---: | --- | ---: |"]
     for task in cfg.tasks:
         results = out / "results" / task / suite.DEFAULT_VARIANT
-        short, long = (suite.summarize_task(results, model, cfg.seeds) for model in ("default", f"default-{step}-steps"))
-        if short and long:
-            lines.append(f"| {task} | {short['mean']:.0%} +- {short['std']:.0%} ({short['seeds']} seeds) | "
-                         f"{long['mean']:.0%} +- {long['std']:.0%} ({long['seeds']} seeds) | {long['oracle']:.0%} |")
+        short, final, selected = (suite.summarize_task(results, model, cfg.seeds) for model in
+                                  ("default", f"default-{step}-steps", f"default-{step}-steps-best-dev"))
+        if not (short and final):
+            continue
+        cells = [f"{s['mean']:.0%} +- {s['std']:.0%} ({s['seeds']} seeds)" if s else "-" for s in (short, final, selected)]
+        chosen = ", ".join(str(best_dev_step(points, task, seed)) for seed in cfg.seeds)
+        lines.append(f"| {task} | {' | '.join(cells)} | {chosen} | {final['oracle']:.0%} |")
     return "\n".join(lines)
 
 

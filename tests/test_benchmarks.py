@@ -60,10 +60,17 @@ def test_training_length_reads_each_checkpoints_own_validation_row_and_compares_
 
     results = tmp_path / "results" / "reacher-easy" / suite.DEFAULT_VARIANT
     write_report(results / "baselines", [row("random", 0.1), row("oracle", 1.0)])
-    for seed, (short, long) in enumerate([(0.8, 0.6), (0.9, 0.7)]):
+    points = [("reacher-easy", 0, 500, 0.5, {}), ("reacher-easy", 0, 1000, 0.9, {}), ("reacher-easy", 0, 5000, 0.9, {}),
+              ("reacher-easy", 1, 500, 0.8, {}), ("reacher-easy", 1, 5000, 0.6, {})]
+    assert training_length.test_models(points, "reacher-easy", 0, 5000) == {  # ties: the earlier checkpoint
+        "default-5000-steps": 5000, "default-5000-steps-best-dev": 1000}
+    assert training_length.test_models(points, "point_mass-easy", 0, 5000) == {"default-5000-steps": 5000}
+    for seed, (short, long, best) in enumerate([(0.8, 0.6, 0.9), (0.9, 0.7, 0.8)]):
         write_report(results / "default" / f"seed-{seed}", [row("ours", short)])
-        write_report(training_length.test_results(tmp_path, "reacher-easy", 5000) / f"seed-{seed}", [row("ours", long)])
+        for name, rate in zip(training_length.test_models(points, "reacher-easy", seed, 5000), (long, best)):
+            write_report(training_length.test_results(tmp_path, "reacher-easy", name) / f"seed-{seed}", [row("ours", rate)])
     cfg = OmegaConf.create({"tasks": ["reacher-easy", "point_mass-easy"], "seeds": [0, 1], "test_plan": {"episodes": 50}})
-    table = training_length.test_comparison(cfg, tmp_path, 5000)
-    assert "| reacher-easy | 85% +- 7% (2 seeds) | 65% +- 7% (2 seeds) | 100% |" in table
+    table = training_length.test_comparison(cfg, tmp_path, points, 5000)
+    assert ("| reacher-easy | 85% +- 7% (2 seeds) | 65% +- 7% (2 seeds) | 85% +- 7% (2 seeds) | 1000, 500 | 100% |"
+            in table)
     assert "point_mass-easy" not in table  # nothing measured there yet
