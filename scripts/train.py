@@ -1,6 +1,6 @@
 """Train a JEPA world model on a collected dataset.
 
-    python scripts/train.py data.path=datasets/reacher-easy-0 trainer.max_steps=5000
+    python scripts/train.py data.path=datasets/reacher-easy-0 trainer.max_steps=1500
     python scripts/train.py data.path=... model=state trainer.devices=4 trainer.strategy=ddp
 
 Every key of configs/train.yaml (and of the chosen configs/model/ file, under model.) can be set as
