@@ -97,7 +97,7 @@ def run_quickstart(cfg: DictConfig) -> dict:
 
     print(f"[2/3] training a world model for {size.train.trainer.max_steps} steps into {run_dir} "
           f"(a finished run is reused)")
-    checkpoint = train_stage(dataset, run_dir, as_overrides(size.train), cfg.seed)
+    checkpoint = train_stage(dataset, run_dir, as_overrides(size.train), cfg.seed).parent / size.checkpoint
 
     print(f"[3/3] planning on {size.plan.episodes} goal-reaching episodes: ours, random and oracle")
     plan_cfg = compose("plan", [f"checkpoint={checkpoint}", "baselines=true", f"seed={cfg.seed}",
