@@ -111,7 +111,9 @@ def report(points, cfg) -> str:
     lines = [
         f"Default model, {len(cfg.seeds)} training seeds, one run each to {steps[-1]} steps with checkpoints at "
         f"{', '.join(map(str, steps))}; success on {cfg.plan.episodes} dev-split episodes (this study chooses "
-        f"settings, so it never sees test episodes). Metrics at the same step, on validation windows. Figure: "
+        f"settings on them; test episodes appear only in the last table). Metrics at the same step, on validation "
+        f"windows. Each task's stages ran as `python benchmarks/training_length.py tasks=[TASK] "
+        f"stages=[collect,train,evaluate]`. Figure: "
         f"[benchmarks/figures/training_length.png](benchmarks/figures/training_length.png).",
         "",
         "| task | steps | success (mean +- std) | " + " | ".join(METRICS) + " |",
