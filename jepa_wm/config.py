@@ -90,6 +90,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.encoder.embed_dim": _at_least(1),
     "model.predictor.hidden_dim": _at_least(1),
     "model.predictor.depth": _at_least(1),
+    "model.decoder.channels": _at_least(1),
     "model.ema_momentum": _fraction(open_low=False),
     "eval.every_n_steps": _at_least(0),
     "eval.episodes": _at_least(1),

@@ -207,6 +207,8 @@ MISTAKES = {
     "best by planning without planning": ("train", ["best.metric=eval/success_rate", "eval.every_n_steps=0"],
                                           "set eval.every_n_steps"),
     "history zero": ("train", ["model.history=0"], "model.history must be an integer >= 1; got 0"),
+    "decoder width zero": ("train", ["model.decoder.enabled=true", "model.decoder.channels=0"],
+                           "model.decoder.channels must be an integer >= 1; got 0"),
     "val_fraction one": ("train", ["data.val_fraction=1.0"], "data.val_fraction must be a number in (0, 1); got 1.0"),
     "missing data.path": ("train!", [], "missing required setting data.path: pass data.path=VALUE"),
     "data.path a file": ("train", ["data.path=FILE"], "is a file"),
