@@ -3,8 +3,9 @@
 For each task and training seed, one run of the default model to the longest length, keeping
 checkpoints at every length of ``steps``; each is planned with on *dev* episodes (this study chooses
 a training length and a checkpoint-selection metric, so those choices never look at test episodes).
-The final checkpoint is also planned on the suite's test episodes, beside the suite's default model
-(trained for fewer steps), to report whether longer training hurts where the suite reports. Beside the
+The final checkpoint, and the one each run's dev success selects, are also planned on the suite's
+test episodes, beside the suite's default model (trained for fewer steps), to report whether longer
+training hurts, and whether that selection helps, where the suite reports. Beside the
 success rate: the validation rollout error relative to copying the last embedding, the probe R^2 and
 the latent/true distance rank correlation at the same step, and how well each of them ranks the
 checkpoints by success (Spearman over all checkpoints of a task).

@@ -324,7 +324,7 @@ class JEPAWorldModel(pl.LightningModule):
             return
         z = torch.cat([z for z, _ in batches])
         positions = torch.cat([p for _, p in batches])
-        if len(z) >= 3:  # a few frames already give pairs to rank (the default best.metric)
+        if len(z) >= 3:  # a few frames already give pairs to rank (the suite's best.metric)
             self.log("val/distance_rank_correlation", distance_rank_correlation(z, positions).to(self.device))
         if len(z) < 8:
             return
