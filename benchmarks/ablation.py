@@ -70,7 +70,8 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for (task, model), row in rows.items():
-        lines.append(f"| {task} | {model} | {row['seeds']} | {row['mean']:.0%} +- {row['std']:.0%} | [{row['pooled_ci95'][0]:.0%}, "
+        spread = f" +- {row['std']:.0%}" if row["seeds"] > 1 else ""  # one seed has no spread to show
+        lines.append(f"| {task} | {model} | {row['seeds']} | {row['mean']:.0%}{spread} | [{row['pooled_ci95'][0]:.0%}, "
                      f"{row['pooled_ci95'][1]:.0%}] | {row['final_distance']:.3f} | {row['rollout_ratio']:.3f} | "
                      f"{row['probe_r2']:.2f} | {row['distance_correlation']:.2f} | {row['train_minutes']:.1f} |")
     tasks = sorted({task for task, _ in rows})

@@ -74,3 +74,28 @@ def test_training_length_reads_each_checkpoints_own_validation_row_and_compares_
     assert ("| reacher-easy | 85% +- 7% (2 seeds) | 65% +- 7% (2 seeds) | 85% +- 7% (2 seeds) | 1000, 500 | 100% |"
             in table)
     assert "point_mass-easy" not in table  # nothing measured there yet
+
+
+def test_ablation_rows_average_each_variants_seeds_validation_and_training_time(tmp_path, monkeypatch):
+    import ablation
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(ablation, "FIGURE", tmp_path / "ablation.png")
+    results = tmp_path / "results" / "reacher-easy" / suite.DEFAULT_VARIANT
+    write_report(results / "baselines", [row("random", 0.0), row("oracle", 1.0)])
+    timings = suite.Timings(tmp_path / "timings.json")
+    for model, rates, ratios in [("default", [0.8, 0.9], [0.10, 0.20]), ("no-anti-collapse", [0.1], [1.5])]:
+        for seed, (rate, ratio) in enumerate(zip(rates, ratios)):
+            write_report(results / model / f"seed-{seed}", [row("ours", rate)])
+            metrics = suite.run_directory(tmp_path, "reacher-easy", model, seed) / "csv" / "metrics.csv"
+            metrics.parent.mkdir(parents=True)
+            metrics.write_text("step,train/loss,val/rollout_error_ratio,val/probe_r2,val/distance_rank_correlation\n"
+                               f"999,,9.0,0.0,0.0\n1499,1.0,,,\n1499,,{ratio},0.9,0.5\n")  # the last validation row counts
+            timings.seconds[f"train reacher-easy {model} seed {seed}"] = 60.0 * (seed + 1)
+    cfg = OmegaConf.create({"tasks": ["reacher-easy"], "seeds": [0, 1, 2], "models": {"default": [], "no-anti-collapse": []},
+                            "train": {"trainer": {"max_steps": 1500}}, "collect": {"episodes": 150, "steps_per_episode": 100},
+                            "plan": {"episodes": 50}})
+    table = ablation.report(cfg, tmp_path, timings)
+    assert ("| reacher-easy | default | 2 | 85% +- 7% | [77%, 91%] | 0.100 | 0.150 | 0.90 | 0.50 | 1.5 |" in table)
+    assert "| reacher-easy | no-anti-collapse | 1 | 10% | [4%, 21%] | 0.100 | 1.500 | 0.90 | 0.50 | 1.0 |" in table
+    assert "reacher-easy 0% / 100%" in table and (tmp_path / "ablation.png").is_file()
