@@ -63,7 +63,8 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
         f"({cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps), the same CEM MPC, "
         f"{cfg.plan.episodes} test-split episodes. Rollout ratio: validation open-loop error / copying the last "
         f"embedding (< 1 beats 'nothing moves'); probe: R^2 of the goal coordinates from embeddings; rank corr.: "
-        f"latent vs true distance over pairs of validation frames. Figure: "
+        f"latent vs true distance over pairs of validation frames; train min: wall minutes per model as it "
+        f"ran (they depend on what else the machine ran at the time). Figure: "
         f"[benchmarks/figures/ablation.png](benchmarks/figures/ablation.png).",
         "",
         "| task | variant | seeds | success (mean +- std) | pooled 95% CI | final distance | rollout ratio | probe R2 | rank corr. | train min |",
