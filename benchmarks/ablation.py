@@ -48,12 +48,14 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
     rows = {}
     for task in cfg.tasks:
         for model in cfg.models:
-            summary = suite.summarize_task(out / "results" / task / suite.DEFAULT_VARIANT, model, cfg.seeds)
+            results = out / "results" / task / suite.DEFAULT_VARIANT
+            summary = suite.summarize_task(results, model, cfg.seeds)
             if not summary:
                 continue
-            runs = [suite.run_directory(out, groups[task], model, seed) for seed in cfg.seeds]
-            validation = [last_validation(run) for run in runs]
-            seconds = [timings.seconds.get(f"train {groups[task]} {model} seed {seed}") for seed in cfg.seeds]
+            # only the seeds planned so far: a run still training has a partial metrics.csv
+            finished = [seed for seed in cfg.seeds if (results / model / f"seed-{seed}" / "report.json").is_file()]
+            validation = [last_validation(suite.run_directory(out, groups[task], model, seed)) for seed in finished]
+            seconds = [timings.seconds.get(f"train {groups[task]} {model} seed {seed}") for seed in finished]
             rows[(task, model)] = {**summary, **{name: mean(v.get(name) for v in validation) for name in VALIDATION_METRICS},
                                    "train_minutes": mean(seconds) / 60}
     if rows:

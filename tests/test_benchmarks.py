@@ -92,6 +92,9 @@ def test_ablation_rows_average_each_variants_seeds_validation_and_training_time(
             metrics.write_text("step,train/loss,val/rollout_error_ratio,val/probe_r2,val/distance_rank_correlation\n"
                                f"999,,9.0,0.0,0.0\n1499,1.0,,,\n1499,,{ratio},0.9,0.5\n")  # the last validation row counts
             timings.seconds[f"train reacher-easy {model} seed {seed}"] = 60.0 * (seed + 1)
+    still_training = suite.run_directory(tmp_path, "reacher-easy", "default", 2) / "csv" / "metrics.csv"
+    still_training.parent.mkdir(parents=True)
+    still_training.write_text("step,val/rollout_error_ratio,val/probe_r2,val/distance_rank_correlation\n499,5.0,0.1,0.1\n")
     cfg = OmegaConf.create({"tasks": ["reacher-easy"], "seeds": [0, 1, 2], "models": {"default": [], "no-anti-collapse": []},
                             "train": {"trainer": {"max_steps": 1500}}, "collect": {"episodes": 150, "steps_per_episode": 100},
                             "plan": {"episodes": 50}})
