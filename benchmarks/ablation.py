@@ -48,12 +48,10 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
     rows = {}
     for task in cfg.tasks:
         for model in cfg.models:
-            results = out / "results" / task / suite.DEFAULT_VARIANT
-            summary = suite.summarize_task(results, model, cfg.seeds)
+            summary = suite.summarize_task(out / "results" / task / suite.DEFAULT_VARIANT, model, cfg.seeds)
             if not summary:
                 continue
-            # only the seeds planned so far: a run still training has a partial metrics.csv
-            finished = [seed for seed in cfg.seeds if (results / model / f"seed-{seed}" / "report.json").is_file()]
+            finished = summary["finished_seeds"]  # a run still training has a partial metrics.csv
             validation = [last_validation(suite.run_directory(out, groups[task], model, seed)) for seed in finished]
             seconds = [timings.seconds.get(f"train {groups[task]} {model} seed {seed}") for seed in finished]
             rows[(task, model)] = {**summary, **{name: mean(v.get(name) for v in validation) for name in VALIDATION_METRICS},

@@ -148,15 +148,16 @@ def report_rows(path: Path) -> dict:
 def summarize_task(results: Path, model: str, seeds) -> dict | None:
     """Ours over training seeds (mean, std, pooled Wilson), random and oracle, from the reports on disk."""
     baselines = report_rows(results / "baselines")
-    ours = [report_rows(results / model / f"seed-{seed}").get("ours") for seed in seeds]
-    ours = [row for row in ours if row]
+    ours_by_seed = {seed: report_rows(results / model / f"seed-{seed}").get("ours") for seed in seeds}
+    ours = [row for row in ours_by_seed.values() if row]
     if not ours or not baselines:
         return None
     rates = [row["success_rate"] for row in ours]
     successes = sum(round(row["success_rate"] * row["episodes"]) for row in ours)
     episodes = sum(row["episodes"] for row in ours)
     return {
-        "seeds": len(ours), "episodes": ours[0]["episodes"], "rates": rates, "mean": statistics.mean(rates),
+        "seeds": len(ours), "finished_seeds": [seed for seed, row in ours_by_seed.items() if row],
+        "episodes": ours[0]["episodes"], "rates": rates, "mean": statistics.mean(rates),
         "std": statistics.stdev(rates) if len(rates) > 1 else 0.0, "pooled_ci95": wilson_interval(successes, episodes),
         "final_distance": statistics.mean(row["final_distance"] for row in ours),
         "ms_per_step": statistics.mean(row["ms_per_step"] for row in ours),
