@@ -6,14 +6,17 @@ import platform
 import re
 from pathlib import Path
 
+from jepa_wm.files import atomic_path, write_text_atomic
+
 BENCHMARKS_FILE = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
 HEADER = "# Benchmarks\n\nEvery table below is written by the script named under it; rerun it to reproduce.\n"
 
 
 def machine_description(device: str = "cpu") -> str:
     """CPU model, cores, library versions, and the GPU when one is used."""
-    import mujoco
     import os
+
+    import mujoco
     import torch
 
     cpu = platform.processor() or "unknown CPU"
@@ -37,7 +40,7 @@ def update_benchmarks_section(title: str, body: str, command: str, machine: str)
         text = pattern.sub(lambda _: section + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section
-    BENCHMARKS_FILE.write_text(text.rstrip("\n") + "\n")
+    write_text_atomic(BENCHMARKS_FILE, text.rstrip("\n") + "\n")
 
 
 def pyplot():
@@ -54,6 +57,7 @@ def save_figure(figure, path: Path) -> Path:
     """Lay out, write (creating the folder) and close a figure that is saved with a benchmark."""
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format=path.suffix.lstrip(".") or "png")
     pyplot().close(figure)
     return path

@@ -68,7 +68,8 @@ def shard_arrays(path: Path, shard: str, record: dict) -> dict[str, np.ndarray]:
 
 def repeated(source: Path, episodes: int) -> Path:
     """A format-2 dataset of ``episodes`` episodes that repeats those of ``source``, renumbered."""
-    from data.storage import new_manifest, write_json_atomic, write_shard
+    from data.storage import new_manifest, write_shard
+    from jepa_wm.files import write_json_atomic
 
     path = source.parent / f"v2-{episodes}"
     if (path / "manifest.json").is_file():
@@ -91,7 +92,8 @@ def repeated(source: Path, episodes: int) -> Path:
 
 def as_format1(source: Path) -> Path:
     """The same episodes as a format-1 dataset: compressed .npz shards and a format-1 manifest."""
-    from data.storage import file_sha256, write_json_atomic
+    from data.storage import file_sha256
+    from jepa_wm.files import write_json_atomic
 
     path = source.parent / source.name.replace("v2-", "v1-")
     if (path / "manifest.json").is_file():
@@ -264,6 +266,7 @@ def main(argv: list[str]) -> None:
     if unknown:
         sys.exit(f"unknown option(s) {', '.join(unknown)} (choices: {', '.join(DEFAULTS)}, --hdf5, --write)")
     from _report import machine_description, update_benchmarks_section
+
     from data.dataset import load_episodes
     from data.storage import VERIFIED_NAME
 

@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
-from _report import pyplot, save_figure  # noqa: E402
-
 import torch  # noqa: E402
+from _report import pyplot, save_figure  # noqa: E402
 
 from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
 from jepa_wm.metrics import rank_correlation  # noqa: E402

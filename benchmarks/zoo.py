@@ -12,17 +12,16 @@ model with its 95% interval, beside random and the oracle on the same episodes.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
 
-from data.storage import write_json_atomic  # noqa: E402
 from jepa_wm.checkpoint import export_weights, read_checkpoint  # noqa: E402
 from jepa_wm.config import compose, load_group, to_dict  # noqa: E402
-from jepa_wm.zoo import PRETRAINED_DIR  # noqa: E402
+from jepa_wm.files import write_json_atomic  # noqa: E402
+from jepa_wm.zoo import PRETRAINED_DIR, file_sha256  # noqa: E402
 
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -58,6 +57,7 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None
                          "split": ours["split"], "plan_seed": ours["seed"], "final_distance": ours["final_distance"]},
         "random_success": by_method["random"]["success_rate"], "oracle_success": by_method["oracle"]["success_rate"],
         "size_bytes": size,
+        "weights_sha256": file_sha256(path),  # checked whenever pretrained:NAME loads
     }
     write_json_atomic(PRETRAINED_DIR / f"{task}.json", card)
     return card

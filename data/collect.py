@@ -16,20 +16,23 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from data.envs import make_env
+from data.envs import OBS_TYPES, make_env
 from data.policies import make_policy
 from data.storage import (
+    DATASET_FILES,
     FORMAT_VERSION,
     MANIFEST_NAME,
     DatasetError,
     load_manifest,
     new_manifest,
     remove_partial_files,
+    sealed,
     shard_file,
     shard_name,
-    write_json_atomic,
     write_shard,
 )
+from jepa_wm.errors import ConfigError
+from jepa_wm.files import DirectoryLock, check_output_directory, is_temporary_of, write_json_atomic
 
 _worker_envs: dict[str, Any] = {}  # environments of this process, by settings, built on first use
 
@@ -42,7 +45,10 @@ def episode_seed(seed: int, episode: int, stream: int = 0) -> int:
 def collection_env_settings(env_cfg: dict[str, Any]) -> dict[str, Any]:
     """Collection always records the state vector; pixels are added when the task uses them."""
     settings = dict(env_cfg)
-    settings["obs_type"] = "state" if env_cfg.get("obs_type", "pixels") == "state" else "both"
+    obs_type = env_cfg.get("obs_type", "pixels")
+    if obs_type not in OBS_TYPES:
+        raise ConfigError(f"env.obs_type must be one of {', '.join(OBS_TYPES)}; got {obs_type!r}")
+    settings["obs_type"] = "state" if obs_type == "state" else "both"
     return settings
 
 
@@ -118,6 +124,11 @@ def _open_manifest(out: Path, header: dict[str, Any]) -> dict[str, Any]:
         return manifest
     manifest = load_manifest(out)
     differences = [key for key in header if manifest.get(key) != header[key]]
+    if differences and not manifest["shards"]:
+        # Nothing was collected under the old settings (its first shard failed): nothing to lose.
+        manifest = new_manifest(header)
+        write_json_atomic(out / MANIFEST_NAME, manifest)
+        return manifest
     if differences:
         details = "; ".join(f"{key}: on disk {manifest.get(key)!r}, requested {header[key]!r}" for key in differences)
         raise DatasetError(
@@ -149,12 +160,30 @@ def collect(
     Finished shards (listed in the manifest with all their files on disk) are kept; missing ones,
     and shards with a deleted file, are collected. Returns the dataset directory.
     """
-    if episodes < 1 or steps_per_episode < 1 or episodes_per_shard < 1 or workers < 1:
-        raise ValueError("episodes, steps_per_episode, episodes_per_shard and workers must all be >= 1")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_partial_files(out)
+    if episodes < 1 or steps_per_episode < 1 or episodes_per_shard < 1 or workers < 1 or seed < 0:
+        raise ConfigError("episodes, steps_per_episode, episodes_per_shard and workers must all be >= 1, seed >= 0")
+    out = check_output_directory(out)
+    settings = dict(policy)
+    make_policy(settings.pop("name"), [-1.0], [1.0], **settings)  # a bad policy fails here, not in a worker
     header = dataset_header(env_cfg, steps_per_episode, policy, seed, episodes, episodes_per_shard)
+    if out.is_dir() and not (out / MANIFEST_NAME).exists() and any(_user_files(out)):
+        raise ConfigError(f"out={out} is not empty and holds no jepa-wm dataset ({', '.join(sorted(_user_files(out))[:3])}"
+                          f"...); collect into a new or empty directory")
+    out.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(out, "a dataset"):
+        return _collect_locked(out, header, env_cfg, policy, seed, steps_per_episode, episodes, episodes_per_shard,
+                               workers, progress)
+
+
+def _user_files(directory: Path) -> list[str]:
+    """Entries of a directory that collection did not write (its lock and temporaries aside)."""
+    return [entry.name for entry in directory.iterdir()
+            if not is_temporary_of(entry.name, DATASET_FILES)]
+
+
+def _collect_locked(out: Path, header, env_cfg, policy, seed, steps_per_episode, episodes, episodes_per_shard,
+                    workers, progress) -> Path:
+    remove_partial_files(out)
     manifest = _open_manifest(out, header)
 
     jobs = []
@@ -171,7 +200,7 @@ def collect(
                disable=not progress)
 
     def record(name: str, shard: dict[str, Any]) -> None:
-        manifest["shards"][name] = shard
+        manifest["shards"][name] = sealed(manifest, name, shard)
         write_json_atomic(out / MANIFEST_NAME, manifest)
         bar.update(shard["episodes"][1] - shard["episodes"][0])
 

@@ -20,20 +20,23 @@ from typing import Any
 import numpy as np
 
 from data.storage import (
+    DATASET_FILES,
     FORMAT_VERSION,
     HEADER_FIELDS,
     MANIFEST_NAME,
     DatasetError,
+    check_header_types,
     expected_arrays,
     file_sha256,
     header_sha256,
     read_manifest_json,
     remove_partial_files,
     require_fields,
+    sealed,
     shard_file,
-    write_json_atomic,
     write_shard,
 )
+from jepa_wm.files import DirectoryLock, check_output_directory, is_temporary_of, write_json_atomic
 
 PROGRESS_NAME = "convert-progress.json"
 # Observations whose format-1 values cannot be kept, by env domain, and why.
@@ -138,13 +141,22 @@ def convert_dataset(path, out=None) -> dict[str, Any]:
     if version != 1:
         raise DatasetError(f"{source / MANIFEST_NAME} has format_version {version!r}; only format-1 datasets can be converted")
     require_fields(source / MANIFEST_NAME, manifest, (*HEADER_FIELDS, "shards"))
+    check_header_types(source / MANIFEST_NAME, manifest, (*HEADER_FIELDS, "shards"))
     if target != source:
-        if target.is_file():
-            raise DatasetError(f"out={target} is a file; pass a new directory for the converted dataset")
-        target.mkdir(parents=True, exist_ok=True)
+        check_output_directory(target)
         if (target / MANIFEST_NAME).exists():
             raise DatasetError(f"out={target} already holds a dataset; pass a new directory for the converted dataset")
+        strangers = [entry.name for entry in target.iterdir() if entry.name not in (PROGRESS_NAME)
+                     and not is_temporary_of(entry.name, DATASET_FILES)] if target.is_dir() else []
+        if strangers and not (target / PROGRESS_NAME).exists():
+            raise DatasetError(f"out={target} is not empty ({', '.join(sorted(strangers)[:3])}); pass a new or empty "
+                               f"directory for the converted dataset")
+        target.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(target, "a dataset conversion"):
+        return _convert_locked(source, target, manifest)
 
+
+def _convert_locked(source: Path, target: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     header = format2_header(manifest)
     remove_partial_files(target)
     source_sha256 = hashlib.sha256((source / MANIFEST_NAME).read_bytes()).hexdigest()
@@ -157,9 +169,10 @@ def convert_dataset(path, out=None) -> dict[str, Any]:
         progress["shards"][name.removesuffix(".npz")] = _convert_shard(source, name, manifest, header, target)
         write_json_atomic(target / PROGRESS_NAME, progress)
 
-    converted = {**header, "shards": {shard: progress["shards"][shard] for shard in
-                                      (name.removesuffix(".npz") for name in names)}}
+    converted = {**header, "shards": {}}
     converted["header_sha256"] = header_sha256(converted)
+    for shard in (name.removesuffix(".npz") for name in names):
+        converted["shards"][shard] = sealed(converted, shard, progress["shards"][shard])
     bytes_before = sum((source / name).stat().st_size for name in names if (source / name).is_file())
     write_json_atomic(target / MANIFEST_NAME, converted)  # the commit point: from here on, format 2
     _remove_leftovers(target, names if target == source else [])

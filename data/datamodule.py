@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from data.dataset import EpisodeStore, TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
+from jepa_wm.errors import ConfigError
 
 
 class TrajectoryDataModule(pl.LightningDataModule):
@@ -37,10 +38,15 @@ class TrajectoryDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.episodes is not None:
             return
-        self.episodes = load_episodes(self.path, self.obs_type)
-        train_ids, val_ids = split_episodes(self.episodes.num_episodes, self.val_fraction, self.seed)
-        self.train_set = TrajectoryWindowDataset(self.episodes, train_ids, self.num_frames, self.frameskip)
-        self.val_set = TrajectoryWindowDataset(self.episodes, val_ids, self.num_frames, self.frameskip)
+        episodes = load_episodes(self.path, self.obs_type)
+        train_ids, val_ids = split_episodes(episodes.num_episodes, self.val_fraction, self.seed)
+        try:
+            self.train_set = TrajectoryWindowDataset(episodes, train_ids, self.num_frames, self.frameskip)
+            self.val_set = TrajectoryWindowDataset(episodes, val_ids, self.num_frames, self.frameskip)
+        except ValueError as error:
+            raise ConfigError(f"model.history + model.rollout_steps = {self.num_frames} frames at model.frameskip "
+                              f"{self.frameskip} do not fit the data in {self.path}: {error}") from error
+        self.episodes = episodes
 
     @property
     def obs_shape(self) -> tuple[int, ...]:
@@ -64,6 +70,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             "action_high": manifest["action"]["high"],
             "frameskip": self.frameskip,
             "dataset": str(self.path),
+            "dataset_sha256": manifest["header_sha256"],  # which dataset: resume refuses another
         }
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jepa_wm.errors import did_you_mean
+from jepa_wm.errors import ConfigError, did_you_mean
 
 
 class UniformRandomPolicy:
@@ -29,7 +29,7 @@ class OrnsteinUhlenbeckPolicy:
 
     def __init__(self, action_low: np.ndarray, action_high: np.ndarray, theta: float = 0.15, sigma: float = 0.3):
         if theta <= 0 or sigma <= 0:
-            raise ValueError(f"OU policy needs theta > 0 and sigma > 0; got theta={theta}, sigma={sigma}")
+            raise ConfigError(f"policy.theta and policy.sigma of the ou policy must be > 0; got theta={theta}, sigma={sigma}")
         self.action_low, self.action_high = np.asarray(action_low), np.asarray(action_high)
         self.theta, self.sigma = theta, sigma
         self._noise = np.zeros_like(self.action_low, dtype=np.float64)
@@ -50,5 +50,5 @@ POLICIES = {"random": UniformRandomPolicy, "ou": OrnsteinUhlenbeckPolicy}
 def make_policy(name: str, action_low, action_high, **settings):
     """Build a collection policy by name (``random`` or ``ou``)."""
     if name not in POLICIES:
-        raise ValueError(f"unknown policy '{name}'{did_you_mean(name, POLICIES)} (choices: {', '.join(sorted(POLICIES))})")
+        raise ConfigError(f"unknown policy.name '{name}'{did_you_mean(name, POLICIES)} (choices: {', '.join(sorted(POLICIES))})")
     return POLICIES[name](action_low, action_high, **settings)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,12 +30,11 @@ from typing import Any
 
 import numpy as np
 
+from jepa_wm.files import atomic_write, remove_temporaries, write_json_atomic
+
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 VERIFIED_NAME = "verified.json"
-TEMP_SUFFIX = ".partial"
-_UMASK = os.umask(0o022)  # reading the umask means setting it; restored on the next line, at import
-os.umask(_UMASK)
 
 # Arrays of every shard: E episodes of T actions and T + 1 frames, each in its own .npy file.
 #   action   (E, T, A)          float32, raw env actions
@@ -73,33 +71,10 @@ def shard_file(shard: str, key: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- writing
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file_object)`` on a temporary file next to ``path``, then rename it into place."""
-    path = Path(path)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            # mkstemp makes the file readable by its owner alone; give it what open() would (0o666
-            # less the umask), so a dataset can be shared with other users like any other file.
-            os.fchmod(file.fileno(), 0o666 & ~_UMASK)
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    text = json.dumps(payload, indent=2, sort_keys=True).encode()
-    _atomic_write(path, lambda file: file.write(text))
-
-
 def write_array(path: Path, array: np.ndarray) -> str:
     """Write one ``.npy`` file atomically and return its sha256."""
     array = np.ascontiguousarray(array)
-    _atomic_write(path, lambda file: np.lib.format.write_array(file, array, allow_pickle=False))
+    atomic_write(path, lambda file: np.lib.format.write_array(file, array, allow_pickle=False))
     return file_sha256(path)
 
 
@@ -126,12 +101,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# What a dataset directory may hold besides the user's nothing: the names ``atomic_write`` targets there.
+DATASET_FILES = (MANIFEST_NAME, VERIFIED_NAME, "convert-progress.json", "shard-*.npy")
+
+
 def remove_partial_files(directory: Path) -> int:
-    """Delete temporaries left by a killed writer; returns how many there were."""
-    leftovers = list(Path(directory).glob(f".*{TEMP_SUFFIX}"))
-    for leftover in leftovers:
-        leftover.unlink(missing_ok=True)
-    return len(leftovers)
+    """Delete the temporaries a killed writer left for dataset files; returns how many. Other files stay."""
+    return remove_temporaries(directory, DATASET_FILES)
 
 
 # ---------------------------------------------------------------------------------------- manifest
@@ -139,6 +115,32 @@ def header_sha256(manifest: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of everything but the shard list: what defines the dataset."""
     header = {key: value for key, value in manifest.items() if key not in ("shards", "header_sha256")}
     return hashlib.sha256(json.dumps(header, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def shard_seal(manifest: dict[str, Any], shard: str, record: dict[str, Any]) -> str:
+    """sha256 binding a shard's record (its episodes and file checksums) to its name and to this dataset's
+    header: a record copied in from another dataset, or moved to another shard name, no longer matches."""
+    content = {"header_sha256": manifest["header_sha256"], "shard": shard, "episodes": record.get("episodes"),
+               "files": record.get("files")}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def sealed(manifest: dict[str, Any], shard: str, record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its seal, as the manifest stores it."""
+    return {**record, "seal": shard_seal(manifest, shard, record)}
+
+
+def check_seals(path: Path, manifest: dict[str, Any]) -> None:
+    """Every shard record carries the seal of this dataset (manifests written before seals carry none)."""
+    records = {name: record for name, record in manifest["shards"].items() if isinstance(record, dict)}
+    with_seal = [name for name, record in records.items() if "seal" in record]
+    if not with_seal:
+        return
+    for name, record in sorted(records.items()):
+        if record.get("seal") != shard_seal(manifest, name, record):
+            raise DatasetError(f"{path} lists shard {name} with a record that does not belong to this dataset (its seal "
+                               f"does not match: copied in from another dataset, or edited); remove that shard's "
+                               f"record and files and rerun the same collect command to recollect it")
 
 
 def new_manifest(header: dict[str, Any]) -> dict[str, Any]:
@@ -192,12 +194,53 @@ def load_manifest(directory: Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise DatasetError(f"{path} has format_version {version!r}; this code reads format_version {FORMAT_VERSION}")
     require_fields(path, manifest, (*HEADER_FIELDS, "shards", "header_sha256"))
+    check_header_types(path, manifest)
     if header_sha256(manifest) != manifest["header_sha256"]:
         raise DatasetError(
             f"{path} was edited after collection (its header no longer matches header_sha256); restore the "
             f"original manifest, or recollect the dataset with scripts/collect.py"
         )
+    check_seals(path, manifest)
     return manifest
+
+
+# The JSON type of every header field a reader relies on (a manifest edited by hand and resealed, or written
+# by another tool, is refused with the field named instead of failing deep inside a reader).
+HEADER_TYPES = {"format_version": int, "env": dict, "observations": dict, "physics_size": int, "position_size": int,
+                "action": dict, "action_repeat": int, "steps_per_episode": int, "policy": dict, "seed": int,
+                "episodes": int, "episodes_per_shard": int, "shards": dict, "header_sha256": str}
+
+
+def check_header_types(path: Path, manifest: dict[str, Any], fields=tuple(HEADER_TYPES)) -> None:
+    """Refuse, naming the field, a manifest whose ``fields`` (and action bounds, observation shapes) have the
+    wrong JSON type."""
+    def bad(field: str, expected: str) -> DatasetError:
+        return DatasetError(f"{path}: field {field} is {manifest_value(field)!r}, not {expected}: the manifest was "
+                            f"damaged or not written by scripts/collect.py; recollect the dataset")
+
+    def manifest_value(field: str):
+        value = manifest
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+    for field in fields:
+        kind, value = HEADER_TYPES[field], manifest.get(field)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise bad(field, kind.__name__)
+        if kind is int and value < (0 if field == "seed" else 1):
+            raise bad(field, "a positive integer")
+    action = manifest["action"]
+    if not isinstance(action.get("dim"), int) or action["dim"] < 1:
+        raise bad("action.dim", "a positive integer")
+    for bound in ("low", "high"):
+        values = action.get(bound)
+        if not (isinstance(values, list) and len(values) == action["dim"]
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            raise bad(f"action.{bound}", f"a list of {action['dim']} numbers")
+    for key, shape in manifest["observations"].items():
+        if key not in ARRAY_DTYPES or not (isinstance(shape, list) and all(isinstance(n, int) and n > 0 for n in shape)):
+            raise bad(f"observations.{key}", "a known observation with a list of positive sizes")
 
 
 # -------------------------------------------------------------------------------------- shard files

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 
 import torch
 
 from jepa_wm.errors import CheckpointError
+from jepa_wm.files import save_torch_atomic
 from jepa_wm.module import CHECKPOINT_FORMAT, JEPAWorldModel
 from jepa_wm.zoo import HUB_PREFIX, PRETRAINED_DIR, PRETRAINED_PREFIX, REBUILD_ZOO, resolve_hub, resolve_pretrained
 
@@ -68,9 +70,23 @@ def _holds_pickled_objects(path: Path) -> bool:
         return False
 
 
+def check_archive_integrity(path: Path) -> None:
+    """Every entry of a checkpoint's zip archive against the CRC-32 written with it: ``torch.load`` never
+    checks them, so flipped bytes in a tensor would otherwise load as wrong weights without a word."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, zlib.error):
+        return  # not a readable zip archive: torch.load says what it is
+    if damaged is not None:
+        raise CheckpointError(f"{path} is corrupt: its entry {damaged.split('/', 1)[-1]} fails its CRC-32 check (bytes "
+                              f"changed after it was written); use an intact copy or retrain")
+
+
 def read_checkpoint(path: Path) -> dict:
-    """The checkpoint dictionary, loaded without executing any pickled code."""
+    """The checkpoint dictionary, loaded without executing any pickled code, after its integrity check."""
     path = Path(path)
+    check_archive_integrity(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError,
@@ -103,12 +119,25 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{path}: its model config cannot build a jepa-wm world model "
                               f"({type(error).__name__}: {error}); {REBUILD_HINT}") from error
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({first_line})") from error
+    mismatch = state_dict_mismatch(checkpoint.get("state_dict"), model.state_dict())
+    if mismatch:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes ({mismatch}); the "
+                              f"checkpoint was edited, or written by another version: {REBUILD_HINT}")
+    model.load_state_dict(checkpoint["state_dict"])
     return model
+
+
+def state_dict_mismatch(saved, expected: dict) -> str | None:
+    """The first difference between a checkpoint's weights and a model's, in words (None when they fit)."""
+    if not isinstance(saved, dict) or not all(isinstance(value, torch.Tensor) for value in saved.values()):
+        return "its state_dict is not a mapping of tensors"
+    for name, tensor in expected.items():
+        if name not in saved:
+            return f"{name} is missing"
+        if tuple(saved[name].shape) != tuple(tensor.shape):
+            return f"{name} has shape {tuple(saved[name].shape)} in the checkpoint, {tuple(tensor.shape)} in the model"
+    unexpected = sorted(set(saved) - set(expected))
+    return f"{unexpected[0]} is not a weight of this model" if unexpected else None
 
 
 def load_world_model(reference: str | Path, device: str | torch.device = "cpu") -> JEPAWorldModel:
@@ -121,16 +150,8 @@ def load_world_model(reference: str | Path, device: str | torch.device = "cpu") 
 def export_weights(checkpoint: dict, path: Path) -> Path:
     """Write the parts of a checkpoint that planning needs (weights, config, step), without optimizer,
     scheduler or loop states: what ships and uploads. Written atomically."""
-    import os
-    import tempfile
-
     slim = {"state_dict": checkpoint["state_dict"], "hyper_parameters": checkpoint["hyper_parameters"],
             "global_step": checkpoint.get("global_step", 0)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(handle)
-    torch.save(slim, temporary)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
-    return path
+    return save_torch_atomic(path, slim)

@@ -9,6 +9,7 @@ W&B sweep agents pass arguments either way. Unknown keys are errors that name th
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -28,7 +29,7 @@ def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
 def load_group(group: str, choice: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Load ``configs/<group>/<choice>.yaml`` (merged onto its ``base:`` file, if it names one)."""
     path = config_dir / group / f"{choice}.yaml"
-    if not path.is_file():
+    if choice not in group_choices(group, config_dir):  # also refuses paths: env=../plan is no env
         choices = group_choices(group, config_dir)
         raise ConfigError(f"unknown {group} '{choice}'{did_you_mean(choice, choices)} (choices: {', '.join(choices)})")
     cfg = OmegaConf.load(path)
@@ -64,6 +65,19 @@ def _at_least(minimum: int) -> tuple[Callable[[Any], bool], str]:
     return (lambda value: value >= minimum), f"an integer >= {minimum}"
 
 
+def _positive() -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value > 0), "a number > 0"
+
+
+def _non_negative() -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value >= 0), "a number >= 0"
+
+
+def _list_of_integers(minimum: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda values: all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in values),
+            f"a list of integers >= {minimum}, e.g. [500,1500]")
+
+
 def _fraction(open_low: bool) -> tuple[Callable[[Any], bool], str]:
     if open_low:
         return (lambda value: 0.0 < value < 1.0), "a number in (0, 1)"
@@ -73,6 +87,7 @@ def _fraction(open_low: bool) -> tuple[Callable[[Any], bool], str]:
 # Allowed values of settings wherever they appear (train, collect, plan, quickstart), beyond their type.
 # A key absent from a script's config is ignored; one home for every range check of the command line.
 VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _at_least(0),
     "episodes": _at_least(1),
     "steps_per_episode": _at_least(1),
     "episodes_per_shard": _at_least(1),
@@ -92,6 +107,12 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.predictor.depth": _at_least(1),
     "model.decoder.channels": _at_least(1),
     "model.ema_momentum": _fraction(open_low=False),
+    "model.optim.lr": _positive(),
+    "model.optim.weight_decay": _non_negative(),
+    "model.optim.warmup_steps": _at_least(0),
+    "model.optim.min_lr_ratio": _non_negative(),
+    "trainer.gradient_clip_val": _non_negative(),
+    "checkpoints_at": _list_of_integers(1),
     "eval.every_n_steps": _at_least(0),
     "eval.episodes": _at_least(1),
     "mpc.horizon": _at_least(1),
@@ -109,7 +130,7 @@ def _type_name(value: Any) -> str:
     if isinstance(value, int):
         return "an integer"
     if isinstance(value, float):
-        return "a number"
+        return "a finite number"
     if isinstance(value, (list, ListConfig)):
         return "a list, e.g. [1,2]"
     return type(value).__name__
@@ -124,7 +145,7 @@ def _checked_value(key: str, default: Any, value: Any) -> Any:
     elif isinstance(default, int):
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif isinstance(default, float):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
         value = float(value) if ok else value
     elif isinstance(default, (list, ListConfig)):
         ok = isinstance(value, (list, ListConfig))
@@ -145,7 +166,11 @@ def check_values(cfg: DictConfig, script: str) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not allowed(value):
+        if isinstance(value, ListConfig):
+            ok = allowed(list(value))
+        else:
+            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and allowed(value)
+        if not ok:
             raise ConfigError(f"{key} must be {description}; got {value!r}")
 
 

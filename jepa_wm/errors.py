@@ -14,6 +14,10 @@ class CheckpointError(Exception):
     """A checkpoint is missing, truncated, unsafe, or not a jepa-wm world model."""
 
 
+class TrainingTerminated(Exception):
+    """Training was stopped by SIGTERM after saving its state; the message says how to continue."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced NaN/inf: continuing would only write a broken checkpoint."""
 

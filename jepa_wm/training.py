@@ -13,12 +13,12 @@ The data module is passed in (anything with ``setup``, ``obs_shape``, ``action_d
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import inspect
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from weakref import proxy
 
@@ -28,10 +28,19 @@ from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, WandbLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_warn
+from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.config import to_dict
-from jepa_wm.errors import ConfigError, did_you_mean
+from jepa_wm.errors import ConfigError, TrainingTerminated, did_you_mean
+from jepa_wm.files import (
+    DirectoryLock,
+    atomic_path,
+    atomic_write,
+    check_output_directory,
+    remove_temporaries,
+    write_text_atomic,
+)
 from jepa_wm.module import JEPAWorldModel
 
 RUN_DIRECTORY_VARIABLE = "JEPA_WM_RUN_DIRECTORY"  # shared with the processes a DDP launcher starts
@@ -62,12 +71,15 @@ def run_directory(cfg: DictConfig) -> Path:
 
 # ------------------------------------------------------------------------------------ checkpoints
 def save_checkpoint_atomically(trainer: pl.Trainer, path: Path, weights_only: bool = False) -> None:
-    """``trainer.save_checkpoint`` to a temporary file, then renamed over ``path``: never half a file."""
+    """``trainer.save_checkpoint`` through ``atomic_write``: never half a file, and no temporary left behind
+    when the disk is full. Every process takes part (the strategy gathers the state); rank 0 writes."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    trainer.save_checkpoint(temporary, weights_only)
-    if trainer.is_global_zero:
-        os.replace(temporary, path)
+    if not trainer.is_global_zero:  # the others take part in gathering the state; rank 0 writes the file
+        trainer.save_checkpoint(path.with_name(f".{path.name}.rank-{trainer.global_rank}.partial"), weights_only)
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as temporary:
+            trainer.save_checkpoint(temporary, weights_only)
     trainer.strategy.barrier("save_checkpoint_atomically")
 
 
@@ -124,6 +136,11 @@ class LatestCheckpoint(pl.Callback):
         if not trainer.sanity_checking:
             self.save(trainer)
 
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        """SIGTERM (``kill``, ``docker stop``, preemption): Lightning stops after a finished batch; keep that step."""
+        if isinstance(exception, SIGTERMException) and self.saved_step != trainer.global_step:
+            self.save(trainer)
+
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # A validation at this very step already saved these weights. Its loop bookkeeping is the kind
         # Lightning resumes from exactly; the end-of-training kind would shift logged steps by one.
@@ -154,27 +171,22 @@ class Snapshots(pl.Callback):
 
 
 class RunRecord(pl.Callback):
-    """Writes ``config.yaml`` once training really starts (checkpoint restored, sanity check passed), so
-    a start that fails changes nothing on disk; remembers whether the run was interrupted (Ctrl-C)."""
+    """Once training really starts (checkpoint restored, sanity check passed): writes ``config.yaml`` and
+    drops the metric rows after ``keep_rows_until`` (those a resumed run repeats), so a start that fails
+    changes nothing on disk. Remembers whether the run started and whether it was interrupted (Ctrl-C)."""
 
-    def __init__(self, cfg: DictConfig, out: Path):
-        self.cfg, self.out = cfg, out
-        self.interrupted = False
+    def __init__(self, cfg: DictConfig, out: Path, keep_rows_until: int = -1):
+        self.cfg, self.out, self.keep_rows_until = cfg, out, keep_rows_until
+        self.interrupted = self.started = False
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            write_text_atomically(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg))
+            truncate_metric_history(self.out / "csv" / "metrics.csv", self.keep_rows_until)
+            write_text_atomic(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg))
+        self.started = True
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         self.interrupted = isinstance(exception, KeyboardInterrupt)
-
-
-def write_text_atomically(path: Path, text: str) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    with os.fdopen(handle, "w") as file:
-        file.write(text)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
 
 
 # ---------------------------------------------------------------------------------------- loggers
@@ -185,6 +197,13 @@ class _AppendingWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):
             with open(self.metrics_file_path, newline="") as file:
                 self.metrics_keys = list(csv.DictReader(file).fieldnames or [])
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        """A new metric widens the header: the whole history is rewritten, atomically (a kill during
+        Lightning's in-place rewrite would leave half of it)."""
+        with open(self.metrics_file_path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        write_metric_rows(Path(self.metrics_file_path), fieldnames, rows)
 
 
 class HistoryCSVLogger(CSVLogger):
@@ -210,15 +229,17 @@ def truncate_metric_history(path: Path, after_step: int) -> None:
         reader = csv.DictReader(file)
         fields, rows = reader.fieldnames or [], list(reader)
     kept = [row for row in rows if row.get("step") in (None, "") or int(float(row["step"])) <= after_step]
-    if len(kept) == len(rows):
-        return
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    with os.fdopen(handle, "w", newline="") as file:
+    if len(kept) != len(rows):
+        write_metric_rows(path, fields, kept)
+
+
+def write_metric_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
+    def write(file) -> None:
         writer = csv.DictWriter(file, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(kept)
-    os.chmod(temporary, 0o644)
-    os.replace(temporary, path)
+        writer.writerows(rows)
+
+    atomic_write(path, write, text=True)
 
 
 def build_loggers(cfg: DictConfig, out: Path) -> list:
@@ -235,7 +256,7 @@ def build_loggers(cfg: DictConfig, out: Path) -> list:
             config=to_dict(cfg),
         )
         if run_id is None and pl.utilities.rank_zero_only.rank == 0:
-            id_file.write_text(logger.experiment.id)
+            write_text_atomic(id_file, logger.experiment.id)
         loggers.append(logger)
     return loggers
 
@@ -294,6 +315,10 @@ def check_resume(checkpoint: dict, cfg: DictConfig, model: JEPAWorldModel, data_
     for key in ("config", "action_low", "action_high", "frameskip"):
         if old_data.get(key) != data_description.get(key):
             changed.append(f"the data's {key.replace('config', 'task')} (data.path holds another dataset)")
+    if "dataset_sha256" in old_data and old_data["dataset_sha256"] != data_description.get("dataset_sha256"):
+        # The same task collected again (another seed or size) changes the train/val split and the data.
+        changed.append(f"the dataset (data.path holds another dataset than {old_data.get('dataset')}: its manifest "
+                       f"header differs)")
     if changed:
         details = "; ".join(f"{key}: {before.get(key)!r} -> {after.get(key)!r}" if key in before or key in after
                             else key for key in changed)
@@ -306,32 +331,86 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
     """Train the world model of ``cfg`` on ``datamodule``; returns the run directory.
 
     Everything that can be wrong with the config, the data or the checkpoint to resume is checked before
-    anything is written; a fresh run that fails before its first checkpoint leaves no directory behind.
-    Ctrl-C ends with a ``KeyboardInterrupt`` that says how to continue.
+    anything is written; a fresh run that fails before its first checkpoint leaves nothing behind. One
+    process at a time trains in a run directory (a second is refused). Ctrl-C ends with a
+    ``KeyboardInterrupt``, SIGTERM (``kill``, ``docker stop``, a scheduler's preemption) with
+    ``TrainingTerminated`` after saving ``last.ckpt`` at the current step; both say how to continue.
     """
     out = run_directory(cfg)
+    last = out / "checkpoints" / "last.ckpt"
     try:
         return _fit(cfg, datamodule, callbacks, out)
     except KeyboardInterrupt:
-        last = out / "checkpoints" / "last.ckpt"
         how = f"rerun with resume=true out={out} to continue" if last.is_file() else "nothing was saved; rerun it"
         raise KeyboardInterrupt(f"training interrupted; {how}") from None
+    except SIGTERMException:
+        step = int(read_checkpoint(last).get("global_step", 0)) if last.is_file() else 0
+        how = (f"last.ckpt holds step {step}: rerun with resume=true out={out} to continue" if last.is_file()
+               else "nothing was saved; rerun it")
+        raise TrainingTerminated(f"training stopped by SIGTERM; {how}") from None
+
+
+# The files of a run directory that are written atomically, by folder: their temporaries are cleared on start.
+RUN_TEMPORARIES = {".": ("config.yaml", "wandb_run_id.txt"), "checkpoints": ("*.ckpt",), "csv": ("metrics.csv",)}
+
+
+def check_fresh_start(out: Path) -> None:
+    """A run without ``last.ckpt`` to resume from may only start fresh where no checkpoint of another run is.
+
+    ``best.ckpt`` or ``step-N.ckpt`` without ``last.ckpt`` (deleted to save space, say) is another run's
+    result; a fresh start would replace them with earlier steps and rewrite their metric history. Traces
+    of a start that never saved a checkpoint (metric rows, a W&B folder) are replaced once training starts.
+    """
+    checkpoints = sorted(path.name for path in (out / "checkpoints").glob("*.ckpt")) if (out / "checkpoints").is_dir() else []
+    if checkpoints:
+        raise ConfigError(f"{out} holds checkpoints of an earlier run ({', '.join(checkpoints)}) but no last.ckpt to "
+                          f"resume from; choose another out=, or move those files away first")
+
+
+def check_trainer_settings(cfg: DictConfig) -> dict:
+    """``cfg.trainer``, checked by building a throwaway ``pytorch_lightning.Trainer`` from it before anything
+    is written, so that a value Lightning rejects (``precision=bf17``, ``accelerator=gpu`` without a GPU,
+    ``devices=0``) is one line naming the key, not a traceback after the run directory was created."""
+    import logging
+    import warnings
+
+    settings = trainer_arguments(cfg)
+    loggers = [logging.getLogger(name) for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric")]
+    levels = [logger.level for logger in loggers]
+    try:
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pl.Trainer(**{**settings, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                          "enable_model_summary": False})
+    except Exception as error:
+        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        named = [key for key in settings if key in message] or [
+            key for key, value in settings.items() if value is not None and f"{value}" in message]
+        given = ", ".join(f"trainer.{key}={settings[key]}" for key in named) or "the trainer settings"
+        raise ConfigError(f"{given}: refused by pytorch_lightning.Trainer ({message})") from None
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+    return settings
 
 
 def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
-    trainer_arguments(cfg)  # fails early on a mistyped Trainer argument
+    check_trainer_settings(cfg)  # fails early on a mistyped or refused Trainer argument
     if cfg.best.mode not in ("min", "max"):
         raise ConfigError(f"best.mode must be min or max; got {cfg.best.mode!r}")
     if str(cfg.best.metric).startswith("eval/") and not cfg.eval.every_n_steps:
         raise ConfigError(f"best.metric={cfg.best.metric} is logged only by planning during training; "
                           f"set eval.every_n_steps (e.g. =500) or choose a val/ metric")
     resume_from = out / "checkpoints" / "last.ckpt"
-    if out.is_file():
-        raise ConfigError(f"out={out} is a file; pass a directory for the run")
+    check_output_directory(out)
     if cfg.resume and not resume_from.is_file():
         raise ConfigError(f"resume=true but {resume_from} does not exist; drop resume or point out= at an earlier run")
     if not cfg.resume and resume_from.is_file():
         raise ConfigError(f"{out} already holds a run; pass resume=true to continue it, or choose another out=")
+    if not cfg.resume:
+        check_fresh_start(out)
     checkpoint = read_checkpoint(resume_from) if cfg.resume else None
     pl.seed_everything(cfg.seed, workers=True)
     datamodule.setup("fit")
@@ -342,22 +421,49 @@ def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
         raise ConfigError(f"the model config is invalid: {error}") from error
     if checkpoint is not None:
         check_resume(checkpoint, cfg, model, datamodule.describe(), resume_from)
-        truncate_metric_history(out / "csv" / "metrics.csv", int(checkpoint.get("global_step", 0)) - 1)
-    else:
-        truncate_metric_history(out / "csv" / "metrics.csv", after_step=-1)  # rows of a start that failed
+    # Rows after the step training continues from (all rows of a fresh start) are dropped once it really
+    # starts: a start that fails before then changes no history.
+    keep_rows_until = int(checkpoint.get("global_step", 0)) - 1 if checkpoint is not None else -1
 
     created = not out.exists()
-    record = RunRecord(cfg, out)
-    trainer = None
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        trainer = build_trainer(cfg, out, [record, *callbacks])
-        trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if checkpoint else None, weights_only=True)
-    except BaseException as error:
-        started = trainer is not None and trainer.global_step > 0
-        if created and not started and pl.utilities.rank_zero_only.rank == 0:
-            shutil.rmtree(out, ignore_errors=True)
-        if record.interrupted:  # Lightning turns Ctrl-C into SystemExit(1) after its graceful shutdown
-            raise KeyboardInterrupt from None
-        raise
+    record = RunRecord(cfg, out, keep_rows_until)
+    main_process = pl.utilities.rank_zero_only.rank == 0
+    out.mkdir(parents=True, exist_ok=True)
+    with DirectoryLock(out, "a training run") if main_process else contextlib.nullcontext():
+        if main_process:  # what a writer killed mid-write (kill -9, power loss) left next to its target
+            for directory, targets in RUN_TEMPORARIES.items():
+                remove_temporaries(out / directory, targets)
+        before = {entry.name for entry in out.iterdir()}
+        trainer = None
+        try:
+            trainer = build_trainer(cfg, out, [record, *callbacks])
+            trainer.fit(model, datamodule=datamodule, ckpt_path=str(resume_from) if checkpoint else None,
+                        weights_only=True)
+        except BaseException:
+            trained = record.started and trainer is not None and trainer.global_step > 0
+            if main_process and not trained:
+                _remove_new_entries(out, before, created)
+            if record.interrupted:  # Lightning turns Ctrl-C into SystemExit(1) after its graceful shutdown
+                raise KeyboardInterrupt from None
+            raise
+        finally:
+            finish_wandb_runs(trainer)
     return out
+
+
+def finish_wandb_runs(trainer: pl.Trainer | None) -> None:
+    """A training run is one W&B run: close it, so that what a notebook or script prints afterwards does not
+    land in this run's log (Lightning leaves it open)."""
+    for logger in trainer.loggers if trainer is not None else []:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None and pl.utilities.rank_zero_only.rank == 0:
+            logger._experiment.finish()
+
+
+def _remove_new_entries(out: Path, before: set[str], created: bool) -> None:
+    """Undo a start that never trained: the run directory if it made it, else what it added to it."""
+    if created:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in out.iterdir() if out.is_dir() else []:
+        if entry.name not in before:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)

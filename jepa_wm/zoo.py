@@ -15,10 +15,11 @@ Whatever the source, the file is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
-from jepa_wm.errors import CheckpointError, did_you_mean
+from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
 
 PRETRAINED_PREFIX = "pretrained:"
 HUB_PREFIX = "hf:"
@@ -49,14 +50,28 @@ def describe_pretrained() -> str:
 
 
 def resolve_pretrained(name: str) -> Path:
-    """``pretrained:NAME`` -> the shipped file; an unknown or empty name lists what exists."""
+    """``pretrained:NAME`` -> the shipped file, checked against the sha256 on its card; an unknown or empty
+    name lists what exists."""
     names = pretrained_names()
     if not name:
         raise CheckpointError(f"choose a pretrained model:\n{describe_pretrained()}")
     if name not in names:
         raise CheckpointError(f"no pretrained model '{name}'{did_you_mean(name, names)} "
                               f"(shipped: {', '.join(names) or 'none'}; list them with checkpoint=pretrained:)")
-    return PRETRAINED_DIR / f"{name}.ckpt"
+    path = PRETRAINED_DIR / f"{name}.ckpt"
+    expected = pretrained_card(name).get("weights_sha256")
+    if expected is None or file_sha256(path) != expected:
+        raise CheckpointError(f"{path} does not match the sha256 on its card ({name}.json): the shipped file was "
+                              f"changed or damaged; reinstall jepa-wm, or rebuild the zoo with {REBUILD_ZOO}")
+    return path
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_hub(reference: str) -> Path:
@@ -102,13 +117,20 @@ def upload_checkpoint(reference: str, repo: str, private: bool = False) -> str:
     path = resolve_checkpoint(reference)
     checkpoint = read_checkpoint(path)
     card = pretrained_card(path.stem) if path.parent == PRETRAINED_DIR else None
+    if repo.count("/") != 1 or not all(repo.split("/")):
+        raise ConfigError(f"repo={repo} is not a Hugging Face repository name; use repo=OWNER/NAME")
     api = HfApi()
     with tempfile.TemporaryDirectory() as folder:
         export_weights(checkpoint, Path(folder) / HUB_FILENAME)
         (Path(folder) / "README.md").write_text(model_card(checkpoint, card).replace("OWNER/NAME", repo))
         if card:
             (Path(folder) / "card.json").write_text(json.dumps(card, indent=2))
-        api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(repo_id=repo, folder_path=folder, repo_type="model",
-                          commit_message=f"jepa-wm checkpoint {Path(reference).name}")
+        try:
+            api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
+            api.upload_folder(repo_id=repo, folder_path=folder, repo_type="model",
+                              commit_message=f"jepa-wm checkpoint {Path(reference).name}")
+        except Exception as error:  # no token, no network, no permission: the user's setup, said in one line
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise ConfigError(f"cannot upload to Hugging Face repository '{repo}' ({type(error).__name__}: "
+                              f"{first_line}); log in with `hf auth login` or set HF_TOKEN, and check the network") from None
     return f"https://huggingface.co/{repo}"

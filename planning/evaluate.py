@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data.collect import episode_seed
+from jepa_wm.files import atomic_path, write_json_atomic
 
 # Evaluation episodes come from their own seed streams, never from the collection's (stream 0 and 1):
 # tune anything (planner settings, training length, checkpoints) on "dev" episodes and report "test"
@@ -143,7 +144,8 @@ def save_video(records: dict[str, list[EpisodeRecord]], path: Path, fps: int = 1
     frames = [frame for method_records in records.values() for record in method_records for frame in record.frames]
     if not frames:
         return None
-    imageio.mimsave(path, frames, duration=1000 / fps, loop=0)
+    with atomic_path(path) as temporary:
+        imageio.mimsave(temporary, frames, format="GIF", duration=1000 / fps, loop=0)
     return path
 
 
@@ -173,14 +175,13 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
     curves.set_ylabel("mean distance to goal")
     curves.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     return path
 
 
 def write_report(path: Path, rows: list[dict], config: dict) -> Path:
     """The JSON report: ``{"results": [row, ...], "config": {...}}``, written atomically."""
-    from data.storage import write_json_atomic
-
     write_json_atomic(path, {"results": rows, "config": config})
     return path

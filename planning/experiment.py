@@ -18,6 +18,7 @@ from data.envs.tasks import dynamics_differences
 from jepa_wm.checkpoint import load_world_model
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
+from jepa_wm.files import check_output_directory
 from planning.costs import LatentGoalCost, SimulatorCost
 from planning.evaluate import SPLIT_STREAMS, evaluate, format_table, save_plot, save_video, summarize, write_report
 from planning.mpc import MPCController, RandomController
@@ -27,8 +28,19 @@ METHODS = ("ours", "random", "oracle")
 
 
 def resolve_device(name: str) -> str:
+    """``device=`` as a torch device name: ``auto`` picks a GPU when there is one; a device this machine lacks
+    (``cuda`` without a GPU, ``tpu``) is a ``ConfigError`` naming what is there."""
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"device={name} is not a torch device; use auto, cpu or cuda (cuda:N)") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ConfigError(f"device={name} is not available on this machine; use device=auto or device=cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
     return name
 
 
@@ -147,6 +159,7 @@ def run_plan(cfg) -> dict:
     if cfg.split not in SPLIT_STREAMS:
         raise ConfigError(f"unknown split '{cfg.split}'{did_you_mean(cfg.split, SPLIT_STREAMS)} "
                           f"(choices: {', '.join(SPLIT_STREAMS)}: tune on dev, report test)")
+    out = check_output_directory(cfg.out or Path("runs") / datetime.datetime.now().strftime("plan-%Y%m%d-%H%M%S"))
     device = resolve_device(cfg.device)
     model = load_world_model(cfg.checkpoint, device=device) if cfg.checkpoint else None
     if model is not None:
@@ -155,15 +168,11 @@ def run_plan(cfg) -> dict:
         raise ConfigError("without a checkpoint, name the task: env=NAME (a file of configs/env/)")
     else:
         env_settings = to_dict(cfg.env)
-    try:
-        env = make_env(env_settings)
-    except ValueError as error:
-        raise ConfigError(f"env {env_settings.get('name')}: {error}") from error
+    env = make_env(env_settings)  # settings it refuses are a ConfigError naming the env
     if model is not None:
         check_compatible(model, env)
     controllers, planner_names = build_controllers(cfg, methods, model, env, device)
 
-    out = Path(cfg.out or Path("runs") / datetime.datetime.now().strftime("plan-%Y%m%d-%H%M%S"))
     out.mkdir(parents=True, exist_ok=True)
     records = evaluate(env, controllers, cfg.episodes, cfg.seed, record_episodes=cfg.videos, progress=cfg.progress,
                        split=cfg.split)

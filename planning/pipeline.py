@@ -6,6 +6,7 @@ done from Python (e.g. in a notebook) with ``jepa_wm.config.compose`` and these 
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -30,14 +31,34 @@ def datamodule_from_config(cfg: DictConfig) -> TrajectoryDataModule:
     )
 
 
-def task_train_overrides(dataset) -> list[str]:
-    """``train_overrides`` of the env config a dataset was collected with: settings its task needs."""
-    try:
-        from data.storage import load_manifest
+# What a dataset may ask of the models trained on it (``train_overrides`` of its env config): model settings
+# with plain values. Never the output directory, the logger or anything else of the run, and never an
+# interpolation (``${oc.env:...}`` would copy the trainer's environment into the run's config and checkpoint).
+TASK_OVERRIDE_KEY = re.compile(r"model\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 
-        return [str(item) for item in load_manifest(dataset)["env"].get("train_overrides") or []]
+
+def task_train_overrides(dataset) -> list[str]:
+    """``train_overrides`` of the env config a dataset was collected with: model settings its task needs.
+
+    A dataset is input from anyone: each override must set a ``model.`` key to a plain value, or the whole
+    dataset is refused (``DatasetError``) before anything is trained or written.
+    """
+    from data.storage import DatasetError, load_manifest
+
+    try:
+        manifest = load_manifest(dataset)
     except Exception:  # no readable dataset yet: training itself will say what is wrong with it
         return []
+    overrides = manifest["env"].get("train_overrides") or []
+    if not isinstance(overrides, list):
+        raise DatasetError(f"{dataset}/manifest.json: env.train_overrides must be a list of key=value strings")
+    for item in overrides:
+        key, equals, value = str(item).partition("=")
+        if not (isinstance(item, str) and equals and TASK_OVERRIDE_KEY.fullmatch(key.strip())
+                and "${" not in value and "\n" not in value):
+            raise DatasetError(f"{dataset}/manifest.json: env.train_overrides item {str(item)[:80]!r} is refused: a "
+                               f"dataset may only set model.* keys to plain values (no interpolations)")
+    return list(overrides)
 
 
 def train_config(argv) -> DictConfig:

@@ -9,6 +9,7 @@ are kept); recollect with scripts/collect.py to train on states.
 """
 
 from _cli import run_cli
+
 from data.convert import convert_dataset
 from jepa_wm.errors import ConfigError
 

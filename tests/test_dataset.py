@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from data.datamodule import TrajectoryDataModule
 from data.actions import to_model_range as normalize_actions
+from data.datamodule import TrajectoryDataModule
 from data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
-from data.storage import MANIFEST_NAME, DatasetError, file_sha256, shard_file
+from data.storage import MANIFEST_NAME, DatasetError, file_sha256, sealed, shard_file
 
 
 @pytest.fixture
@@ -226,9 +226,10 @@ def test_datamodule_yields_train_and_val_batches_split_by_episode(reacher_pixel_
         assert batch["physics"].shape == (4, 3, 4) and batch["position"].shape == (4, 3, 2)
     train_episodes, val_episodes = set(module.train_set.index[:, 0]), set(module.val_set.index[:, 0])
     assert len(val_episodes) == 2 and len(train_episodes) == 4 and not train_episodes & val_episodes
-    assert module.describe() == {"config": load_episodes(reacher_pixel_dataset, "pixels").manifest["env"],
-                                 "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0], "frameskip": 2,
-                                 "dataset": str(reacher_pixel_dataset)}
+    manifest = load_episodes(reacher_pixel_dataset, "pixels").manifest
+    assert module.describe() == {"config": manifest["env"], "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
+                                 "frameskip": 2, "dataset": str(reacher_pixel_dataset),
+                                 "dataset_sha256": manifest["header_sha256"]}
 
 
 def test_datamodule_over_states_yields_float_batches(reacher_state_dataset):
@@ -253,9 +254,11 @@ def zero_middle_bytes(file):
 
 
 def patch_manifest_checksum(path, shard, key):
-    """Record the current checksum of one shard file, so only the checks after the checksum can fail."""
+    """Record the current checksum of one shard file (and reseal its record), so only the checks after the
+    checksum can fail."""
     manifest = json.loads((path / MANIFEST_NAME).read_text())
     manifest["shards"][shard]["files"][key] = file_sha256(path / shard_file(shard, key))
+    manifest["shards"][shard] = sealed(manifest, shard, manifest["shards"][shard])
     (path / MANIFEST_NAME).write_text(json.dumps(manifest))
 
 

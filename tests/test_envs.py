@@ -283,8 +283,8 @@ def test_unknown_goal_source_and_success_criterion_name_the_choices():
 
 
 def test_every_env_config_has_the_same_keys_and_builds():
-    from jepa_wm.config import group_choices, load_group, to_dict
     from data.envs import make_env
+    from jepa_wm.config import group_choices, load_group, to_dict
 
     keys = None
     for name in group_choices("env"):

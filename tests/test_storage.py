@@ -14,7 +14,7 @@ import data.convert
 import data.storage
 from data.convert import PROGRESS_NAME, convert_dataset
 from data.dataset import load_episodes
-from data.storage import MANIFEST_NAME, VERIFIED_NAME, DatasetError, file_sha256, load_manifest, shard_file
+from data.storage import MANIFEST_NAME, VERIFIED_NAME, DatasetError, file_sha256, load_manifest, sealed, shard_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,10 +32,16 @@ def edit_manifest(path, edit):
 
 
 def rewrite_array(path, shard, key, change):
-    """Replace one shard file by ``change(its array)`` and record its new checksum, as a careful forger would."""
+    """Replace one shard file by ``change(its array)`` and record its new checksum (and reseal the record), as a
+    careful forger would: what is left to catch it are the checks of the contents."""
     file = path / shard_file(shard, key)
     np.save(file, change(np.load(file)))
-    edit_manifest(path, lambda manifest: manifest["shards"][shard]["files"].update({key: file_sha256(file)}))
+
+    def record_checksum(manifest):
+        record = {**manifest["shards"][shard], "files": {**manifest["shards"][shard]["files"], key: file_sha256(file)}}
+        manifest["shards"][shard] = sealed(manifest, shard, record)
+
+    edit_manifest(path, record_checksum)
 
 
 def all_arrays(path):

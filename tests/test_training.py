@@ -221,6 +221,32 @@ MISTAKES = {
     "plan split unknown": ("plan", ["split=val", "checkpoint=CKPT"], "unknown split 'val'"),
     "plan random checkpoint": ("plan", ["checkpoint=RANDOM"], "is corrupt or truncated, or not a PyTorch checkpoint"),
     "plan foreign config": ("plan", ["checkpoint=FOREIGN"], "its model config cannot build a jepa-wm world model"),
+    # Values a library refuses: turned into one line naming the key where user input meets the library.
+    "train out a file": ("train", ["out=FILE"], "out=FILE is a file"),
+    "collect out a file": ("collect", ["out=FILE"], "out=FILE is a file"),
+    "plan out a file": ("plan", ["checkpoint=CKPT", "out=FILE"], "out=FILE is a file"),
+    "precision unknown": ("train", ["trainer.precision=bf17"], "trainer.precision=bf17: refused by pytorch_lightning"),
+    "no devices": ("train", ["trainer.devices=0"], "trainer.devices=0"),
+    "history longer than the episodes": ("train", ["model.history=1000"], "do not fit the data"),
+    "learning rate NaN": ("train", ["model.optim.lr=nan"], "model.optim.lr must be a finite number"),
+    "learning rate negative": ("train", ["model.optim.lr=-0.1"], "model.optim.lr must be a number > 0"),
+    "snapshot steps not numbers": ("train", ["checkpoints_at=[abc]"], "checkpoints_at must be a list of integers"),
+    "model group with a path": ("train", ["model=../plan"], "unknown model '../plan'"),
+    "collect seed negative": ("collect", ["seed=-1"], "seed must be an integer >= 0; got -1"),
+    "collect unknown policy": ("collect", ["policy.name=gaussian"], "unknown policy.name 'gaussian'"),
+    "collect camera out of range": ("collect", ["env.camera_id=99"], "camera_id 99 does not exist in reacher"),
+    "collect unknown domain": ("collect", ["env.domain=nosuch"], "unknown dm_control task 'nosuch-easy'"),
+    "collect unknown task": ("collect", ["env.task=esay"], "did you mean 'reacher-easy'"),
+    "collect image too large": ("collect", ["env.image_size=20000"], "larger than reacher's offscreen buffer"),
+    "collect unknown observation": ("collect", ["env.obs_type=depth"], "env.obs_type must be one of pixels, state, both"),
+    "collect negative threshold": ("collect", ["env.success_threshold=-1"], "success_threshold must be a positive"),
+    "collect env group with a path": ("collect", ["env=../plan"], "unknown env '../plan'"),
+    "plan negative threshold": ("plan", ["checkpoint=CKPT", "env.success_threshold=-1"], "success_threshold must be"),
+    "plan unknown device": ("plan", ["checkpoint=CKPT", "device=tpu"], "device=tpu is not a torch device"),
+    **({} if torch.cuda.is_available() else {
+        "gpu training without a GPU": ("train", ["trainer.accelerator=gpu"], "trainer.accelerator=gpu: refused"),
+        "gpu planning without a GPU": ("plan", ["checkpoint=CKPT", "device=cuda"], "device=cuda is not available"),
+    }),
 }
 
 
@@ -238,14 +264,15 @@ def test_every_mistake_exits_2_with_one_line_and_leaves_no_files(name, tmp_path,
     save_model_checkpoint(foreign, tmp_path / "FOREIGN")
     work = tmp_path / "work"
     work.mkdir()
-    argv = [arg.replace("FILE", str(tmp_path / "FILE")).replace("CKPT", str(tmp_path / "CKPT"))
+    argv = [arg.replace("=FILE", f"={tmp_path / 'FILE'}").replace("CKPT", str(tmp_path / "CKPT"))
             .replace("RANDOM", str(tmp_path / "RANDOM")).replace("FOREIGN", str(tmp_path / "FOREIGN")) for arg in argv]
     if script == "train":
         argv = [f"data.path={reacher_pixel_dataset}", f"out={work / 'run'}", *argv]
     elif script == "collect":
-        argv = [f"out={work / 'data'}", *argv]
+        argv = [f"out={work / 'data'}", "episodes=1", *argv]
     else:
         argv = [f"out={work / 'plan'}", *argv]
+    message = message.replace("=FILE", f"={tmp_path / 'FILE'}")
     code, stderr = run_script(script.rstrip("!"), argv, capsys, monkeypatch, work)
     assert code == 2, stderr
     lines = [line for line in stderr.splitlines() if line.startswith("error:")]

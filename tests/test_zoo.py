@@ -14,6 +14,7 @@ import jepa_wm.checkpoint
 import jepa_wm.zoo
 from jepa_wm import CheckpointError, load_world_model
 from jepa_wm.checkpoint import export_weights, read_checkpoint
+from jepa_wm.zoo import file_sha256
 from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,8 @@ def zoo(tmp_path, monkeypatch):
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "global_step": 7,
                   "optimizer_states": [{"huge": torch.zeros(1000)}]}
     export_weights(checkpoint, directory / "reacher-easy.ckpt")
-    card = {"task": "reacher-easy", "training_steps": 7, "test_success": {"rate": 0.5, "ci95": [0.2, 0.8], "episodes": 10}}
+    card = {"task": "reacher-easy", "training_steps": 7, "test_success": {"rate": 0.5, "ci95": [0.2, 0.8], "episodes": 10},
+            "weights_sha256": file_sha256(directory / "reacher-easy.ckpt")}
     (directory / "reacher-easy.json").write_text(json.dumps(card))
     monkeypatch.setattr(jepa_wm.zoo, "PRETRAINED_DIR", directory)
     monkeypatch.setattr(jepa_wm.checkpoint, "PRETRAINED_DIR", directory)
@@ -54,6 +56,8 @@ def test_a_shipped_model_of_an_older_format_says_how_to_rebuild_the_zoo(zoo):
     checkpoint = torch.load(zoo / "reacher-easy.ckpt", weights_only=True)
     checkpoint["hyper_parameters"]["format"] = "jepa-wm/1"
     torch.save(checkpoint, zoo / "reacher-easy.ckpt")
+    card = json.loads((zoo / "reacher-easy.json").read_text())  # shipped as it was, with its own card
+    (zoo / "reacher-easy.json").write_text(json.dumps({**card, "weights_sha256": file_sha256(zoo / "reacher-easy.ckpt")}))
     with pytest.raises(CheckpointError, match=r"format jepa-wm/1, but this version reads jepa-wm/2; rebuild the "
                                               r"shipped models with python benchmarks/zoo.py"):
         load_world_model("pretrained:reacher-easy")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
 
 from data.envs.rendering import ensure_headless_rendering
+from jepa_wm.errors import ConfigError
 
 ensure_headless_rendering()
 
@@ -83,6 +85,19 @@ class GoalReachingEnv:
                              f"for trajectory_offset goals")
         self.success = self.goal_task.success
         self.success_threshold = self.success.threshold
+        if not np.isfinite(self.success_threshold) or self.success_threshold <= 0:
+            raise ValueError(f"success_threshold must be a positive distance; got {self.success_threshold}")
+        if self.success.joints is not None and not all(0 <= joint < self.physics.model.nq for joint in self.success.joints):
+            raise ValueError(f"success_joints {list(self.success.joints)} are not all qpos indices of {domain} "
+                             f"(0..{self.physics.model.nq - 1})")
+        cameras = self.physics.model.ncam
+        if not -1 <= camera_id < cameras:
+            raise ValueError(f"camera_id {camera_id} does not exist in {domain}: it has cameras 0..{cameras - 1} "
+                             f"(-1 is the free camera)")
+        buffer = self.physics.model.vis.global_
+        if image_size > min(buffer.offwidth, buffer.offheight):
+            raise ValueError(f"image_size {image_size} is larger than {domain}'s offscreen buffer "
+                             f"({buffer.offwidth}x{buffer.offheight}); use at most {min(buffer.offwidth, buffer.offheight)}")
         self._hinge = self.success.hinge_mask(self.physics.model.ptr)
         self.physics_substeps = max(1, round(self._env.control_timestep() / self.physics.timestep()))
         spec = self._env.action_spec()
@@ -288,7 +303,21 @@ TRAINING_KEYS = ("train_overrides",)
 
 
 def make_env(env_cfg, **overrides) -> GoalReachingEnv:
-    """Build an env from an ``env`` config section (see ``configs/env/*.yaml``)."""
+    """Build an env from an ``env`` config section (see ``configs/env/*.yaml``).
+
+    Settings the env (or dm_control under it) rejects raise ``ConfigError`` naming the env config: they are
+    the user's input, so entry points print one line instead of a traceback.
+    """
     settings = {key: value for key, value in dict(env_cfg).items() if key not in TRAINING_KEYS}
     settings.update(overrides)
-    return GoalReachingEnv(**settings)
+    try:
+        return GoalReachingEnv(**settings)
+    except ConfigError:
+        raise
+    except TypeError as error:  # an unknown setting, e.g. +env.colour=red
+        valid = [name for name in inspect.signature(GoalReachingEnv).parameters]
+        unknown = sorted(set(settings) - set(valid))
+        raise ConfigError(f"env {settings.get('name')}: unknown setting(s) {unknown or error} "
+                          f"(valid: {', '.join(valid)})") from error
+    except (ValueError, KeyError, IndexError) as error:
+        raise ConfigError(f"env {settings.get('name')}: {error}") from error

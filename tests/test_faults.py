@@ -1,0 +1,300 @@
+"""Nothing lost, nothing leaked: what a careless user, a crash, a signal or a hostile file can do to runs and datasets.
+
+Every test here reproduces one way work was lost, success was claimed falsely, or a file from someone else
+steered a run, and checks that it now ends with exit 2 (or 143 for SIGTERM) and one line, that nothing a
+user wrote changed, and that nothing from the environment reached an artifact.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import data.collect
+from data.collect import collect
+from data.dataset import load_episodes
+from data.storage import MANIFEST_NAME, DatasetError, header_sha256, sealed
+from jepa_wm.errors import ConfigError
+from jepa_wm.files import DirectoryLock, write_json_atomic
+from planning.pipeline import train_config, train_from_config
+from tests.conftest import OU_POLICY
+from tests.test_training import ROOT, checkpoint_step, metric_rows, run_script, tiny_run, train
+
+
+def snapshot(directory: Path) -> dict:
+    """Every file under a directory with its bytes: what 'nothing changed' means."""
+    return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def small_collection(env_cfg, out, **settings):
+    options = dict(episodes=2, steps_per_episode=12, policy=OU_POLICY, seed=0, workers=1, episodes_per_shard=1,
+                   progress=False)
+    return collect(env_cfg, out, **{**options, **settings})
+
+
+def reseal(directory: Path, edit) -> None:
+    """Edit a manifest and seal it again, header and shard records, as a hostile dataset would be."""
+    manifest = json.loads((directory / MANIFEST_NAME).read_text())
+    edit(manifest)
+    manifest["header_sha256"] = header_sha256(manifest)
+    manifest["shards"] = {name: sealed(manifest, name, {k: v for k, v in record.items() if k != "seal"})
+                          for name, record in manifest["shards"].items()}
+    write_json_atomic(directory / MANIFEST_NAME, manifest)
+
+
+# ------------------------------------------------------------------------------------------ run history
+def test_a_fresh_start_never_overwrites_checkpoints_or_history_of_a_run_without_last_ckpt(
+        tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=8, every=4)
+    (run / "checkpoints" / "last.ckpt").unlink()  # deleted to save space; best.ckpt and the history stay
+    before = snapshot(run)
+    for extra, message in ((["trainer.precision=bf17"], "trainer.precision=bf17: refused"),
+                           ([], "holds checkpoints of an earlier run (best.ckpt) but no last.ckpt")):
+        code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, run, *extra, steps=4), capsys, monkeypatch,
+                                  tmp_path)
+        assert code == 2 and message in stderr and "Traceback" not in stderr, stderr[-2000:]
+        assert snapshot(run) == before
+
+
+def test_a_failed_start_keeps_the_traces_of_an_earlier_start_and_a_real_one_replaces_them(
+        tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    run = tmp_path / "run"
+    (run / "csv").mkdir(parents=True)
+    (run / "csv" / "metrics.csv").write_text("step,train/loss\n0,9.0\n1,8.0\n")  # a start killed before saving
+    (run / "notes.txt").write_text("mine")
+    before = snapshot(run)
+    code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, run, "trainer.precision=bf17"), capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and snapshot(run) == before and not (run / "wandb").exists()
+    train(reacher_pixel_dataset, run, steps=4, every=4)
+    assert all(float(row["train/loss"]) != 9.0 for row in metric_rows(run) if row.get("train/loss"))
+    assert (run / "notes.txt").read_text() == "mine"
+
+
+def test_sigterm_saves_the_current_step_exits_143_and_the_run_resumes(tmp_path, reacher_pixel_dataset):
+    out = tmp_path / "run"
+    # No validation before the end: whatever is saved at SIGTERM was saved because of it.
+    script = [sys.executable, str(ROOT / "scripts" / "train.py")]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    process = subprocess.Popen([*script, *tiny_run(reacher_pixel_dataset, out, steps=4000, every=4000)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while not (out / "config.yaml").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.1)  # config.yaml is written once training really starts
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    code, stderr = process.wait(timeout=300), process.stderr.read()
+    assert code == 143, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("terminated:")]
+    step = checkpoint_step(out / "checkpoints" / "last.ckpt")
+    assert 0 < step < 4000 and len(lines) == 1 and f"holds step {step}" in lines[0] and "resume=true" in lines[0]
+    assert "Traceback" not in stderr
+    resumed = subprocess.run([*script, *tiny_run(reacher_pixel_dataset, out, "resume=true", steps=step + 4, every=4000)],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert checkpoint_step(out / "checkpoints" / "last.ckpt") == step + 4
+
+
+def test_a_full_disk_fails_with_one_line_and_leaves_no_temporary(tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    import jepa_wm.files
+
+    real_save = torch.save
+
+    def save_on_a_full_disk(obj, file, *args, **kwargs):
+        real_save(obj, file, *args, **kwargs)
+        with open(file, "r+b") as handle:  # torch.save's own words for a full disk, after half a file
+            handle.truncate(100)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", save_on_a_full_disk)
+    monkeypatch.setattr(jepa_wm.files, "free_bytes", lambda directory: 0)
+    code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", steps=4, every=2), capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and "No space left on device" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert not [path for path in tmp_path.rglob("*.partial")]
+
+
+# --------------------------------------------------------------------------------------------- datasets
+def test_a_second_writer_of_a_directory_is_refused_while_the_first_works(tmp_path, reacher_env_cfg,
+                                                                          reacher_pixel_dataset):
+    out = tmp_path / "data"
+    out.mkdir()
+    with DirectoryLock(out, "a dataset"):
+        with pytest.raises(ConfigError, match="is in use: another process is writing"):
+            small_collection(reacher_env_cfg, out)
+    assert list(out.iterdir()) == []
+    run = tmp_path / "run"
+    run.mkdir()
+    with DirectoryLock(run, "a training run"):
+        with pytest.raises(ConfigError, match="is in use"):
+            train(reacher_pixel_dataset, run, steps=2, every=2)
+    assert list(run.iterdir()) == []
+
+
+def test_two_collections_started_together_into_one_directory_leave_one_sound_dataset(tmp_path, reacher_env_cfg):
+    out = tmp_path / "together"
+    command = [sys.executable, str(ROOT / "scripts" / "collect.py"), "env=reacher-easy", "episodes=4",
+               "steps_per_episode=12", "episodes_per_shard=1", "workers=1", "progress=false", f"out={out}"]
+    processes = [subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+                 for _ in range(2)]
+    results = [(process.wait(timeout=300), process.stderr.read()) for process in processes]
+    for code, stderr in results:
+        assert code == 0 or (code == 2 and "is in use" in stderr), stderr[-2000:]
+    reference = small_collection(reacher_env_cfg, tmp_path / "alone", episodes=4)
+    together, alone = load_episodes(out, "pixels"), load_episodes(reference, "pixels")
+    assert together.num_episodes == 4
+    for episode in range(4):
+        assert np.array_equal(together.episode(episode)["obs"], alone.episode(episode)["obs"])
+
+
+def test_collection_and_conversion_never_delete_or_write_among_a_users_files(tmp_path, reacher_env_cfg,
+                                                                               reacher_pixel_dataset, capsys, monkeypatch):
+    dataset = small_collection(reacher_env_cfg, tmp_path / "dataset")
+    (dataset / ".thesis.tex.partial").write_text("two years of work")
+    (dataset / ".manifest.json.x1y2.partial").write_text("left by a killed writer")
+    small_collection(reacher_env_cfg, dataset)  # a rerun of a finished collection
+    assert (dataset / ".thesis.tex.partial").read_text() == "two years of work"
+    assert not (dataset / ".manifest.json.x1y2.partial").exists()
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "notes.txt").write_text("mine")
+    before = snapshot(home)
+    for script, argv in (("collect", [f"out={home}", "episodes=1"]),
+                         ("convert_dataset", [f"path={reacher_pixel_dataset}", f"out={home}"])):
+        code, stderr = run_script(script, argv, capsys, monkeypatch, tmp_path)
+        assert code == 2 and "Traceback" not in stderr, stderr[-2000:]
+        assert snapshot(home) == before
+
+
+def test_a_collection_whose_first_shard_failed_can_be_corrected(tmp_path, reacher_env_cfg, monkeypatch):
+    out = tmp_path / "data"
+    real = data.collect._collect_shard
+
+    def fails_once(job):
+        monkeypatch.setattr(data.collect, "_collect_shard", real)
+        raise RuntimeError("the first shard failed")
+
+    monkeypatch.setattr(data.collect, "_collect_shard", fails_once)
+    with pytest.raises(RuntimeError, match="the first shard failed"):
+        small_collection(reacher_env_cfg, out)
+    small_collection(reacher_env_cfg, out, policy={"name": "random"})  # the corrected command
+    assert load_episodes(out, "pixels").manifest["policy"] == {"name": "random"}
+    with pytest.raises(DatasetError, match="already holds a different dataset"):  # once collected, never mixed
+        small_collection(reacher_env_cfg, out)
+
+
+def test_a_shard_record_copied_in_from_another_dataset_is_refused(tmp_path, reacher_env_cfg):
+    first = small_collection(reacher_env_cfg, tmp_path / "first", seed=0)
+    second = small_collection(reacher_env_cfg, tmp_path / "second", seed=1)
+    manifest = json.loads((first / MANIFEST_NAME).read_text())
+    foreign = json.loads((second / MANIFEST_NAME).read_text())["shards"]["shard-00001"]
+    for path in second.glob("shard-00001.*.npy"):
+        shutil.copy(path, first / path.name)
+    manifest["shards"]["shard-00001"] = foreign
+    (first / MANIFEST_NAME).write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="shard-00001 with a record that does not belong to this dataset"):
+        load_episodes(first, "pixels")
+
+
+def test_resume_refuses_another_dataset_of_the_same_task(tmp_path, reacher_env_cfg, reacher_pixel_dataset):
+    other = collect(reacher_env_cfg, tmp_path / "other", episodes=6, steps_per_episode=20, policy=OU_POLICY, seed=5,
+                    workers=1, episodes_per_shard=2, progress=False)
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=4, every=4)
+    before = snapshot(run)
+    with pytest.raises(ConfigError, match="the dataset .data.path holds another dataset"):
+        train(other, run, "resume=true", steps=8, every=4)
+    assert snapshot(run) == before
+
+
+# ------------------------------------------------------------------------------------------------ leaks
+@pytest.mark.parametrize("override", ["out=ELSEWHERE", "wandb.name=${oc.env:SECRET_TOKEN}",
+                                      "model.encoder.name=${oc.env:SECRET_TOKEN}", "+trainer.default_root_dir=/tmp"])
+def test_a_dataset_cannot_steer_training_or_pull_the_environment_into_a_run(
+        override, tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    dataset = shutil.copytree(reacher_pixel_dataset, tmp_path / "hostile")
+    elsewhere = tmp_path / "elsewhere"
+    reseal(dataset, lambda manifest: manifest["env"].update(train_overrides=[override.replace("ELSEWHERE", str(elsewhere))]))
+    monkeypatch.setenv("SECRET_TOKEN", "hunter2-secret")
+    run = tmp_path / "run"
+    code, stderr = run_script("train", tiny_run(dataset, run), capsys, monkeypatch, tmp_path)
+    assert code == 2 and "env.train_overrides item" in stderr and "refused" in stderr, stderr[-2000:]
+    assert not run.exists() and not elsewhere.exists()
+    assert "hunter2" not in stderr
+
+
+def test_a_datasets_model_settings_still_apply(tmp_path, reacher_pixel_dataset):
+    dataset = shutil.copytree(reacher_pixel_dataset, tmp_path / "task")
+    reseal(dataset, lambda manifest: manifest["env"].update(train_overrides=["model.regularizers.temporal=0.5"]))
+    run = train_from_config(train_config(tiny_run(dataset, tmp_path / "run", steps=2, every=2)))
+    assert "temporal: 0.5" in (run / "config.yaml").read_text()
+
+
+# ----------------------------------------------------------------------------------------- checkpoints
+def flip_a_weight_byte(path: Path) -> None:
+    """Change one byte of the first tensor's data in a checkpoint archive (its CRC-32 is left as it was)."""
+    with zipfile.ZipFile(path) as archive:
+        entry = next(info for info in archive.infolist() if "/data/" in info.filename)
+    data = bytearray(path.read_bytes())
+    name_length = int.from_bytes(data[entry.header_offset + 26: entry.header_offset + 28], "little")
+    extra_length = int.from_bytes(data[entry.header_offset + 28: entry.header_offset + 30], "little")
+    data[entry.header_offset + 30 + name_length + extra_length + 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_checkpoint_with_flipped_weight_bytes_is_refused(tmp_path, capsys, monkeypatch):
+    from tests.test_evaluation import tiny_pixel_model
+
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": tiny_pixel_model().state_dict(), "hyper_parameters": dict(tiny_pixel_model().hparams)}, path)
+    flip_a_weight_byte(path)
+    code, stderr = run_script("plan", [f"checkpoint={path}", "episodes=1", f"out={tmp_path / 'plan'}"], capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and "fails its CRC-32 check" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert not (tmp_path / "plan").exists()
+
+
+def test_a_changed_shipped_model_is_refused_by_its_cards_digest(tmp_path, monkeypatch):
+    import jepa_wm.checkpoint
+    import jepa_wm.zoo
+
+    zoo = shutil.copytree(jepa_wm.zoo.PRETRAINED_DIR, tmp_path / "pretrained")
+    monkeypatch.setattr(jepa_wm.zoo, "PRETRAINED_DIR", zoo)
+    checkpoint = torch.load(zoo / "reacher-easy.ckpt", weights_only=True)
+    next(iter(checkpoint["state_dict"].values())).mul_(1.01)  # a well-formed file with other weights
+    torch.save(checkpoint, zoo / "reacher-easy.ckpt")
+    with pytest.raises(Exception, match="does not match the sha256 on its card"):
+        jepa_wm.load_world_model("pretrained:reacher-easy")
+    jepa_wm.load_world_model("pretrained:point_mass-easy")  # the others are as shipped
+
+
+def test_a_checkpoint_of_an_edited_architecture_names_the_first_mismatched_weight(tmp_path):
+    from jepa_wm import CheckpointError, load_world_model
+    from tests.test_evaluation import tiny_pixel_model
+
+    model = tiny_pixel_model()
+    weights = model.state_dict()
+    name = next(key for key in weights if key.startswith("predictor.") and key.endswith("weight"))
+    weights[name] = torch.zeros(3, 3)
+    torch.save({"state_dict": weights, "hyper_parameters": dict(model.hparams)}, tmp_path / "edited.ckpt")
+    with pytest.raises(CheckpointError, match=rf"{name} has shape \(3, 3\) in the checkpoint, \(\d+, \d+\) in the model"):
+        load_world_model(tmp_path / "edited.ckpt")
+
+
+def test_an_upload_without_network_or_token_is_one_line(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, stderr = run_script("upload_checkpoint", ["checkpoint=pretrained:reacher-easy", "repo=me/model"], capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and "cannot upload to Hugging Face repository 'me/model'" in stderr, stderr[-2000:]
+    assert "Traceback" not in stderr and len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1
