@@ -1,0 +1,194 @@
+"""How much history does the predictor need? One frame cannot show velocity; plans executed open loop need it.
+
+Candidates (``configs/history.yaml``): the frame-stack MLP predictor on 1, 2 or 3 frames and the causal
+transformer on 3, each trained with a rollout loss as long as the planning horizon, plus the previous
+default (1 frame, 4 rollout steps). Every candidate is trained on the suite's data with the suite's budget
+(K training seeds) and planned on every task with two schedules: replanning after every block (the
+default MPC) and the published open-loop schedule (CEM 300 x 30, all 5 blocks executed). Dev episodes
+choose; test episodes report. Beside success: planning ms per MPC step and the validation open-loop
+prediction error per model step (1..5), relative to copying the last embedding.
+
+    python benchmarks/history.py                                   # everything; finished stages are reused
+    python benchmarks/history.py "tasks=[finger-spin]" "seeds=[0]" "stages=[train,evaluate]"
+    python benchmarks/history.py stages=[report] --write
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import suite  # noqa: E402
+from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
+
+from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
+from planning.pipeline import collect_stage, train_stage  # noqa: E402
+
+FIGURE = Path(__file__).resolve().parent / "figures" / "history.png"
+SECTION = "Predictor history: seeing velocity (cpu)"
+
+
+def results_directory(out: Path, split: str, task: str, schedule: str) -> Path:
+    """Test reports sit beside the suite's (``results/``); dev reports apart (``results-dev/``)."""
+    return out / ("results" if split == "test" else f"results-{split}") / task / schedule
+
+
+def rollout_error_ratios(run: Path) -> list[float]:
+    """Validation open-loop error per model step over the copy-last error, from the last validation."""
+    path = run / "csv" / "metrics.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("val/copy_last_error")]
+    if not rows:
+        return []
+    last, ratios, step = rows[-1], [], 1
+    copy_last = float(last["val/copy_last_error"])
+    while last.get(f"val/rollout_error_step{step}"):
+        ratios.append(float(last[f"val/rollout_error_step{step}"]) / copy_last)
+        step += 1
+    return ratios
+
+
+def main(argv: list[str]) -> None:
+    write = "--write" in argv
+    cfg = compose("history", [arg for arg in argv if arg != "--write"])
+    unknown = sorted(set(cfg.stages) - set(suite.STAGES))
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(suite.STAGES)}")
+    out = Path(cfg.out)
+    timings = suite.Timings(out / "timings.json")
+    train, plan = as_overrides(cfg.train), as_overrides(cfg.plan)
+    frameskip = compose("train", ["data.path=unused", *train]).model.frameskip
+    for group, tasks in suite.task_groups(list(cfg.tasks)).items():
+        dataset = out / group / "dataset"
+        if "collect" in cfg.stages:
+            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
+                        workers=cfg.workers, progress=False)
+        for model, model_overrides in cfg.candidates.items():
+            if "train" in cfg.stages:
+                for seed in cfg.seeds:
+                    timings.run(f"train {group} {model} seed {seed}", train_stage, dataset,
+                                suite.run_directory(out, group, model, seed), [*train, *model_overrides], seed)
+            for task in tasks:
+                for schedule, extra in cfg.schedules.items():
+                    for split, episodes in cfg.splits.items():
+                        results = results_directory(out, split, task, schedule)
+                        settings = [*plan, f"split={split}", f"episodes={episodes}", *extra]
+                        if "baselines" in cfg.stages:
+                            timings.run(f"baselines {task} {schedule} {split}", suite.evaluate, results / "baselines",
+                                        [f"env={task}", "baselines=true", "methods=[random,oracle]",
+                                         f"mpc.frameskip={frameskip}", *settings])
+                        if "evaluate" not in cfg.stages:
+                            continue
+                        for seed in cfg.seeds:
+                            checkpoint = suite.run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint
+                            timings.run(f"evaluate {task} {schedule} {split} {model} seed {seed}", suite.evaluate,
+                                        results / model / f"seed-{seed}",
+                                        [f"checkpoint={checkpoint}", f"env={task}", *settings])
+    if "report" in cfg.stages:
+        text = report(cfg, out)
+        print(text)
+        if write:
+            update_benchmarks_section(SECTION, text, "python benchmarks/history.py " + " ".join(argv),
+                                      machine_description("cpu"))
+
+
+def summaries(cfg, out: Path) -> dict:
+    """(split, task, schedule, candidate) -> the suite's summary of the finished seeds."""
+    found = {}
+    for split in cfg.splits:
+        for task in cfg.tasks:
+            for schedule in cfg.schedules:
+                for model in cfg.candidates:
+                    summary = suite.summarize_task(results_directory(out, split, task, schedule), model, cfg.seeds)
+                    if summary:
+                        found[(split, task, schedule, model)] = summary
+    return found
+
+
+def dev_choice(found: dict, candidates, tasks, schedules) -> tuple[str | None, dict]:
+    """The candidate with the best mean dev success over every task and schedule it finished (None before
+    every candidate has a dev result for every task and schedule), and each candidate's mean."""
+    means = {}
+    for model in candidates:
+        rates = [found[("dev", task, schedule, model)]["mean"] for task in tasks for schedule in schedules
+                 if ("dev", task, schedule, model) in found]
+        if len(rates) == len(tasks) * len(schedules):
+            means[model] = statistics.mean(rates)
+    complete = len(means) == len(candidates)
+    return (max(means, key=lambda model: (means[model], -list(candidates).index(model))) if complete else None), means
+
+
+def report(cfg, out: Path) -> str:
+    found = summaries(cfg, out)
+    groups = {task: group for group, tasks in suite.task_groups(list(cfg.tasks)).items() for task in tasks}
+    chosen, dev_means = dev_choice(found, list(cfg.candidates), list(cfg.tasks), list(cfg.schedules))
+    lines = [
+        f"Candidates trained on the suite's data ({cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} "
+        f"steps per dynamics group, {cfg.train.trainer.max_steps} training steps), up to {len(cfg.seeds)} training "
+        f"seeds; planned with checkpoints/{cfg.checkpoint} on {cfg.splits.dev} dev episodes (the choice) and "
+        f"{cfg.splits.test} test episodes (the report, plan seed {cfg.plan.seed}), random and oracle on the same "
+        f"episodes. Schedules: " + "; ".join(f"`{name}` ({' '.join(extra) or 'the default MPC'})"
+                                             for name, extra in cfg.schedules.items()) + ".",
+        "",
+        "Mean dev success over every task and schedule: " + (", ".join(
+            f"{model} {mean:.1%}" for model, mean in sorted(dev_means.items(), key=lambda item: -item[1])) or "none yet")
+        + (f"; **chosen on dev: {chosen}**." if chosen else " (the choice waits for every candidate's dev results)."),
+        "",
+        "Test episodes, ours as mean +- std over training seeds [pooled 95% Wilson interval]; "
+        "rollout error per model step 1..5 relative to copying the last embedding (validation, mean over seeds).",
+        "",
+        "| task | schedule | candidate | seeds | ours | random | oracle | ours / oracle | ms / MPC step | rollout error / copy-last, steps 1..5 |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for task in cfg.tasks:
+        for schedule in cfg.schedules:
+            for model in cfg.candidates:
+                s = found.get(("test", task, schedule, model))
+                if not s:
+                    continue
+                ratios = [rollout_error_ratios(suite.run_directory(out, groups[task], model, seed))
+                          for seed in s["finished_seeds"]]
+                steps = [statistics.mean(values) for values in zip(*ratios)] if ratios and all(ratios) else []
+                ratio = s["mean"] / s["oracle"] if s["oracle"] > 0 else float("nan")
+                lines.append(
+                    f"| {task} | {schedule} | {model}{' (chosen)' if model == chosen else ''} | {s['seeds']} | "
+                    f"{s['mean']:.0%} +- {s['std']:.0%} [{s['pooled_ci95'][0]:.0%}, {s['pooled_ci95'][1]:.0%}] | "
+                    f"{s['random']:.0%} | {s['oracle']:.0%} | {ratio:.2f} | {s['ms_per_step']:.0f} | "
+                    f"{' / '.join(f'{value:.2f}' for value in steps)} |")
+    if found:
+        plot(found, cfg, FIGURE)
+        lines += ["", f"Figure: [benchmarks/figures/{FIGURE.name}](benchmarks/figures/{FIGURE.name})."]
+    return "\n".join(lines)
+
+
+def plot(found: dict, cfg, path: Path) -> None:
+    """Test success per task and candidate, one panel per schedule."""
+    plt = pyplot()
+    import numpy as np
+
+    schedules, models, tasks = list(cfg.schedules), list(cfg.candidates), list(cfg.tasks)
+    figure, axes = plt.subplots(len(schedules), 1, figsize=(max(7, 1.5 * len(tasks)), 3.2 * len(schedules)), squeeze=False)
+    width = 0.8 / len(models)
+    for axis, schedule in zip(axes[:, 0], schedules):
+        x = np.arange(len(tasks))
+        for index, model in enumerate(models):
+            rows = [found.get(("test", task, schedule, model)) for task in tasks]
+            axis.bar(x + (index - (len(models) - 1) / 2) * width, [r["mean"] if r else 0 for r in rows], width,
+                     yerr=[r["std"] if r else 0 for r in rows], capsize=2, label=model, color=f"C{index}")
+        oracle = [next((found[k]["oracle"] for k in found if k[:3] == ("test", task, schedule)), np.nan) for task in tasks]
+        axis.scatter(x, oracle, marker="_", s=400, color="k", label="oracle", zorder=3)
+        axis.set_xticks(x, tasks, fontsize=8)
+        axis.set_ylim(0, 1.05)
+        axis.set_ylabel("test success")
+        axis.set_title(schedule, fontsize=9)
+    axes[0, 0].legend(fontsize=7, ncol=len(models) + 1, loc="upper center", bbox_to_anchor=(0.5, 1.35))
+    save_figure(figure, path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
