@@ -217,13 +217,13 @@ def load_episodes(path: str | Path, obs_type: str) -> EpisodeStore:
         raise DatasetError(
             f"dataset {path} has no '{obs_type}' observations: they were dropped when it was converted from "
             f"format 1 ({dropped[obs_type]}); recollect with scripts/collect.py env={manifest['env'].get('name')} "
-            f"to train with data.obs_type={obs_type}"
+            f"to train with model.obs_type={obs_type}"
         )
     if obs_type not in manifest["observations"]:
         raise DatasetError(
             f"dataset {path} has observations {sorted(manifest['observations'])}, not '{obs_type}'; "
-            f"collect with env.obs_type={obs_type} or train with data.obs_type="
-            f"{sorted(manifest['observations'])[0]}"
+            f"collect with env.obs_type={obs_type} or train with model.obs_type="
+            f"{sorted(manifest['observations'])[0]} (model=pixels or model=state)"
         )
     finished = sum(last - first for first, last in (record["episodes"] for record in manifest["shards"].values()))
     if finished < manifest["episodes"]:

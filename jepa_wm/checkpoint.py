@@ -100,6 +100,9 @@ def read_checkpoint(path: Path) -> dict:
                               f"({type(error).__name__}); use an intact copy or retrain") from error
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters"), dict):
         raise CheckpointError(f"{path} is not a jepa-wm world model checkpoint (no jepa-wm hyper-parameters)")
+    step = checkpoint.get("global_step", 0)
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise CheckpointError(f"{path}: global_step is {step!r}, not a step count; the checkpoint was edited or damaged")
     found = checkpoint["hyper_parameters"].get("format")
     if found != CHECKPOINT_FORMAT:
         if isinstance(found, str) and found.startswith("jepa-wm/"):
@@ -116,13 +119,18 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
     try:
         model = JEPAWorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"], hparams.get("env"),
                                hparams.get("run_config"), load_pretrained=False)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
+    except Exception as error:  # a file from anyone: whatever its config makes the building blocks refuse
         raise CheckpointError(f"{path}: its model config cannot build a jepa-wm world model "
                               f"({type(error).__name__}: {error}); {REBUILD_HINT}") from error
     mismatch = state_dict_mismatch(checkpoint.get("state_dict"), model.state_dict())
     if mismatch:
         raise CheckpointError(f"{path}: weights do not fit the model its config describes ({mismatch}); the "
                               f"checkpoint was edited, or written by another version: {REBUILD_HINT}")
+    bad = [name for name, tensor in checkpoint["state_dict"].items()
+           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weight {bad[0]} holds NaN or inf values (the run that wrote it diverged); "
+                              f"use an earlier checkpoint of that run")
     model.load_state_dict(checkpoint["state_dict"])
     return model
 

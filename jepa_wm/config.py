@@ -78,6 +78,10 @@ def _list_of_integers(minimum: int) -> tuple[Callable[[Any], bool], str]:
             f"a list of integers >= {minimum}, e.g. [500,1500]")
 
 
+def _one_of(*choices: str) -> tuple[Callable[[Any], bool], str]:
+    return (lambda value: value in choices), f"one of {', '.join(choices)}"
+
+
 def _fraction(open_low: bool) -> tuple[Callable[[Any], bool], str]:
     if open_low:
         return (lambda value: 0.0 < value < 1.0), "a number in (0, 1)"
@@ -113,6 +117,9 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "model.optim.min_lr_ratio": _non_negative(),
     "trainer.gradient_clip_val": _non_negative(),
     "checkpoints_at": _list_of_integers(1),
+    "model.encoder.channels": (lambda values: bool(values) and _list_of_integers(1)[0](values),
+                               "a non-empty list of integers >= 1, e.g. [16,32,64,64]"),
+    "wandb.mode": _one_of("offline", "online", "disabled"),
     "eval.every_n_steps": _at_least(0),
     "eval.episodes": _at_least(1),
     "mpc.horizon": _at_least(1),
@@ -166,10 +173,11 @@ def check_values(cfg: DictConfig, script: str) -> None:
         value = OmegaConf.select(cfg, key, default=None)
         if value is None:
             continue
-        if isinstance(value, ListConfig):
-            ok = allowed(list(value))
-        else:
-            ok = not isinstance(value, bool) and isinstance(value, (int, float)) and allowed(value)
+        value = list(value) if isinstance(value, ListConfig) else value
+        try:
+            ok = not isinstance(value, bool) and allowed(value)
+        except TypeError:  # e.g. a word where a number belongs
+            ok = False
         if not ok:
             raise ConfigError(f"{key} must be {description}; got {value!r}")
 

@@ -19,6 +19,8 @@ import datetime
 import inspect
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 from weakref import proxy
 
@@ -339,7 +341,8 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
     out = run_directory(cfg)
     last = out / "checkpoints" / "last.ckpt"
     try:
-        return _fit(cfg, datamodule, callbacks, out)
+        with hangup_as_termination():
+            return _fit(cfg, datamodule, callbacks, out)
     except KeyboardInterrupt:
         how = f"rerun with resume=true out={out} to continue" if last.is_file() else "nothing was saved; rerun it"
         raise KeyboardInterrupt(f"training interrupted; {how}") from None
@@ -348,6 +351,20 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
         how = (f"last.ckpt holds step {step}: rerun with resume=true out={out} to continue" if last.is_file()
                else "nothing was saved; rerun it")
         raise TrainingTerminated(f"training stopped by SIGTERM; {how}") from None
+
+
+@contextlib.contextmanager
+def hangup_as_termination():
+    """SIGHUP (the terminal or SSH session that started training closed) is handled like SIGTERM: the
+    current step is saved, instead of the process dying with everything since the last validation."""
+    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
 
 
 # The files of a run directory that are written atomically, by folder: their temporaries are cleared on start.
@@ -417,8 +434,9 @@ def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
     try:
         model = JEPAWorldModel(cfg.model, datamodule.obs_shape, datamodule.action_dim, env=datamodule.describe(),
                                run_config=to_dict(cfg), load_pretrained=checkpoint is None)
-    except ValueError as error:
-        raise ConfigError(f"the model config is invalid: {error}") from error
+    except Exception as error:  # whatever the building blocks refuse of the user's model settings
+        detail = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
+        raise ConfigError(f"the model config is invalid: {detail}") from error
     if checkpoint is not None:
         check_resume(checkpoint, cfg, model, datamodule.describe(), resume_from)
     # Rows after the step training continues from (all rows of a fresh start) are dropped once it really

@@ -18,7 +18,7 @@ from data.envs.tasks import dynamics_differences
 from jepa_wm.checkpoint import load_world_model
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
-from jepa_wm.files import check_output_directory
+from jepa_wm.files import DirectoryLock, check_output_directory
 from planning.costs import LatentGoalCost, SimulatorCost
 from planning.evaluate import SPLIT_STREAMS, evaluate, format_table, save_plot, save_video, summarize, write_report
 from planning.mpc import MPCController, RandomController
@@ -174,15 +174,16 @@ def run_plan(cfg) -> dict:
     controllers, planner_names = build_controllers(cfg, methods, model, env, device)
 
     out.mkdir(parents=True, exist_ok=True)
-    records = evaluate(env, controllers, cfg.episodes, cfg.seed, record_episodes=cfg.videos, progress=cfg.progress,
-                       split=cfg.split)
-    rows = [summarize(records[method], env.name, method, planner_names[method], cfg.seed, cfg.split)
-            for method in methods]
-    files = {
-        "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings}),
-        "plot": save_plot(rows, records, env.success_threshold, out / "plot.png"),
-        "video": save_video(records, out / "episodes.gif") if cfg.videos else None,
-    }
+    with DirectoryLock(out, "a planning report"):  # report, plot and video of one run, never of two
+        records = evaluate(env, controllers, cfg.episodes, cfg.seed, record_episodes=cfg.videos,
+                           progress=cfg.progress, split=cfg.split)
+        rows = [summarize(records[method], env.name, method, planner_names[method], cfg.seed, cfg.split)
+                for method in methods]
+        files = {
+            "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings}),
+            "plot": save_plot(rows, records, env.success_threshold, out / "plot.png"),
+            "video": save_video(records, out / "episodes.gif") if cfg.videos else None,
+        }
     env.close()
     log_to_wandb(cfg, rows, files)
     return {"rows": rows, "table": format_table(rows), "files": files, "records": records}

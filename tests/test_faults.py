@@ -25,6 +25,8 @@ from data.dataset import load_episodes
 from data.storage import MANIFEST_NAME, DatasetError, header_sha256, sealed
 from jepa_wm.errors import ConfigError
 from jepa_wm.files import DirectoryLock, write_json_atomic
+from jepa_wm.config import compose
+from planning.experiment import run_plan
 from planning.pipeline import train_config, train_from_config
 from tests.conftest import OU_POLICY
 from tests.test_training import ROOT, checkpoint_step, metric_rows, run_script, tiny_run, train
@@ -80,7 +82,8 @@ def test_a_failed_start_keeps_the_traces_of_an_earlier_start_and_a_real_one_repl
     assert (run / "notes.txt").read_text() == "mine"
 
 
-def test_sigterm_saves_the_current_step_exits_143_and_the_run_resumes(tmp_path, reacher_pixel_dataset):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_saves_the_current_step_exits_143_and_the_run_resumes(stop, tmp_path, reacher_pixel_dataset):
     out = tmp_path / "run"
     # No validation before the end: whatever is saved at SIGTERM was saved because of it.
     script = [sys.executable, str(ROOT / "scripts" / "train.py")]
@@ -90,7 +93,7 @@ def test_sigterm_saves_the_current_step_exits_143_and_the_run_resumes(tmp_path, 
     while not (out / "config.yaml").is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.1)  # config.yaml is written once training really starts
     time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(stop)
     code, stderr = process.wait(timeout=300), process.stderr.read()
     assert code == 143, stderr[-2000:]
     lines = [line for line in stderr.splitlines() if line.startswith("terminated:")]
@@ -137,6 +140,13 @@ def test_a_second_writer_of_a_directory_is_refused_while_the_first_works(tmp_pat
         with pytest.raises(ConfigError, match="is in use"):
             train(reacher_pixel_dataset, run, steps=2, every=2)
     assert list(run.iterdir()) == []
+    report = tmp_path / "report"
+    report.mkdir()
+    with DirectoryLock(report, "a planning report"):
+        with pytest.raises(ConfigError, match="is in use"):
+            run_plan(compose("plan", ["env=reacher-easy", "methods=[random]", "baselines=true", "episodes=1",
+                                      f"out={report}", "videos=0", "progress=false"]))
+    assert list(report.iterdir()) == []
 
 
 def test_two_collections_started_together_into_one_directory_leave_one_sound_dataset(tmp_path, reacher_env_cfg):
@@ -274,6 +284,23 @@ def test_a_changed_shipped_model_is_refused_by_its_cards_digest(tmp_path, monkey
     with pytest.raises(Exception, match="does not match the sha256 on its card"):
         jepa_wm.load_world_model("pretrained:reacher-easy")
     jepa_wm.load_world_model("pretrained:point_mass-easy")  # the others are as shipped
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda checkpoint: next(iter(checkpoint["state_dict"].values())).fill_(float("nan")), "holds NaN or inf values"),
+    (lambda checkpoint: checkpoint.update(global_step="many"), "global_step is 'many', not a step count"),
+    (lambda checkpoint: checkpoint["hyper_parameters"].update(obs_shape=[-1]), "its model config cannot build"),
+])
+def test_a_damaged_checkpoint_is_named_not_loaded(damage, message, tmp_path):
+    from jepa_wm import CheckpointError, load_world_model
+    from tests.test_evaluation import tiny_pixel_model
+
+    model = tiny_pixel_model()
+    checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams), "global_step": 3}
+    damage(checkpoint)
+    torch.save(checkpoint, tmp_path / "damaged.ckpt")
+    with pytest.raises(CheckpointError, match=message):
+        load_world_model(tmp_path / "damaged.ckpt")
 
 
 def test_a_checkpoint_of_an_edited_architecture_names_the_first_mismatched_weight(tmp_path):
