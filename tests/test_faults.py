@@ -23,9 +23,9 @@ import data.collect
 from data.collect import collect
 from data.dataset import load_episodes
 from data.storage import MANIFEST_NAME, DatasetError, header_sha256, sealed
+from jepa_wm.config import compose
 from jepa_wm.errors import ConfigError
 from jepa_wm.files import DirectoryLock, write_json_atomic
-from jepa_wm.config import compose
 from planning.experiment import run_plan
 from planning.pipeline import train_config, train_from_config
 from tests.conftest import OU_POLICY
