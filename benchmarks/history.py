@@ -1,8 +1,8 @@
 """How much history does the predictor need? One frame cannot show velocity; plans executed open loop need it.
 
 Candidates (``configs/history.yaml``): the frame-stack MLP predictor on 1, 2 or 3 frames and the causal
-transformer on 3, each trained with a rollout loss as long as the planning horizon, plus the previous
-default (1 frame, 4 rollout steps). Every candidate is trained on the suite's data with the suite's budget
+transformer on 3, each trained with a rollout loss as long as the planning horizon (the previous default,
+1 frame and 4 rollout steps, is the suite's ablation row). Every candidate is trained on the suite's data with the suite's budget
 (K training seeds) and planned on every task with two schedules: replanning after every block (the
 default MPC) and the published open-loop schedule (CEM 300 x 30, all 5 blocks executed). Dev episodes
 choose; test episodes report. Beside success: planning ms per MPC step and the validation open-loop

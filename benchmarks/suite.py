@@ -70,8 +70,14 @@ class Timings:
 
 
 def comparable(config: dict) -> dict:
-    """The settings of a report that decide its numbers (not where it was written or how it printed)."""
-    return {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
+    """The settings of a report that decide its numbers (not where it was written or how it printed).
+
+    Reports written before planning costs had names planned with the latent distance: read as ``cost.name=l2``
+    with the weights' defaults, which only a sum uses."""
+    settings = {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
+    if "cost" in settings and "name" not in settings["cost"]:
+        settings["cost"] = {"name": "l2", "latent_weight": 1.0, "learned_weight": 1.0, **settings["cost"]}
+    return settings
 
 
 def evaluate(out: Path, overrides: list[str]) -> list[dict]:

@@ -16,6 +16,7 @@ import torch
 
 from jepa_wm.errors import CheckpointError
 from jepa_wm.files import save_torch_atomic
+from jepa_wm.learned_cost import LearnedCost
 from jepa_wm.module import CHECKPOINT_FORMAT, JEPAWorldModel
 from jepa_wm.zoo import HUB_PREFIX, PRETRAINED_DIR, PRETRAINED_PREFIX, REBUILD_ZOO, resolve_hub, resolve_pretrained
 
@@ -132,6 +133,12 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
         raise CheckpointError(f"{path}: weight {bad[0]} holds NaN or inf values (the run that wrote it diverged); "
                               f"use an earlier checkpoint of that run")
     model.load_state_dict(checkpoint["state_dict"])
+    if checkpoint.get("learned_cost") is not None:
+        try:
+            model.learned_cost = LearnedCost.from_checkpoint(checkpoint["learned_cost"])
+        except Exception as error:  # a file from anyone
+            raise CheckpointError(f"{path}: its learned cost cannot be rebuilt ({type(error).__name__}: {error}); "
+                                  f"retrain it with scripts/train_cost.py") from error
     return model
 
 
@@ -152,14 +159,18 @@ def load_world_model(reference: str | Path, device: str | torch.device = "cpu") 
     """Checkpoint path (or ``wandb:`` artifact reference) -> world model in eval mode on ``device``."""
     path = resolve_checkpoint(reference)
     model = model_from_checkpoint(read_checkpoint(path), path)
+    if model.learned_cost is not None:
+        model.learned_cost.to(device)
     return model.eval().requires_grad_(False).to(device)
 
 
 def export_weights(checkpoint: dict, path: Path) -> Path:
-    """Write the parts of a checkpoint that planning needs (weights, config, step), without optimizer,
-    scheduler or loop states: what ships and uploads. Written atomically."""
+    """Write the parts of a checkpoint that planning needs (weights, config, step, learned cost), without
+    optimizer, scheduler or loop states: what ships and uploads. Written atomically."""
     slim = {"state_dict": checkpoint["state_dict"], "hyper_parameters": checkpoint["hyper_parameters"],
             "global_step": checkpoint.get("global_step", 0)}
+    if checkpoint.get("learned_cost") is not None:
+        slim["learned_cost"] = checkpoint["learned_cost"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_torch_atomic(path, slim)

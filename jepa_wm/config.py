@@ -19,7 +19,7 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 from jepa_wm.errors import ConfigError, did_you_mean
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-GROUPS = ("env", "model", "planner")
+GROUPS = ("env", "model", "planner", "learned_cost")
 
 
 def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:

@@ -111,6 +111,7 @@ class JEPAWorldModel(pl.LightningModule):
         if cfg["target"] == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self._probe_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.learned_cost = None  # a jepa_wm.learned_cost.LearnedCost, when the checkpoint carries one
 
     # --------------------------------------------------------------------------------- the verbs
     def encode(self, obs) -> torch.Tensor:

@@ -52,7 +52,7 @@ RUN_DIRECTORY_VARIABLE = "JEPA_WM_RUN_DIRECTORY"  # shared with the processes a 
 RESUMABLE_PREFIXES = ("trainer.", "eval.", "wandb.", "model.optim.", "model.loss.", "model.regularizers.",
                       "model.decoder.weight", "model.decoder.detach", "model.ema_momentum", "model.stop_gradient",
                       "model.sigreg_projections", "model.rollout_steps", "data.path", "data.batch_size",
-                      "data.num_workers", "best.", "checkpoints_at", "resume", "out")
+                      "data.num_workers", "best.", "checkpoints_at", "resume", "out", "learned_cost.")
 
 
 def run_directory(cfg: DictConfig) -> Path:

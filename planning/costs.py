@@ -20,6 +20,7 @@ import torch
 from mujoco import rollout as mujoco_rollout
 
 from data.actions import model_to_env_actions
+from jepa_wm.errors import did_you_mean
 
 DISTANCES = ("l2", "cosine")
 STEP_WEIGHTINGS = ("final", "all")
@@ -47,27 +48,104 @@ def latent_distance(predicted: torch.Tensor, goal: torch.Tensor, distance: str) 
     return 1.0 - torch.nn.functional.cosine_similarity(flat_predicted, flat_goal.expand_as(flat_predicted), dim=-1)
 
 
-class LatentGoalCost:
-    """Cost of action sequences under a world model: predicted embeddings vs the goal embedding.
+# ------------------------------------------------------------------------ objectives on predicted embeddings
+class LatentDistance:
+    """The latent distance (``l2`` or ``cosine``) of predicted embeddings to the goal's."""
 
-    The goal is embedded in the space the predictor predicts into (``model.encode_target``: the EMA
-    target encoder's when the model has one). ``steps`` weighs the horizon (see ``weigh_steps``);
-    ``action_penalty`` adds that weight times the mean squared action.
-    """
-
-    def __init__(self, model, distance: str, steps: str, action_penalty: float = 0.0):
+    def __init__(self, distance: str = "l2"):
         if distance not in DISTANCES:
             raise ValueError(f"unknown latent distance '{distance}' (choices: {', '.join(DISTANCES)})")
+        self.distance = distance
+
+    def __call__(self, predicted: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """predicted (N, K, T, D), goal (T, D) -> (N, K)."""
+        return latent_distance(predicted, goal, self.distance)
+
+    def describe(self) -> str:
+        return f"latent {self.distance}"
+
+
+class LearnedDistance:
+    """Steps to the goal as a checkpoint's learned cost counts them (see ``jepa_wm.learned_cost``)."""
+
+    def __init__(self, learned_cost):
+        self.learned_cost = learned_cost
+
+    def __call__(self, predicted: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return self.learned_cost.distance(predicted.flatten(-2), goal.flatten())
+
+    def describe(self) -> str:
+        return f"learned {self.learned_cost.kind} distance"
+
+
+class WeightedSum:
+    """sum_i weight_i * objective_i / scale_i: ``scale`` puts terms of different units on one footing
+    (a learned cost's scales are the mean of each distance between random frames of its data)."""
+
+    def __init__(self, terms: list[tuple[float, object, float]]):
+        self.terms = [(float(weight), objective, float(scale)) for weight, objective, scale in terms if weight]
+        if not self.terms:
+            raise ValueError("a weighted sum of costs needs at least one term with a weight other than 0")
+
+    def __call__(self, predicted: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return sum(weight * objective(predicted, goal) / scale for weight, objective, scale in self.terms)
+
+    def describe(self) -> str:
+        return " + ".join(f"{weight:g} x {objective.describe()}" for weight, objective, _ in self.terms)
+
+
+# Costs a plan config can name (``cost.name``); ``auto`` is the checkpoint's learned cost when it has one.
+COST_NAMES = ("auto", "l2", "cosine", "learned", "sum")
+AUTO_WITH_LEARNED = "sum"  # what auto plans with when the checkpoint carries a learned cost
+
+
+def build_objective(model, cost_cfg) -> tuple[object, str]:
+    """The objective a plan config's ``cost`` section asks for with this model, and a line saying which."""
+    name = cost_cfg["name"]
+    if name not in COST_NAMES:
+        raise ValueError(f"unknown cost '{name}'{did_you_mean(name, COST_NAMES)} (choices: {', '.join(COST_NAMES)})")
+    learned = getattr(model, "learned_cost", None)
+    if name == "auto":
+        name = AUTO_WITH_LEARNED if learned is not None else cost_cfg["distance"]
+    if name in ("learned", "sum") and learned is None:
+        raise ValueError(f"cost.name={name} needs a checkpoint with a learned cost; train one with "
+                         f"scripts/train_cost.py checkpoint=..., or plan with cost.name=l2")
+    if name in DISTANCES:
+        objective = LatentDistance(name)
+    elif name == "learned":
+        objective = LearnedDistance(learned)
+    else:
+        objective = WeightedSum([(cost_cfg["latent_weight"], LatentDistance(cost_cfg["distance"]), learned.latent_scale),
+                                 (cost_cfg["learned_weight"], LearnedDistance(learned), learned.learned_scale)])
+    note = "" if learned is not None or cost_cfg["name"] != "auto" else " (the checkpoint has no learned cost)"
+    return objective, f"cost: {objective.describe()}{note}"
+
+
+class LatentGoalCost:
+    """Cost of action sequences under a world model: an objective on the predicted embeddings and the goal's.
+
+    One rollout of the world model per candidate batch, whatever the objective (a latent distance, a learned
+    distance, or a weighted sum of them). The goal is embedded in the space the predictor predicts into
+    (``model.encode_target``: the EMA target encoder's when the model has one). ``steps`` weighs the horizon
+    (see ``weigh_steps``); ``action_penalty`` adds that weight times the mean squared action.
+    """
+
+    def __init__(self, model, objective="l2", steps: str = "all", action_penalty: float = 0.0):
         _check_steps(steps)
-        self.model, self.distance, self.steps, self.action_penalty = model, distance, steps, action_penalty
+        self.model, self.steps, self.action_penalty = model, steps, action_penalty
+        self.objective = LatentDistance(objective) if isinstance(objective, str) else objective
+        self.description = f"cost: {self.objective.describe()}"
         self.obs_key = model.cfg["obs_type"]
         self._goal_source = None
         self._goal_embedding = None
 
     @classmethod
     def from_config(cls, model, cost_cfg) -> "LatentGoalCost":
-        """From a plan config's ``cost`` section (``distance``, ``steps``, ``action_penalty``)."""
-        return cls(model, cost_cfg["distance"], cost_cfg["steps"], float(cost_cfg["action_penalty"]))
+        """From a plan config's ``cost`` section (``name``, ``distance``, weights, ``steps``, ``action_penalty``)."""
+        objective, description = build_objective(model, cost_cfg)
+        cost = cls(model, objective, cost_cfg["steps"], float(cost_cfg["action_penalty"]))
+        cost.description = description
+        return cost
 
     def goal_embedding(self, goal_obs: dict) -> torch.Tensor:
         """The goal's embedding (N, D), computed once per goal."""
@@ -96,7 +174,7 @@ class LatentGoalCost:
                 z_history.expand(count, *z_history.shape[1:]), candidates.to(model.device),
                 past_actions.expand(count, *past_actions.shape[1:]),
             )  # (N, K, T, D)
-            cost = weigh_steps(latent_distance(predicted, goal, self.distance), self.steps)  # (N,)
+            cost = weigh_steps(self.objective(predicted, goal), self.steps)  # (N,)
             if self.action_penalty:
                 cost = cost + self.action_penalty * candidates.pow(2).mean(dim=(1, 2)).to(cost.device)
             return cost.to(candidates.device)

@@ -10,12 +10,19 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
+import torch
 from omegaconf import DictConfig
+from pytorch_lightning.utilities import rank_zero_only
+from tqdm.auto import tqdm
 
 from data.collect import collect_from_config
 from data.datamodule import TrajectoryDataModule
 from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.config import as_overrides, compose, to_dict
+from jepa_wm.errors import ConfigError
+from jepa_wm.files import DirectoryLock, check_output_directory, save_torch_atomic
+from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record
 from jepa_wm.training import fit
 from planning.callbacks import GoalReachingEvalCallback
 from planning.experiment import run_plan
@@ -70,12 +77,52 @@ def train_config(argv) -> DictConfig:
 
 
 def train_from_config(cfg: DictConfig) -> Path:
-    """Train as ``scripts/train.py`` does (with the goal-reaching callback if ``eval.every_n_steps``)."""
+    """Train as ``scripts/train.py`` does (with the goal-reaching callback if ``eval.every_n_steps``), then the
+    learned planning cost of ``cfg.learned_cost`` for ``last.ckpt`` and ``best.ckpt``."""
     callbacks = []
     if cfg.eval.every_n_steps:
         callbacks.append(GoalReachingEvalCallback(cfg.eval.every_n_steps, cfg.eval.episodes, list(cfg.eval.plan),
                                                   cfg.seed, cfg.eval.video))
-    return fit(cfg, datamodule_from_config(cfg), callbacks=callbacks)
+    settings = learned_cost_settings(cfg)  # refuses bad settings before training
+    out = fit(cfg, datamodule_from_config(cfg), callbacks=callbacks)
+    if settings is not None and rank_zero_only.rank == 0:
+        add_learned_costs(out, settings, progress=cfg.trainer.enable_progress_bar)
+    return out
+
+
+def learned_cost_settings(cfg: DictConfig) -> CostTrainingSettings | None:
+    """The learned cost a training config asks for (None for ``learned_cost=none``)."""
+    if cfg.learned_cost.kind == "none":
+        return None
+    try:
+        return CostTrainingSettings.from_config(to_dict(cfg.learned_cost))
+    except ValueError as error:
+        raise ConfigError(f"learned_cost settings: {error}") from error
+
+
+def add_learned_costs(run: Path, settings: CostTrainingSettings, progress: bool = True) -> None:
+    """Train the learned cost into ``last.ckpt`` and ``best.ckpt`` of a finished run, where it is not there yet
+    with these settings."""
+    from jepa_wm.checkpoint import read_checkpoint
+
+    trained = None  # (weights, cost) of the checkpoint a cost was trained for here: best.ckpt is often last.ckpt
+    for name in ("last.ckpt", "best.ckpt"):
+        path = run / "checkpoints" / name
+        if not path.is_file():
+            continue
+        checkpoint = read_checkpoint(path)
+        if (checkpoint.get("learned_cost") or {}).get("settings") == settings_record(settings):
+            continue
+        if trained is not None and _same_weights(trained[0], checkpoint["state_dict"]):
+            checkpoint["learned_cost"] = trained[1]
+            save_torch_atomic(path, checkpoint)
+            continue
+        train_cost_for_checkpoint(path, settings, progress=progress)
+        trained = (checkpoint["state_dict"], read_checkpoint(path)["learned_cost"])
+
+
+def _same_weights(first: dict, second: dict) -> bool:
+    return first.keys() == second.keys() and all(torch.equal(first[name], second[name]) for name in first)
 
 
 def trained_steps(checkpoint: Path) -> int:
@@ -99,6 +146,10 @@ def train_stage(dataset: Path, run_dir: Path, overrides=(), seed: int = 0) -> Pa
     done = trained_steps(checkpoint)
     if done < cfg.trainer.max_steps:
         train_from_config(train_config([*arguments, "resume=true"]) if done else cfg)
+    else:
+        settings = learned_cost_settings(cfg)
+        if settings is not None:  # a run finished before its learned cost was (or with other cost settings)
+            add_learned_costs(run_dir, settings, progress=False)
     return checkpoint
 
 
@@ -126,3 +177,84 @@ def run_quickstart(cfg: DictConfig) -> dict:
     result = run_plan(plan_cfg)
     result["files"] = {"dataset": dataset, "checkpoint": checkpoint, **result["files"]}
     return result
+
+
+# ------------------------------------------------------------------------------------------ learned costs
+def embed_episodes(model, store, episode_ids, batch_episodes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whole episodes of a dataset through the model's target encoder (the space goals are embedded in):
+    embeddings (E, T+1, N*D) and the goal coordinates of the same frames (E, T+1, C)."""
+    frames = store.steps_per_episode + 1
+    embeddings, coordinates = [], []
+    for first in range(0, len(episode_ids), batch_episodes):
+        chunk = np.asarray(episode_ids[first:first + batch_episodes])
+        windows = store.read_windows(chunk, np.zeros(len(chunk), np.int64), frames)
+        with torch.no_grad():
+            z = model.encode_target(torch.as_tensor(windows["obs"]).to(model.device))  # (B, T+1, N, D)
+        embeddings.append(z.flatten(2).float().cpu())
+        coordinates.append(torch.as_tensor(windows["position"]))
+    return torch.cat(embeddings), torch.cat(coordinates)
+
+
+def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None, out=None,
+                              progress: bool = True, save_every: int = 500) -> dict:
+    """Train a learned planning cost for the world model in checkpoint ``path`` on the dataset it was trained
+    on (or ``dataset``), and store it in the checkpoint (``out``: another file; written atomically).
+
+    The cost learns from the train split of the world model's own episode split; its metrics come from the
+    held-out episodes. Every ``save_every`` steps the training state is saved beside the output
+    (``.<name>.learned-cost-state``), so a killed training resumes where it stopped. Returns the metrics.
+    """
+    from data.dataset import load_episodes, split_episodes
+    from jepa_wm.checkpoint import model_from_checkpoint, read_checkpoint
+
+    path = Path(path)
+    target = Path(out) if out else path
+    check_output_directory(target.parent, "out")
+    checkpoint = read_checkpoint(path)
+    model = model_from_checkpoint(checkpoint, path).eval().requires_grad_(False)
+    dataset = dataset or model.hparams["env"].get("dataset")
+    if not dataset:
+        raise ConfigError(f"{path} does not record its dataset; pass data.path=DATASET")
+    store = load_episodes(dataset, model.cfg["obs_type"])
+    run = model.hparams.get("run_config") or {}
+    train_ids, val_ids = split_episodes(store.num_episodes, run.get("data", {}).get("val_fraction", 0.1),
+                                        run.get("seed", 0))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    run_directory = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+    with DirectoryLock(run_directory, "a checkpoint"):
+        state_path = target.with_name(f".{target.name}.learned-cost-state")
+        trainer = CostTrainer(embed_episodes(model, store, train_ids)[0], settings)
+        if state_path.is_file():
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+            if state.get("settings") == settings_record(settings) and state.get("world_model_step") == checkpoint.get("global_step"):
+                trainer.load_state_dict(state)
+        bar = tqdm(total=settings.steps, initial=trainer.step, desc=f"learned cost ({settings.kind})", unit="step",
+                   disable=not progress)
+
+        def advance(step: int, loss: float) -> None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss:.4f}")
+            if save_every and step % save_every == 0 and step < settings.steps:
+                save_torch_atomic(state_path, {**trainer.state_dict(), "world_model_step": checkpoint.get("global_step")})
+
+        try:
+            trainer.train(settings.steps, advance)
+        finally:
+            bar.close()
+        cost = trainer.result(*embed_episodes(model, store, val_ids))
+        checkpoint["learned_cost"] = cost.to_checkpoint()
+        save_torch_atomic(target, checkpoint)
+        state_path.unlink(missing_ok=True)
+    return cost.metrics
+
+
+def train_cost_from_config(cfg: DictConfig) -> dict:
+    """What ``scripts/train_cost.py`` does, from a ``configs/train_cost.yaml``-style config."""
+    if cfg.learned_cost.kind == "none":
+        raise ConfigError("learned_cost=none trains nothing; choose learned_cost=hilbert or learned_cost=temporal")
+    try:
+        settings = CostTrainingSettings.from_config(to_dict(cfg.learned_cost))
+    except ValueError as error:
+        raise ConfigError(f"learned_cost settings: {error}") from error
+    return train_cost_for_checkpoint(cfg.checkpoint, settings, cfg.data.path, cfg.out, cfg.progress)

@@ -149,6 +149,7 @@ def launch_overrides(dataset, out):
     return [f"data.path={dataset}", f"out={out}", "trainer.max_steps=4", "trainer.val_check_interval=2",
             "trainer.limit_val_batches=1", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
             "data.batch_size=2", "data.num_workers=0", "trainer.enable_progress_bar=false", "wandb.mode=disabled",
+            "learned_cost=none",
             "model.encoder.channels=[8,8,8,8]", "best.metric=val/rollout_error_ratio", "best.mode=min"]
 
 

@@ -111,7 +111,7 @@ def test_checkpoint_roundtrip_gives_identical_outputs(tmp_path, reacher_pixel_da
     cfg = compose("train", [
         f"data.path={reacher_pixel_dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=3",
         "trainer.val_check_interval=3", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
-        "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled",
+        "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled", "learned_cost=none",
         "model.encoder.channels=[8,16,16,16]", "model.encoder.embed_dim=16",
         "best.metric=val/rollout_error_ratio", "best.mode=min",  # a few validation frames may rank no distances
     ])

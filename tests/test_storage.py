@@ -191,7 +191,7 @@ def test_conversion_keeps_every_array_but_reacher_states(tmp_path, reacher_pixel
     window = ([0, 3, 5], [0, 7, 15], 5, 1)
     assert all(np.array_equal(a, b) for a, b in zip(original.read_windows(*window).values(), new.read_windows(*window).values()))
     with pytest.raises(DatasetError, match="no 'state' observations: they were dropped .* to_target.*; recollect with "
-                                           "scripts/collect.py env=reacher-easy to train with data.obs_type=state"):
+                                           "scripts/collect.py env=reacher-easy to train with model.obs_type=state"):
         load_episodes(old, "state")
 
 

@@ -30,7 +30,8 @@ def small_run_overrides(program: str, tmp_path: Path, dataset: Path, checkpoint:
     if program.endswith("train.py"):
         return [f"data.path={dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=2", "trainer.val_check_interval=2",
                 "trainer.limit_val_batches=1", "data.batch_size=4", "data.num_workers=0",
-                "trainer.enable_progress_bar=false", "model.encoder.channels=[8,8,8,8]", "model.predictor.hidden_dim=32"]
+                "trainer.enable_progress_bar=false", "model.encoder.channels=[8,8,8,8]", "model.predictor.hidden_dim=32",
+                "learned_cost=none"]
     return [f"checkpoint={checkpoint}", "episodes=1", "env.episode_length=3", f"out={tmp_path / 'plan'}",
             "progress=false", "planner.iterations=1"]
 

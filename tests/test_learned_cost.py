@@ -1,0 +1,153 @@
+"""Learned planning costs: they learn to count steps, ship inside checkpoints, resume, and plan by default."""
+
+import math
+
+import pytest
+import torch
+
+from jepa_wm import load_world_model
+from jepa_wm.config import compose
+from jepa_wm.learned_cost import CostTrainer, LearnedCost, default_settings, train_learned_cost
+from planning.costs import LatentGoalCost
+from planning.pipeline import train_cost_for_checkpoint
+from tests.test_evaluation import reacher_env, save_model_checkpoint, tiny_pixel_model  # noqa: F401 (a fixture)
+
+
+def random_walk_episodes(episodes=60, steps=80, cells=40, seed=0):
+    """Episodes of a lazy random walk on a line of ``cells`` cells, seen through a folded embedding.
+
+    Each position x in [0, 1] is embedded as (cos(6 x), sin(6 x), cos(11 x), sin(11 x)) plus noise: far-apart
+    positions can have close embeddings, so the latent distance ranks them poorly, while the number of steps
+    between positions is |x - y| * cells. Returns embeddings (E, T+1, 4) and positions (E, T+1, 1).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    start = torch.randint(0, cells, (episodes, 1), generator=generator)
+    moves = torch.randint(-1, 2, (episodes, steps), generator=generator)
+    cell = start.clone()
+    path = [cell]
+    for t in range(steps):
+        cell = (cell + moves[:, t : t + 1]).clamp(0, cells - 1)
+        path.append(cell)
+    x = torch.cat(path, dim=1).float() / (cells - 1)  # (E, T+1)
+    features = torch.stack([torch.cos(6 * x), torch.sin(6 * x), torch.cos(11 * x), torch.sin(11 * x)], dim=-1)
+    return features + 0.01 * torch.randn(features.shape, generator=generator), x[..., None]
+
+
+# Measured: hilbert 0.78 (untrained 0.60), temporal 0.89 (untrained 0.12); the latent distance 0.52.
+@pytest.mark.parametrize("kind, floor, gain", [("hilbert", 0.7, 0.12), ("temporal", 0.8, 0.3)])
+def test_a_learned_cost_counts_steps_where_the_latent_distance_cannot(kind, floor, gain):
+    episodes, positions = random_walk_episodes()
+    held_out, held_out_positions = random_walk_episodes(episodes=20, seed=1)
+    settings = default_settings(kind, steps=1500, batch_size=256)
+    untrained = CostTrainer(episodes, settings).result(held_out, held_out_positions)
+    cost = train_learned_cost(episodes, settings, held_out, held_out_positions)
+    learned = cost.metrics["true_distance_rank_correlation"]
+    assert learned > floor, cost.metrics
+    assert learned > cost.metrics["latent_true_distance_rank_correlation"] + 0.2, cost.metrics
+    assert learned > untrained.metrics["true_distance_rank_correlation"] + gain, (cost.metrics, untrained.metrics)
+
+
+def test_the_hilbert_distance_is_zero_at_the_goal_and_symmetric():
+    episodes, _ = random_walk_episodes(episodes=10, steps=30)
+    cost = train_learned_cost(episodes, default_settings("hilbert", steps=50, batch_size=64))
+    z, goal = episodes[0, :5], episodes[1, 3]
+    assert torch.allclose(cost.distance(goal, goal), torch.zeros(()), atol=1e-3)
+    assert torch.allclose(cost.distance(z, goal), cost.distance(goal.expand_as(z), z), atol=1e-5)
+
+
+def test_killed_cost_training_resumes_to_exactly_the_same_cost():
+    episodes, _ = random_walk_episodes(episodes=10, steps=30)
+    settings = default_settings("hilbert", steps=60, batch_size=64)
+    whole = CostTrainer(episodes, settings)
+    whole.train(60)
+    first = CostTrainer(episodes, settings)
+    first.train(25)
+    state = first.state_dict()
+    resumed = CostTrainer(episodes, settings)
+    resumed.load_state_dict(state)
+    resumed.train(60)
+    for name, tensor in whole.head.state_dict().items():
+        assert torch.equal(tensor, resumed.head.state_dict()[name]), name
+    with pytest.raises(ValueError, match="other settings"):
+        CostTrainer(episodes, default_settings("hilbert", steps=60, batch_size=32)).load_state_dict(state)
+
+
+def test_a_checkpoints_learned_cost_loads_safely_and_plans_by_default(tmp_path, reacher_env):
+    model = tiny_pixel_model()
+    path = save_model_checkpoint(model, tmp_path / "model.ckpt")
+    plain = LatentGoalCost.from_config(load_world_model(path), compose("plan").cost)
+    assert plain.description == "cost: latent l2 (the checkpoint has no learned cost)"
+
+    episodes, _ = random_walk_episodes(episodes=6, steps=20)
+    features = model.embed_dim * model.num_tokens
+    episodes = episodes.repeat(1, 1, features // 4)
+    learned = train_learned_cost(episodes, default_settings("hilbert", steps=20, batch_size=32))
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["learned_cost"] = learned.to_checkpoint()
+    torch.save(checkpoint, path)
+    loaded = load_world_model(path)  # torch.load(weights_only=True) inside
+    assert isinstance(loaded.learned_cost, LearnedCost)
+    z, goal = episodes[0, :4], episodes[1, 2]
+    assert torch.allclose(loaded.learned_cost.distance(z, goal), learned.distance(z, goal))
+    auto = LatentGoalCost.from_config(loaded, compose("plan").cost)
+    assert auto.description.startswith("cost: 1 x latent l2 + 1 x learned hilbert distance")
+    cost_fn = auto.make_cost(reacher_env, [reacher_env.reset(seed=0)], [])
+    candidates = torch.rand(7, 5, model.action_dim) * 2 - 1
+    costs = cost_fn(candidates)
+    assert costs.shape == (7,) and torch.isfinite(costs).all()
+    alone = LatentGoalCost.from_config(loaded, compose("plan", ["cost.name=learned"]).cost)
+    assert not torch.allclose(alone.make_cost(reacher_env, [reacher_env.reset(seed=0)], [])(candidates), costs)
+
+
+def test_a_learned_cost_is_refused_for_a_checkpoint_without_one(tmp_path):
+    model = load_world_model(save_model_checkpoint(tiny_pixel_model(), tmp_path / "model.ckpt"))
+    with pytest.raises(ValueError, match="cost.name=learned needs a checkpoint with a learned cost"):
+        LatentGoalCost.from_config(model, compose("plan", ["cost.name=learned"]).cost)
+
+
+def test_train_cost_stores_the_cost_in_the_checkpoint_and_resumes_after_a_kill(tmp_path, reacher_pixel_dataset,
+                                                                                 monkeypatch):
+    from tests.test_training import train
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", "learned_cost=none", steps=4, every=4)
+    path = run / "checkpoints" / "last.ckpt"
+    assert load_world_model(path).learned_cost is None
+    settings = default_settings("hilbert", steps=30, batch_size=32)
+    state_path = path.with_name(".last.ckpt.learned-cost-state")
+
+    import jepa_wm.learned_cost
+
+    real_train = jepa_wm.learned_cost.CostTrainer.train
+
+    def killed_at_step_20(self, until, progress=None):
+        def kill(step, loss):
+            progress(step, loss)
+            if step == 20:
+                raise KeyboardInterrupt
+
+        return real_train(self, until, kill)
+
+    monkeypatch.setattr(jepa_wm.learned_cost.CostTrainer, "train", killed_at_step_20)
+    with pytest.raises(KeyboardInterrupt):
+        train_cost_for_checkpoint(path, settings, progress=False, save_every=10)
+    assert state_path.is_file() and load_world_model(path).learned_cost is None
+    assert torch.load(state_path, weights_only=True)["step"] == 20
+    monkeypatch.setattr(jepa_wm.learned_cost.CostTrainer, "train", real_train)
+    metrics = train_cost_for_checkpoint(path, settings, progress=False, save_every=10)
+    assert not state_path.exists() and math.isfinite(metrics["true_distance_rank_correlation"])
+    resumed = load_world_model(path).learned_cost
+    fresh_path = tmp_path / "fresh.ckpt"
+    train_cost_for_checkpoint(path, settings, out=fresh_path, progress=False)
+    fresh = load_world_model(fresh_path).learned_cost
+    for name, tensor in fresh.head.state_dict().items():
+        assert torch.equal(tensor, resumed.head.state_dict()[name]), name
+
+
+def test_training_adds_the_configured_learned_cost_to_last_and_best(tmp_path, reacher_pixel_dataset):
+    from tests.test_training import train
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", "learned_cost=hilbert", "learned_cost.steps=10",
+                "learned_cost.batch_size=32", steps=4, every=4)
+    for name in ("last.ckpt", "best.ckpt"):
+        cost = load_world_model(run / "checkpoints" / name).learned_cost
+        assert cost is not None and cost.kind == "hilbert" and cost.settings["steps"] == 10
