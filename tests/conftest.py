@@ -48,3 +48,13 @@ def point_mass_learning_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("point-mass-learning")
     return collect(to_dict(load_group("env", "point_mass-easy")), out, episodes=100, steps_per_episode=80,
                    policy=OU_POLICY, seed=0, workers=2, episodes_per_shard=10, progress=False)
+
+
+@pytest.fixture(scope="module")
+def reacher_env(reacher_env_cfg):
+    """The reacher-easy goal-reaching env (64x64 pixels), shared by a test module."""
+    from data.envs import make_env
+
+    env = make_env(reacher_env_cfg)
+    yield env
+    env.close()

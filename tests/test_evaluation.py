@@ -23,13 +23,6 @@ def env_config(name="reacher-easy", **changes):
     return {**to_dict(load_group("env", name)), **changes}
 
 
-@pytest.fixture(scope="module")
-def reacher_env():
-    env = make_env(env_config())
-    yield env
-    env.close()
-
-
 def save_model_checkpoint(model, path):
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, path)
     return path

@@ -10,7 +10,7 @@ from jepa_wm.config import compose
 from jepa_wm.learned_cost import CostTrainer, LearnedCost, default_settings, train_learned_cost
 from planning.costs import LatentGoalCost
 from planning.pipeline import train_cost_for_checkpoint
-from tests.test_evaluation import reacher_env, save_model_checkpoint, tiny_pixel_model  # noqa: F401 (a fixture)
+from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
 
 
 def random_walk_episodes(episodes=60, steps=80, cells=40, seed=0):
