@@ -49,7 +49,7 @@ def main(argv: list[str]) -> None:
     train, plan = as_overrides(cfg.train), as_overrides(cfg.plan)
     kinds = sorted({spec.learned_cost for spec in cfg.costs.values()} - {"none"})
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
-        for candidate, candidate_overrides in cfg.candidates.items():
+        for candidate, candidate_overrides in history.selected(cfg).items():
             for seed in cfg.seeds:
                 run = suite.run_directory(out, group, candidate, seed)
                 if "train" in cfg.stages:

@@ -53,6 +53,14 @@ def rollout_error_ratios(run: Path) -> list[float]:
     return ratios
 
 
+def selected(cfg) -> dict:
+    """The candidates this run works on: ``only`` of them, or all."""
+    unknown = sorted(set(cfg.only or []) - set(cfg.candidates))
+    if unknown:
+        raise SystemExit(f"only={unknown}: not candidates of this study (choices: {', '.join(cfg.candidates)})")
+    return {name: overrides for name, overrides in cfg.candidates.items() if not cfg.only or name in cfg.only}
+
+
 def main(argv: list[str]) -> None:
     write = "--write" in argv
     cfg = compose("history", [arg for arg in argv if arg != "--write"])
@@ -68,7 +76,7 @@ def main(argv: list[str]) -> None:
         if "collect" in cfg.stages:
             timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
                         workers=cfg.workers, progress=False)
-        for model, model_overrides in cfg.candidates.items():
+        for model, model_overrides in selected(cfg).items():
             if "train" in cfg.stages:
                 for seed in cfg.seeds:
                     timings.run(f"train {group} {model} seed {seed}", train_stage, dataset,
