@@ -5,12 +5,12 @@
     torch.hub.list("OWNER/jepa-wm")                                           # what exists
 
 Each returns a ``JEPAWorldModel`` in eval mode (loaded with ``weights_only=True``); its card is
-``jepa_wm.zoo.pretrained_card(name)``.
+``jepa_wm.references.pretrained_card(name)``.
 """
 
 dependencies = ["torch", "pytorch_lightning", "timm", "omegaconf"]
 
-from jepa_wm.zoo import pretrained_names  # noqa: E402
+from jepa_wm.references import pretrained_names  # noqa: E402
 
 
 def _entry(name: str):

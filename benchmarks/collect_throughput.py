@@ -1,6 +1,6 @@
 """Collection throughput: rendered frames per second with 1 and 2 workers, reacher-easy, 64x64 pixels.
 
-Each repeat collects a fresh dataset with ``data.collect.collect`` (OU policy; MuJoCo physics, EGL
+Each repeat collects a fresh dataset with ``jepa_wm.data.collect.collect`` (OU policy; MuJoCo physics, EGL
 rendering, compression and atomic shard writes) into a temporary directory; frames = env steps
 rendered, including each episode's first frame. Worker start-up (spawned processes importing
 dm_control) is part of the 2-worker time, as it is for a user. Repeats alternate 1 and 2 workers so
@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
+from jepa_wm.data.collect import collect  # noqa: E402
 
-from data.collect import collect  # noqa: E402
 from jepa_wm.config import load_group, to_dict  # noqa: E402
 
 POLICY = {"name": "ou", "theta": 0.15, "sigma": 0.3}

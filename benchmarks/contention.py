@@ -29,9 +29,9 @@ MEASURE = r"""
 import jepa_wm, time, statistics, torch
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.module import JEPAWorldModel
-from data.envs import make_env
-from planning.costs import LatentGoalCost
-from planning.experiment import planner_from_settings
+from jepa_wm.data.envs import make_env
+from jepa_wm.planning.costs import LatentGoalCost
+from jepa_wm.planning.experiment import planner_from_settings
 plan = compose("plan")
 cfg = compose("train", ["data.path=unused"]).model
 model = JEPAWorldModel(cfg, (64, 64, 3), 2 * cfg.frameskip).eval()

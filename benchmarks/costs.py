@@ -24,7 +24,7 @@ from _report import machine_description, pyplot, save_figure, update_benchmarks_
 
 from jepa_wm.config import as_overrides, compose, load_group, to_dict  # noqa: E402
 from jepa_wm.learned_cost import CostTrainingSettings  # noqa: E402
-from planning.pipeline import train_cost_for_checkpoint, train_stage  # noqa: E402
+from jepa_wm.pipeline import train_cost_for_checkpoint, train_stage  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "costs.png"
 SECTION = "Planning costs: latent distance vs learned (cpu)"

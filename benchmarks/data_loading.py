@@ -10,7 +10,7 @@ counts the 5 frames of every window after the first batch. Implementations:
     mmap       the same .npy files through np.memmap: the rejected alternative
     hdf5       optional (--hdf5, needs h5py): per-frame gzip chunks, the compressed alternative
 
-Datasets: the smallest size is collected with data.collect (OU policy, 100 steps per episode); larger
+Datasets: the smallest size is collected with jepa_wm.data.collect (OU policy, 100 steps per episode); larger
 sizes repeat its episodes (renumbered) through the same shard writer, because collecting them would
 take minutes of both cores. Frames stay real reacher frames, so disk sizes are realistic. They are
 kept in data= (default: a folder in the system temp directory) for the next run.
@@ -49,7 +49,8 @@ POLICY = {"name": "ou", "theta": 0.15, "sigma": 0.3}
 # ---------------------------------------------------------------------------------------- datasets
 def collected(directory: Path, episodes: int, steps: int) -> Path:
     """Real reacher-easy episodes in format 2, collected once."""
-    from data.collect import collect
+    from jepa_wm.data.collect import collect
+
     from jepa_wm.config import load_group, to_dict
 
     path = directory / f"v2-{episodes}"
@@ -61,14 +62,15 @@ def collected(directory: Path, episodes: int, steps: int) -> Path:
 
 
 def shard_arrays(path: Path, shard: str, record: dict) -> dict[str, np.ndarray]:
-    from data.storage import shard_file
+    from jepa_wm.data.storage import shard_file
 
     return {key: np.load(path / shard_file(shard, key), allow_pickle=False) for key in record["files"]}
 
 
 def repeated(source: Path, episodes: int) -> Path:
     """A format-2 dataset of ``episodes`` episodes that repeats those of ``source``, renumbered."""
-    from data.storage import new_manifest, write_shard
+    from jepa_wm.data.storage import new_manifest, write_shard
+
     from jepa_wm.files import write_json_atomic
 
     path = source.parent / f"v2-{episodes}"
@@ -92,7 +94,8 @@ def repeated(source: Path, episodes: int) -> Path:
 
 def as_format1(source: Path) -> Path:
     """The same episodes as a format-1 dataset: compressed .npz shards and a format-1 manifest."""
-    from data.storage import file_sha256
+    from jepa_wm.data.storage import file_sha256
+
     from jepa_wm.files import write_json_atomic
 
     path = source.parent / source.name.replace("v2-", "v1-")
@@ -146,7 +149,7 @@ def format1_code(directory: Path) -> Path:
 # ------------------------------------------------------------------------------------ measurement
 def use_memory_maps() -> None:
     """Read the format-2 files through memory maps (np.memmap) instead of positional reads."""
-    from data.dataset import EpisodeStore
+    from jepa_wm.data.dataset import EpisodeStore
 
     maps = {}
 
@@ -163,8 +166,7 @@ def use_memory_maps() -> None:
 def use_hdf5(directory: Path) -> None:
     """Read windows from the HDF5 copy of the dataset instead of the .npy files."""
     import h5py
-
-    from data.dataset import EpisodeStore
+    from jepa_wm.data.dataset import EpisodeStore
 
     datasets = {}
 
@@ -192,7 +194,7 @@ def use_hdf5(directory: Path) -> None:
 
 def check_variants(path: Path, hdf5: Path | None) -> None:
     """The alternatives must read the very windows format 2 reads, or their timings mean nothing."""
-    from data.dataset import EpisodeStore, load_episodes
+    from jepa_wm.data.dataset import EpisodeStore, load_episodes
 
     original, store = EpisodeStore._read_rows, load_episodes(path, "pixels")
     windows = ([0, store.num_episodes // 2, store.num_episodes - 1], [0, 3, store.steps_per_episode - 20], 5, 5)
@@ -213,7 +215,7 @@ def child(options: dict[str, str]) -> None:
         use_memory_maps()
     elif options["impl"] == "hdf5":
         use_hdf5(Path(options["hdf5"]))
-    from data.datamodule import TrajectoryDataModule
+    from jepa_wm.data.datamodule import TrajectoryDataModule
 
     start = time.perf_counter()
     module = TrajectoryDataModule(options["path"], "pixels", **WINDOW, num_workers=int(options["workers"]))
@@ -266,9 +268,8 @@ def main(argv: list[str]) -> None:
     if unknown:
         sys.exit(f"unknown option(s) {', '.join(unknown)} (choices: {', '.join(DEFAULTS)}, --hdf5, --write)")
     from _report import machine_description, update_benchmarks_section
-
-    from data.dataset import load_episodes
-    from data.storage import VERIFIED_NAME
+    from jepa_wm.data.dataset import load_episodes
+    from jepa_wm.data.storage import VERIFIED_NAME
 
     sizes = sorted(int(size) for size in options["sizes"].split(","))
     steps, batches, repeats = int(options["steps"]), int(options["batches"]), int(options["repeats"])
@@ -321,7 +322,7 @@ def main(argv: list[str]) -> None:
         growth.append(f"{label}: {peaks[-1] - peaks[0]:+,.0f} MB")
     frames_per_step = WINDOW["batch_size"] * WINDOW["num_frames"]
     text = "\n".join([
-        f"reacher-easy, 64x64 pixels, episodes of {steps} steps ({sizes[0]} collected with data.collect, larger sizes "
+        f"reacher-easy, 64x64 pixels, episodes of {steps} steps ({sizes[0]} collected with jepa_wm.data.collect, larger sizes "
         f"repeat them through the same shard writer); training DataLoader of TrajectoryDataModule: windows of "
         f"{WINDOW['num_frames']} frames, frameskip {WINDOW['frameskip']}, batch {WINDOW['batch_size']}, shuffled, "
         f"{batches} batches ({frames_per_step} frames each) per fresh subprocess, frames/s from the second batch on. "

@@ -23,15 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _report import machine_description, update_benchmarks_section  # noqa: E402
+from jepa_wm.data.datamodule import TrajectoryDataModule  # noqa: E402
+from jepa_wm.data.envs import make_env  # noqa: E402
+from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost  # noqa: E402
+from jepa_wm.planning.evaluate import evaluate  # noqa: E402
+from jepa_wm.planning.experiment import build_controllers, planning_env_settings  # noqa: E402
 
-from data.datamodule import TrajectoryDataModule  # noqa: E402
-from data.envs import make_env  # noqa: E402
 from jepa_wm.checkpoint import load_world_model  # noqa: E402
 from jepa_wm.config import compose  # noqa: E402
 from jepa_wm.metrics import linear_probe_r2, rank_correlation  # noqa: E402
-from planning.costs import LatentGoalCost, SimulatorCost  # noqa: E402
-from planning.evaluate import evaluate  # noqa: E402
-from planning.experiment import build_controllers, planning_env_settings  # noqa: E402
 
 
 class RankCorrelationProbe:

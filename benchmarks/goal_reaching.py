@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
+from jepa_wm.planning.experiment import run_plan  # noqa: E402
 
 from jepa_wm.config import compose  # noqa: E402
-from planning.experiment import run_plan  # noqa: E402
 
 
 def main(argv: list[str]) -> None:

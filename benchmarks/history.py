@@ -25,7 +25,7 @@ import suite  # noqa: E402
 from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
 
 from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
-from planning.pipeline import collect_stage, train_stage  # noqa: E402
+from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "history.png"
 SECTION = "Predictor history: seeing velocity (cpu)"

@@ -20,13 +20,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
+from jepa_wm.data.envs import make_env  # noqa: E402
+from jepa_wm.planning.costs import LatentGoalCost  # noqa: E402
+from jepa_wm.planning.experiment import planner_from_settings  # noqa: E402
 
-from data.envs import make_env  # noqa: E402
 from jepa_wm.checkpoint import load_world_model  # noqa: E402
 from jepa_wm.config import compose, load_group, to_dict  # noqa: E402
 from jepa_wm.module import JEPAWorldModel  # noqa: E402
-from planning.costs import LatentGoalCost  # noqa: E402
-from planning.experiment import planner_from_settings  # noqa: E402
 
 PLAN = compose("plan")  # the planner, horizon and cost plan.py uses
 HORIZON = PLAN.mpc.horizon

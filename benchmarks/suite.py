@@ -25,13 +25,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
+from jepa_wm.data.envs.tasks import dynamics_differences  # noqa: E402
+from jepa_wm.planning.evaluate import wilson_interval  # noqa: E402
+from jepa_wm.planning.experiment import run_plan  # noqa: E402
 
-from data.envs.tasks import dynamics_differences  # noqa: E402
 from jepa_wm.config import as_overrides, compose, load_group, to_dict  # noqa: E402
 from jepa_wm.files import write_json_atomic  # noqa: E402
-from planning.evaluate import wilson_interval  # noqa: E402
-from planning.experiment import run_plan  # noqa: E402
-from planning.pipeline import collect_stage, train_stage  # noqa: E402
+from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
 
 STAGES = ("collect", "train", "baselines", "evaluate", "report")
 FIGURE = Path(__file__).resolve().parent / "figures" / "suite.png"

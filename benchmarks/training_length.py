@@ -28,7 +28,7 @@ from _report import pyplot, save_figure  # noqa: E402
 
 from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
 from jepa_wm.metrics import rank_correlation  # noqa: E402
-from planning.pipeline import collect_stage, train_stage  # noqa: E402
+from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "training_length.png"
 METRICS = {"rollout ratio": "val/rollout_error_ratio", "probe R2": "val/probe_r2",

@@ -21,7 +21,7 @@ import suite  # noqa: E402
 from jepa_wm.checkpoint import export_weights, read_checkpoint  # noqa: E402
 from jepa_wm.config import compose, load_group, to_dict  # noqa: E402
 from jepa_wm.files import write_json_atomic  # noqa: E402
-from jepa_wm.zoo import PRETRAINED_DIR, file_sha256  # noqa: E402
+from jepa_wm.references import PRETRAINED_DIR, file_sha256  # noqa: E402
 
 MAX_BYTES = 5 * 1024 * 1024
 

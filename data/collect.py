@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
-
-from data.envs import OBS_TYPES, make_env
-from data.policies import make_policy
-from data.storage import (
+from jepa_wm.data.envs import OBS_TYPES, make_env
+from jepa_wm.data.policies import make_policy
+from jepa_wm.data.storage import (
     DATASET_FILES,
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -31,6 +29,8 @@ from data.storage import (
     shard_name,
     write_shard,
 )
+from tqdm.auto import tqdm
+
 from jepa_wm.errors import ConfigError
 from jepa_wm.files import DirectoryLock, check_output_directory, is_temporary_of, write_json_atomic
 

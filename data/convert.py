@@ -1,7 +1,7 @@
 """Convert format-1 datasets (compressed ``.npz`` shards) to format 2 (one ``.npy`` file per array).
 
-    python scripts/convert_dataset.py path=datasets/reacher-easy-0           # in place
-    python scripts/convert_dataset.py path=datasets/old out=datasets/new     # into another directory
+    python jepa-wm convert path=datasets/reacher-easy-0           # in place
+    python jepa-wm convert path=datasets/old out=datasets/new     # into another directory
 
 The old dataset stays usable until the conversion is complete: new files are written next to the
 old shards, finished shards are recorded in ``convert-progress.json``, and the format-2 manifest
@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from data.storage import (
+from jepa_wm.data.storage import (
     DATASET_FILES,
     FORMAT_VERSION,
     HEADER_FIELDS,
@@ -36,6 +35,7 @@ from data.storage import (
     shard_file,
     write_shard,
 )
+
 from jepa_wm.files import DirectoryLock, check_output_directory, is_temporary_of, write_json_atomic
 
 PROGRESS_NAME = "convert-progress.json"
@@ -79,7 +79,7 @@ def _converted(target: Path, shard: str, record: dict[str, Any] | None) -> bool:
 def _convert_shard(source: Path, name: str, manifest: dict[str, Any], header: dict[str, Any], target: Path) -> dict:
     """Check one format-1 shard against its manifest and write it as format-2 files; returns its record."""
     path, record = source / name, manifest["shards"][name]
-    fix = "the dataset cannot be converted without it; recollect the dataset with scripts/collect.py"
+    fix = "the dataset cannot be converted without it; recollect the dataset with jepa-wm collect"
     if not path.is_file():
         raise DatasetError(f"format-1 shard {path} is listed in {MANIFEST_NAME} but missing; {fix}")
     if file_sha256(path) != record.get("sha256"):
@@ -179,7 +179,7 @@ def _convert_locked(source: Path, target: Path, manifest: dict[str, Any]) -> dic
     bytes_after = sum((target / shard_file(shard, key)).stat().st_size
                       for shard, record in converted["shards"].items() for key in record["files"])
     dropped = header.get("dropped_observations", {})
-    note = "".join(f"; dropped the '{key}' observation ({reason}): recollect with scripts/collect.py to train on it"
+    note = "".join(f"; dropped the '{key}' observation ({reason}): recollect with jepa-wm collect to train on it"
                    for key, reason in dropped.items())
     return {
         "path": target, "shards": len(names), "converted": len(todo), "dropped": dropped,

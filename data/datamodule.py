@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytorch_lightning as pl
+from jepa_wm.data.dataset import EpisodeStore, TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
 from torch.utils.data import DataLoader
 
-from data.dataset import EpisodeStore, TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
 from jepa_wm.errors import ConfigError
 
 
 class TrajectoryDataModule(pl.LightningDataModule):
-    """Train/val windows split by episode, from a dataset written by ``scripts/collect.py``.
+    """Train/val windows split by episode, from a dataset written by ``jepa-wm collect``.
 
     ``num_frames`` is what the model needs per sample: its history plus its rollout horizon.
     Windows are read from disk as batches are drawn (see ``EpisodeStore``), so each process, DataLoader

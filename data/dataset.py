@@ -10,11 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from jepa_wm.data.actions import to_model_range
+from jepa_wm.data.storage import MANIFEST_NAME, ArrayFile, DatasetError, load_manifest, verify_shards
 from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
-
-from data.actions import to_model_range
-from data.storage import MANIFEST_NAME, ArrayFile, DatasetError, load_manifest, verify_shards
 
 # Frames at least this large are read one by one; smaller ones as one read of the whole window span.
 _FRAME_READ_BYTES = 4096
@@ -216,7 +215,7 @@ def load_episodes(path: str | Path, obs_type: str) -> EpisodeStore:
     if obs_type in dropped:
         raise DatasetError(
             f"dataset {path} has no '{obs_type}' observations: they were dropped when it was converted from "
-            f"format 1 ({dropped[obs_type]}); recollect with scripts/collect.py env={manifest['env'].get('name')} "
+            f"format 1 ({dropped[obs_type]}); recollect with jepa-wm collect env={manifest['env'].get('name')} "
             f"to train with model.obs_type={obs_type}"
         )
     if obs_type not in manifest["observations"]:

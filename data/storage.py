@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from jepa_wm.files import atomic_write, remove_temporaries, write_json_atomic
+from jepa_wm.files import atomic_write, file_sha256, remove_temporaries, write_json_atomic
 
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -93,14 +93,6 @@ def write_shard(directory: Path, shard: str, arrays: dict[str, np.ndarray]) -> d
     return {"episodes": [int(episodes[0]), int(episodes[-1]) + 1], "files": files}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 # What a dataset directory may hold besides the user's nothing: the names ``atomic_write`` targets there.
 DATASET_FILES = (MANIFEST_NAME, VERIFIED_NAME, "convert-progress.json", "shard-*.npy")
 
@@ -151,7 +143,7 @@ def new_manifest(header: dict[str, Any]) -> dict[str, Any]:
 
 
 def convert_command(directory) -> str:
-    return f"python scripts/convert_dataset.py path={directory}"
+    return f"jepa-wm convert path={directory}"
 
 
 def read_manifest_json(directory: Path) -> dict[str, Any]:
@@ -159,11 +151,11 @@ def read_manifest_json(directory: Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / MANIFEST_NAME
     if directory.is_file():
-        raise DatasetError(f"data.path {directory} is a file; pass the dataset directory written by scripts/collect.py")
+        raise DatasetError(f"data.path {directory} is a file; pass the dataset directory written by jepa-wm collect")
     if not directory.is_dir():
-        raise DatasetError(f"dataset directory {directory} does not exist; create it with scripts/collect.py out={directory}")
+        raise DatasetError(f"dataset directory {directory} does not exist; create it with jepa-wm collect out={directory}")
     if not path.is_file():
-        raise DatasetError(f"{path} is missing: {directory} is not a jepa-wm dataset (run scripts/collect.py out={directory})")
+        raise DatasetError(f"{path} is missing: {directory} is not a jepa-wm dataset (run jepa-wm collect out={directory})")
     try:
         manifest = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -180,7 +172,7 @@ def require_fields(path: Path, manifest: dict[str, Any], fields) -> None:
     if missing:
         raise DatasetError(
             f"{path} lacks required field(s) {', '.join(missing)}: it was damaged or not written by "
-            f"scripts/collect.py; recollect the dataset with scripts/collect.py"
+            f"jepa-wm collect; recollect the dataset with jepa-wm collect"
         )
 
 
@@ -198,7 +190,7 @@ def load_manifest(directory: Path) -> dict[str, Any]:
     if header_sha256(manifest) != manifest["header_sha256"]:
         raise DatasetError(
             f"{path} was edited after collection (its header no longer matches header_sha256); restore the "
-            f"original manifest, or recollect the dataset with scripts/collect.py"
+            f"original manifest, or recollect the dataset with jepa-wm collect"
         )
     check_seals(path, manifest)
     return manifest
@@ -216,7 +208,7 @@ def check_header_types(path: Path, manifest: dict[str, Any], fields=tuple(HEADER
     wrong JSON type."""
     def bad(field: str, expected: str) -> DatasetError:
         return DatasetError(f"{path}: field {field} is {manifest_value(field)!r}, not {expected}: the manifest was "
-                            f"damaged or not written by scripts/collect.py; recollect the dataset")
+                            f"damaged or not written by jepa-wm collect; recollect the dataset")
 
     def manifest_value(field: str):
         value = manifest
@@ -365,7 +357,7 @@ def verify_shards(directory: Path, manifest: dict[str, Any]) -> dict[str, dict[s
         record = manifest["shards"][shard]
         if not isinstance(record, dict) or "episodes" not in record or "files" not in record:
             raise DatasetError(f"{directory / MANIFEST_NAME} lists shard {shard} without its episodes or files; "
-                               f"the manifest was damaged: recollect the dataset with scripts/collect.py")
+                               f"the manifest was damaged: recollect the dataset with jepa-wm collect")
         shards[shard] = {}
         for key, (shape, dtype) in expected_arrays(manifest, record).items():
             path = directory / shard_file(shard, key)

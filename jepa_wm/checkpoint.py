@@ -14,52 +14,14 @@ from pathlib import Path
 
 import torch
 
+from jepa_wm import references
 from jepa_wm.errors import CheckpointError
 from jepa_wm.files import save_torch_atomic
 from jepa_wm.learned_cost import LearnedCost
 from jepa_wm.module import CHECKPOINT_FORMAT, JEPAWorldModel
-from jepa_wm.zoo import HUB_PREFIX, PRETRAINED_DIR, PRETRAINED_PREFIX, REBUILD_ZOO, resolve_hub, resolve_pretrained
+from jepa_wm.references import REBUILD_ZOO, resolve_checkpoint
 
-ARTIFACT_PREFIX = "wandb:"
-REBUILD_HINT = "rebuild it with this version: collect with scripts/collect.py, train with scripts/train.py"
-
-
-def resolve_checkpoint(reference: str | Path) -> Path:
-    """A local path, or a reference: ``pretrained:NAME`` (shipped), ``hf:OWNER/NAME[@REVISION]`` (Hugging
-    Face Hub) or ``wandb:entity/project/name:alias`` (W&B artifact), fetched first (see ``jepa_wm.zoo``)."""
-    reference = str(reference)
-    if reference.startswith(PRETRAINED_PREFIX):
-        return resolve_pretrained(reference[len(PRETRAINED_PREFIX):])
-    if reference.startswith(HUB_PREFIX):
-        return resolve_hub(reference[len(HUB_PREFIX):])
-    if reference.startswith(ARTIFACT_PREFIX):
-        return _download_artifact(reference[len(ARTIFACT_PREFIX):])
-    path = Path(reference).expanduser()
-    if path.is_dir():
-        for candidate in ("last.ckpt", "model.ckpt", "checkpoints/last.ckpt"):
-            if (path / candidate).is_file():
-                return path / candidate
-        checkpoints = sorted(path.glob("*.ckpt"))
-        if len(checkpoints) == 1:
-            return checkpoints[0]
-        raise CheckpointError(f"{path} is a directory without a single .ckpt file; pass the checkpoint file itself")
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (train one with scripts/train.py, or pass a wandb: artifact)")
-    return path
-
-
-def _download_artifact(name: str) -> Path:
-    import wandb
-
-    try:
-        artifact = wandb.Api().artifact(name, type="model")
-        directory = Path(artifact.download())
-    except Exception as error:  # network, auth and lookup failures all end here
-        raise CheckpointError(f"cannot download W&B artifact '{name}': {error}") from error
-    checkpoints = sorted(directory.rglob("*.ckpt"))
-    if not checkpoints:
-        raise CheckpointError(f"W&B artifact '{name}' holds no .ckpt file (files: {[p.name for p in directory.iterdir()]})")
-    return checkpoints[0]
+REBUILD_HINT = "rebuild it with this version: collect with jepa-wm collect, train with jepa-wm train"
 
 
 def _holds_pickled_objects(path: Path) -> bool:
@@ -107,7 +69,7 @@ def read_checkpoint(path: Path) -> dict:
     found = checkpoint["hyper_parameters"].get("format")
     if found != CHECKPOINT_FORMAT:
         if isinstance(found, str) and found.startswith("jepa-wm/"):
-            hint = f"rebuild the shipped models with {REBUILD_ZOO}" if path.parent == PRETRAINED_DIR else REBUILD_HINT
+            hint = f"rebuild the shipped models with {REBUILD_ZOO}" if path.parent == references.PRETRAINED_DIR else REBUILD_HINT
             raise CheckpointError(f"{path} has checkpoint format {found}, but this version reads {CHECKPOINT_FORMAT}; "
                                   f"{hint}")
         raise CheckpointError(f"{path} is not a jepa-wm world model checkpoint (no '{CHECKPOINT_FORMAT}' hyper-parameters)")
@@ -138,7 +100,7 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
             model.learned_cost = LearnedCost.from_checkpoint(checkpoint["learned_cost"])
         except Exception as error:  # a file from anyone
             raise CheckpointError(f"{path}: its learned cost cannot be rebuilt ({type(error).__name__}: {error}); "
-                                  f"retrain it with scripts/train_cost.py") from error
+                                  f"retrain it with jepa-wm train-cost") from error
     return model
 
 

@@ -18,7 +18,19 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError
 
 from jepa_wm.errors import ConfigError, did_you_mean
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+def _config_dir() -> Path:
+    """Where ``jepa_wm.configs`` lives: the repository's configs/ (source checkout, editable install) or the
+    installed package's copy."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("jepa_wm.configs")
+    if spec is None or not spec.submodule_search_locations:
+        return Path(__file__).resolve().parents[1] / "configs"
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+CONFIG_DIR = _config_dir()
 GROUPS = ("env", "model", "planner", "learned_cost")
 
 

@@ -15,6 +15,7 @@ import contextlib
 import errno
 import fcntl
 import fnmatch
+import hashlib
 import json
 import os
 import shutil
@@ -162,6 +163,15 @@ class DirectoryLock:
         if self._descriptor is not None:
             os.close(self._descriptor)  # closing the last descriptor releases the lock
             self._descriptor = None
+
+
+def file_sha256(path: Path) -> str:
+    """The sha256 of a file, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def check_output_directory(path, key: str = "out") -> Path:

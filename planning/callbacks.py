@@ -8,10 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytorch_lightning as pl
 import torch
-
-from data.envs import make_env
-from planning.evaluate import evaluate, save_video
-from planning.experiment import build_controllers, plan_config, planning_env_settings
+from jepa_wm.data.envs import make_env
+from jepa_wm.planning.evaluate import evaluate, save_video
+from jepa_wm.planning.experiment import build_controllers, plan_config, planning_env_settings
 
 
 class GoalReachingEvalCallback(pl.Callback):
@@ -46,7 +45,7 @@ class GoalReachingEvalCallback(pl.Callback):
 
     def run_episodes(self, model) -> tuple[float, float, Path | None]:
         if self._env is None:
-            self._env = make_env(planning_env_settings(None, model))
+            self._env = make_env(planning_env_settings(self.plan_cfg.env, model))  # eval.plan may set env.KEY=...
         controllers, _ = build_controllers(self.plan_cfg, ["ours"], model, self._env, str(model.device))
         was_training = model.training
         model.eval()

@@ -7,7 +7,7 @@ observation history (dicts from the env), ``actions`` the model-space actions ta
 
 Both cost models weigh the K steps of a plan the same way (``steps``: the last one, or the mean over
 all), so the oracle differs from ours only in what it knows: the true simulator and the true distance.
-The settings come from the ``cost`` section of ``configs/plan.yaml`` (see ``planning.experiment``).
+The settings come from the ``cost`` section of ``configs/plan.yaml`` (see ``jepa_wm.planning.experiment``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import os
 import mujoco
 import numpy as np
 import torch
+from jepa_wm.data.actions import model_to_env_actions
 from mujoco import rollout as mujoco_rollout
 
-from data.actions import model_to_env_actions
 from jepa_wm.errors import did_you_mean
 
 DISTANCES = ("l2", "cosine")
@@ -109,7 +109,7 @@ def build_objective(model, cost_cfg) -> tuple[object, str]:
         name = AUTO_WITH_LEARNED if learned is not None else cost_cfg["distance"]
     if name in ("learned", "sum") and learned is None:
         raise ValueError(f"cost.name={name} needs a checkpoint with a learned cost; train one with "
-                         f"scripts/train_cost.py checkpoint=..., or plan with cost.name=l2")
+                         f"jepa-wm train-cost checkpoint=..., or plan with cost.name=l2")
     if name in DISTANCES:
         objective = LatentDistance(name)
     elif name == "learned":

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from jepa_wm.data.collect import episode_seed
 from tqdm.auto import tqdm
 
-from data.collect import episode_seed
 from jepa_wm.files import atomic_path, write_json_atomic
 
 # Evaluation episodes come from their own seed streams, never from the collection's (stream 0 and 1):

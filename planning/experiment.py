@@ -11,18 +11,26 @@ import os
 from pathlib import Path
 
 import torch
+from jepa_wm.data.envs import make_env
+from jepa_wm.data.envs.tasks import dynamics_differences
+from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost
+from jepa_wm.planning.evaluate import (
+    SPLIT_STREAMS,
+    evaluate,
+    format_table,
+    save_plot,
+    save_video,
+    summarize,
+    write_report,
+)
+from jepa_wm.planning.mpc import MPCController, RandomController
+from jepa_wm.planning.planners import build_planner
 from omegaconf import DictConfig
 
-from data.envs import make_env
-from data.envs.tasks import dynamics_differences
 from jepa_wm.checkpoint import load_world_model
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
 from jepa_wm.files import DirectoryLock, check_output_directory
-from planning.costs import LatentGoalCost, SimulatorCost
-from planning.evaluate import SPLIT_STREAMS, evaluate, format_table, save_plot, save_video, summarize, write_report
-from planning.mpc import MPCController, RandomController
-from planning.planners import build_planner
 
 METHODS = ("ours", "random", "oracle")
 

@@ -6,8 +6,7 @@ import time
 
 import numpy as np
 import torch
-
-from data.actions import model_to_env_actions
+from jepa_wm.data.actions import model_to_env_actions
 
 
 class MPCController:

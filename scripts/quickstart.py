@@ -1,22 +1,6 @@
-"""From nothing to a planning result: collect reacher-easy data, train a world model, plan to goals.
+"""jepa-wm quickstart as a script (the same as `jepa-wm quickstart`; see `jepa-wm quickstart --help`)."""
 
-    python scripts/quickstart.py            # CPU-sized defaults
-    python scripts/quickstart.py full=true  # full size
-
-Rerunning reuses the finished dataset and checkpoint (fresh=true redoes everything).
-"""
-
-from _cli import print_result, run_cli
-
-
-def main(argv: list[str]) -> None:
-    from jepa_wm.config import compose
-    from planning.pipeline import run_quickstart
-
-    result = run_quickstart(compose("quickstart", argv))
-    print()
-    print_result(result)
-
+from jepa_wm.cli import script
 
 if __name__ == "__main__":
-    run_cli(main)
+    script("quickstart")

@@ -1,8 +1,8 @@
 """Shared fixtures: small real datasets collected from MuJoCo once per test session."""
 
 import pytest
+from jepa_wm.data.collect import collect
 
-from data.collect import collect
 from jepa_wm.config import load_group, to_dict
 
 OU_POLICY = {"name": "ou", "theta": 0.15, "sigma": 0.3}
@@ -53,7 +53,7 @@ def point_mass_learning_dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reacher_env(reacher_env_cfg):
     """The reacher-easy goal-reaching env (64x64 pixels), shared by a test module."""
-    from data.envs import make_env
+    from jepa_wm.data.envs import make_env
 
     env = make_env(reacher_env_cfg)
     yield env

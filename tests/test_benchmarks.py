@@ -8,8 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import suite  # noqa: E402
-
-from planning.evaluate import wilson_interval  # noqa: E402
+from jepa_wm.planning.evaluate import wilson_interval  # noqa: E402
 
 
 def write_report(directory: Path, rows: list[dict]) -> None:

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from data.collect import collect
-from data.dataset import load_episodes
-from data.storage import MANIFEST_NAME, DatasetError, header_sha256, load_manifest, shard_file
+from jepa_wm.data.collect import collect
+from jepa_wm.data.dataset import load_episodes
+from jepa_wm.data.storage import MANIFEST_NAME, DatasetError, header_sha256, load_manifest, shard_file
 
 ROOT = Path(__file__).resolve().parents[1]
 OU = {"name": "ou", "theta": 0.15, "sigma": 0.3}

@@ -8,12 +8,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from jepa_wm.data.actions import to_model_range as normalize_actions
+from jepa_wm.data.datamodule import TrajectoryDataModule
+from jepa_wm.data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
+from jepa_wm.data.storage import MANIFEST_NAME, DatasetError, file_sha256, sealed, shard_file
 from torch.utils.data import DataLoader
-
-from data.actions import to_model_range as normalize_actions
-from data.datamodule import TrajectoryDataModule
-from data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
-from data.storage import MANIFEST_NAME, DatasetError, file_sha256, sealed, shard_file
 
 
 @pytest.fixture

@@ -103,7 +103,7 @@ class WeightDigest(pl.Callback):
 
 def test_short_ddp_training_ends_with_identical_weights_on_both_ranks_and_one_checkpoint(tmp_path,
                                                                                           reacher_pixel_dataset):
-    from planning.pipeline import train_from_config
+    from jepa_wm.pipeline import train_from_config
 
     cfg = compose("train", [
         f"data.path={reacher_pixel_dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=4",
@@ -112,8 +112,8 @@ def test_short_ddp_training_ends_with_identical_weights_on_both_ranks_and_one_ch
         "data.num_workers=0", "wandb.mode=disabled", *REGULARIZED,
         "best.metric=val/rollout_error_ratio", "best.mode=min",  # one validation window ranks no distances
     ])
+    from jepa_wm.pipeline import datamodule_from_config
     from jepa_wm.training import fit
-    from planning.pipeline import datamodule_from_config
 
     digests = tmp_path / "digests"
     digests.mkdir()
@@ -166,7 +166,7 @@ def test_torchrun_launches_two_processes_that_train_one_run(tmp_path, reacher_pi
 
 @pytest.mark.slow
 def test_slurm_srun_launch_of_two_tasks_on_one_node_trains_one_run(tmp_path, reacher_pixel_dataset):
-    """What `srun --ntasks-per-node=2 python scripts/train.py ...` starts: two processes with SLURM's
+    """What `srun --ntasks-per-node=2 jepa-wm train ...` starts: two processes with SLURM's
     variables, which Lightning reads to set up DDP (emulated here: no SLURM on the test machine)."""
     processes = []
     for rank in range(2):

@@ -6,8 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-
-from data.envs import GoalReachingEnv
+from jepa_wm.data.envs import GoalReachingEnv
 
 REACHER_FINGER_LENGTH = 0.12  # wrist joint to fingertip, in reacher.xml
 
@@ -198,7 +197,7 @@ def test_step_before_reset_is_rejected():
 
 
 def test_renders_without_a_display():
-    code = "from data.envs import GoalReachingEnv; print(GoalReachingEnv('reacher', 'easy').reset(seed=0)['pixels'].shape)"
+    code = "from jepa_wm.data.envs import GoalReachingEnv; print(GoalReachingEnv('reacher', 'easy').reset(seed=0)['pixels'].shape)"
     hidden = ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")
     env = {key: value for key, value in os.environ.items() if key not in hidden}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -219,7 +218,7 @@ def test_state_observation_is_the_same_for_two_goals_from_the_same_physical_stat
 
 
 def test_goal_dependent_observation_entries_are_recognised():
-    from data.envs.tasks import is_goal_dependent
+    from jepa_wm.data.envs.tasks import is_goal_dependent
 
     assert [key for key in ("position", "to_target", "velocity", "target_position", "dist_to_target", "target")
             if is_goal_dependent(key)] == ["to_target", "target_position", "dist_to_target", "target"]
@@ -283,7 +282,8 @@ def test_unknown_goal_source_and_success_criterion_name_the_choices():
 
 
 def test_every_env_config_has_the_same_keys_and_builds():
-    from data.envs import make_env
+    from jepa_wm.data.envs import make_env
+
     from jepa_wm.config import group_choices, load_group, to_dict
 
     keys = None

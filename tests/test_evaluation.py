@@ -5,16 +5,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from jepa_wm.data.actions import model_to_env_actions, to_env_range, to_model_range
+from jepa_wm.data.envs import make_env
+from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost, latent_distance
+from jepa_wm.planning.evaluate import evaluate, evaluation_seed, run_episode, wilson_interval
+from jepa_wm.planning.experiment import build_controllers, run_plan
+from jepa_wm.planning.mpc import MPCController, RandomController
+from jepa_wm.planning.planners import CEM, PlanResult
 
-from data.actions import model_to_env_actions, to_env_range, to_model_range
-from data.envs import make_env
 from jepa_wm import CheckpointError, JEPAWorldModel
 from jepa_wm.config import ConfigError, compose, load_group, to_dict
-from planning.costs import LatentGoalCost, SimulatorCost, latent_distance
-from planning.evaluate import evaluate, evaluation_seed, run_episode, wilson_interval
-from planning.experiment import build_controllers, run_plan
-from planning.mpc import MPCController, RandomController
-from planning.planners import CEM, PlanResult
 
 FRAMESKIP = 5  # the default model's
 
@@ -303,7 +303,7 @@ def test_unknown_planner_name_fails_with_the_nearest_choice():
 
 
 def test_every_caller_plans_with_the_cost_of_plan_yaml(reacher_env):
-    from planning.callbacks import GoalReachingEvalCallback
+    from jepa_wm.planning.callbacks import GoalReachingEvalCallback
 
     model = tiny_pixel_model()
     plan = compose("plan")
@@ -320,7 +320,7 @@ def test_every_caller_plans_with_the_cost_of_plan_yaml(reacher_env):
 def test_training_with_eval_callback_logs_goal_reaching_success(tmp_path, reacher_pixel_dataset):
     import csv
 
-    from planning.pipeline import train_from_config
+    from jepa_wm.pipeline import train_from_config
 
     cfg = compose("train", [
         f"data.path={reacher_pixel_dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=2",

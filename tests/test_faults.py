@@ -15,19 +15,19 @@ import time
 import zipfile
 from pathlib import Path
 
+import jepa_wm.data.collect
 import numpy as np
 import pytest
 import torch
+from jepa_wm.data.collect import collect
+from jepa_wm.data.dataset import load_episodes
+from jepa_wm.data.storage import MANIFEST_NAME, DatasetError, header_sha256, sealed
+from jepa_wm.planning.experiment import run_plan
 
-import data.collect
-from data.collect import collect
-from data.dataset import load_episodes
-from data.storage import MANIFEST_NAME, DatasetError, header_sha256, sealed
 from jepa_wm.config import compose
 from jepa_wm.errors import ConfigError
 from jepa_wm.files import DirectoryLock, write_json_atomic
-from planning.experiment import run_plan
-from planning.pipeline import train_config, train_from_config
+from jepa_wm.pipeline import train_config, train_from_config
 from tests.conftest import OU_POLICY
 from tests.test_training import ROOT, checkpoint_step, metric_rows, run_script, tiny_run, train
 
@@ -187,13 +187,13 @@ def test_collection_and_conversion_never_delete_or_write_among_a_users_files(tmp
 
 def test_a_collection_whose_first_shard_failed_can_be_corrected(tmp_path, reacher_env_cfg, monkeypatch):
     out = tmp_path / "data"
-    real = data.collect._collect_shard
+    real = jepa_wm.data.collect._collect_shard
 
     def fails_once(job):
-        monkeypatch.setattr(data.collect, "_collect_shard", real)
+        monkeypatch.setattr(jepa_wm.data.collect, "_collect_shard", real)
         raise RuntimeError("the first shard failed")
 
-    monkeypatch.setattr(data.collect, "_collect_shard", fails_once)
+    monkeypatch.setattr(jepa_wm.data.collect, "_collect_shard", fails_once)
     with pytest.raises(RuntimeError, match="the first shard failed"):
         small_collection(reacher_env_cfg, out)
     small_collection(reacher_env_cfg, out, policy={"name": "random"})  # the corrected command
@@ -274,10 +274,10 @@ def test_a_checkpoint_with_flipped_weight_bytes_is_refused(tmp_path, capsys, mon
 
 def test_a_changed_shipped_model_is_refused_by_its_cards_digest(tmp_path, monkeypatch):
     import jepa_wm.checkpoint
-    import jepa_wm.zoo
+    import jepa_wm.references
 
-    zoo = shutil.copytree(jepa_wm.zoo.PRETRAINED_DIR, tmp_path / "pretrained")
-    monkeypatch.setattr(jepa_wm.zoo, "PRETRAINED_DIR", zoo)
+    zoo = shutil.copytree(jepa_wm.references.PRETRAINED_DIR, tmp_path / "pretrained")
+    monkeypatch.setattr(jepa_wm.references, "PRETRAINED_DIR", zoo)
     checkpoint = torch.load(zoo / "reacher-easy.ckpt", weights_only=True)
     next(iter(checkpoint["state_dict"].values())).mul_(1.01)  # a well-formed file with other weights
     torch.save(checkpoint, zoo / "reacher-easy.ckpt")

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
+from jepa_wm.planning.costs import LatentGoalCost
 
 from jepa_wm import load_world_model
 from jepa_wm.config import compose
 from jepa_wm.learned_cost import CostTrainer, LearnedCost, default_settings, train_learned_cost
-from planning.costs import LatentGoalCost
-from planning.pipeline import train_cost_for_checkpoint
+from jepa_wm.pipeline import train_cost_for_checkpoint
 from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
 
 

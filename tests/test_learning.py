@@ -4,20 +4,20 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
+from jepa_wm.data.envs import make_env
+from jepa_wm.planning.evaluate import evaluate
+from jepa_wm.planning.experiment import build_controllers
 
-from data.envs import make_env
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.metrics import embedding_std, linear_probe_r2
 from jepa_wm.module import JEPAWorldModel
-from planning.evaluate import evaluate
-from planning.experiment import build_controllers
-from planning.pipeline import datamodule_from_config, train_config
+from jepa_wm.pipeline import datamodule_from_config, train_config
 
 pytestmark = pytest.mark.slow
 
 
 def train(dataset, steps, *overrides, batch_size=32):
-    """Train in-process for ``steps`` steps (with the task's own settings, as scripts/train.py does);
+    """Train in-process for ``steps`` steps (with the task's own settings, as jepa-wm train does);
     returns the model (eval mode) and its data module."""
     cfg = train_config([f"data.path={dataset}", f"data.batch_size={batch_size}", "data.num_workers=0",
                         "data.val_fraction=0.2", *overrides])

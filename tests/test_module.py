@@ -6,7 +6,7 @@ import torch
 from jepa_wm import CheckpointError, JEPAWorldModel, load_world_model
 from jepa_wm.config import compose
 from jepa_wm.errors import NonFiniteLossError
-from planning.pipeline import train_from_config
+from jepa_wm.pipeline import train_from_config
 
 
 def model_config(*overrides):
@@ -228,7 +228,7 @@ def test_ema_target_moves_toward_the_online_encoder_and_receives_no_gradient():
 def test_ema_updates_once_per_optimizer_step_with_gradient_accumulation(tmp_path, reacher_pixel_dataset):
     import pytorch_lightning as pl
 
-    from planning.pipeline import datamodule_from_config
+    from jepa_wm.pipeline import datamodule_from_config
 
     cfg = compose("train", [f"data.path={reacher_pixel_dataset}", "data.batch_size=1", "data.num_workers=0",
                             "model.target=ema", "model.encoder.channels=[8,8,8,8]", "model.encoder.embed_dim=8"])

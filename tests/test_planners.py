@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
-from planning import CEM, MPPI, GradientPlanner, build_planner
+from jepa_wm.planning import CEM, MPPI, GradientPlanner, build_planner
 
 PLANNER_NAMES = ["cem", "mppi", "gradient"]
 # Precision each planner reaches on the quadratic bowl at the settings below.
@@ -362,7 +361,7 @@ HOST_READS = ["item", "tolist", "cpu", "numpy", "__float__", "__int__", "__index
 def count_host_reads_in_planners(monkeypatch) -> list[str]:
     """Patch HOST_READS to record every call made from planning/planners.py itself (not from the
     test's cost_fn, nor from torch's own Adam, whose step counter lives on the CPU anyway)."""
-    import planning.planners
+    import jepa_wm.planning.planners
 
     calls = []
     for method in HOST_READS:
@@ -370,7 +369,7 @@ def count_host_reads_in_planners(monkeypatch) -> list[str]:
 
         def recording(self, *args, _original=original, _method=method, **kwargs):
             caller = sys._getframe(1)
-            if caller.f_code.co_filename == planning.planners.__file__:
+            if caller.f_code.co_filename == jepa_wm.planning.planners.__file__:
                 calls.append(f"{_method} at line {caller.f_lineno}")
             return _original(self, *args, **kwargs)
 

@@ -7,14 +7,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jepa_wm.data.convert
+import jepa_wm.data.storage
 import numpy as np
 import pytest
-
-import data.convert
-import data.storage
-from data.convert import PROGRESS_NAME, convert_dataset
-from data.dataset import load_episodes
-from data.storage import MANIFEST_NAME, VERIFIED_NAME, DatasetError, file_sha256, load_manifest, sealed, shard_file
+from jepa_wm.data.convert import PROGRESS_NAME, convert_dataset
+from jepa_wm.data.dataset import load_episodes
+from jepa_wm.data.storage import (
+    MANIFEST_NAME,
+    VERIFIED_NAME,
+    DatasetError,
+    file_sha256,
+    load_manifest,
+    sealed,
+    shard_file,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +81,7 @@ def snapshot(path):
 # ----------------------------------------------------------------------------------- verification
 def test_repeated_loads_hash_only_new_or_changed_files(dataset_copy, monkeypatch):
     hashed = []
-    monkeypatch.setattr(data.storage, "file_sha256", lambda path: hashed.append(Path(path).name) or file_sha256(path))
+    monkeypatch.setattr(jepa_wm.data.storage, "file_sha256", lambda path: hashed.append(Path(path).name) or file_sha256(path))
     load_episodes(dataset_copy, "pixels")
     assert len(hashed) == 18  # a copy is new: 3 shards x 6 files
     assert (dataset_copy / VERIFIED_NAME).is_file()
@@ -103,7 +110,7 @@ def test_a_file_truncated_after_verification_is_caught_without_hashing(dataset_c
     load_episodes(dataset_copy, "pixels")
     file = dataset_copy / "shard-00002.position.npy"
     file.write_bytes(file.read_bytes()[:-8])
-    monkeypatch.setattr(data.storage, "file_sha256", lambda path: pytest.fail("the size check must come first"))
+    monkeypatch.setattr(jepa_wm.data.storage, "file_sha256", lambda path: pytest.fail("the size check must come first"))
     with pytest.raises(DatasetError, match="shard-00002.position.npy has .* bytes where its header needs .* truncated"):
         load_episodes(dataset_copy, "pixels")
 
@@ -139,7 +146,7 @@ def test_a_shard_file_holding_other_episodes_is_named(dataset_copy):
 ])
 def test_a_manifest_without_required_fields_names_them(dataset_copy, remove, named):
     edit_manifest(dataset_copy, remove)
-    with pytest.raises(DatasetError, match=f"manifest.json lacks required field\\(s\\) {named}: .* scripts/collect.py"):
+    with pytest.raises(DatasetError, match=f"manifest.json lacks required field\\(s\\) {named}: .* jepa-wm collect"):
         load_episodes(dataset_copy, "pixels")
 
 
@@ -156,7 +163,7 @@ def test_a_manifest_edited_after_collection_is_refused(dataset_copy, edit):
 
 def test_a_file_given_as_the_dataset_path_is_refused(dataset_copy):
     with pytest.raises(DatasetError, match=f"data.path {dataset_copy / MANIFEST_NAME} is a file; pass the dataset "
-                                           f"directory written by scripts/collect.py"):
+                                           f"directory written by jepa-wm collect"):
         load_episodes(dataset_copy / MANIFEST_NAME, "pixels")
 
 
@@ -172,7 +179,7 @@ def test_a_format1_dataset_is_refused_with_the_command_that_converts_it(tmp_path
     old = write_format1(reacher_pixel_dataset, tmp_path / "old")
     with pytest.raises(DatasetError) as error:
         load_episodes(old, "pixels")
-    assert str(error.value) == f"{old} is a format-1 dataset; convert it with: python scripts/convert_dataset.py path={old}"
+    assert str(error.value) == f"{old} is a format-1 dataset; convert it with: jepa-wm convert path={old}"
 
 
 def test_conversion_keeps_every_array_but_reacher_states(tmp_path, reacher_pixel_dataset):
@@ -191,7 +198,7 @@ def test_conversion_keeps_every_array_but_reacher_states(tmp_path, reacher_pixel
     window = ([0, 3, 5], [0, 7, 15], 5, 1)
     assert all(np.array_equal(a, b) for a, b in zip(original.read_windows(*window).values(), new.read_windows(*window).values()))
     with pytest.raises(DatasetError, match="no 'state' observations: they were dropped .* to_target.*; recollect with "
-                                           "scripts/collect.py env=reacher-easy to train with model.obs_type=state"):
+                                           "jepa-wm collect env=reacher-easy to train with model.obs_type=state"):
         load_episodes(old, "state")
 
 
@@ -207,7 +214,7 @@ def test_a_killed_conversion_leaves_the_old_dataset_usable_and_a_rerun_finishes_
                                                                                      monkeypatch):
     old = write_format1(reacher_pixel_dataset, tmp_path / "old")
     before = snapshot(old)
-    written, real_write_shard = [], data.convert.write_shard
+    written, real_write_shard = [], jepa_wm.data.convert.write_shard
 
     def killed_on_the_second_shard(directory, shard, arrays):
         if written:
@@ -216,7 +223,7 @@ def test_a_killed_conversion_leaves_the_old_dataset_usable_and_a_rerun_finishes_
         written.append(shard)
         return real_write_shard(directory, shard, arrays)
 
-    monkeypatch.setattr(data.convert, "write_shard", killed_on_the_second_shard)
+    monkeypatch.setattr(jepa_wm.data.convert, "write_shard", killed_on_the_second_shard)
     with pytest.raises(KeyboardInterrupt):
         convert_dataset(old)
     now = snapshot(old)
@@ -225,7 +232,7 @@ def test_a_killed_conversion_leaves_the_old_dataset_usable_and_a_rerun_finishes_
         load_episodes(old, "pixels")
     assert json.loads(now[PROGRESS_NAME])["shards"].keys() == {"shard-00000"}
 
-    monkeypatch.setattr(data.convert, "write_shard", real_write_shard)
+    monkeypatch.setattr(jepa_wm.data.convert, "write_shard", real_write_shard)
     first_shard = (old / "shard-00000.pixels.npy").stat().st_mtime_ns
     assert convert_dataset(old)["converted"] == 2  # the rest, not the finished shard again
     assert (old / "shard-00000.pixels.npy").stat().st_mtime_ns == first_shard
@@ -241,7 +248,7 @@ def test_a_conversion_killed_after_its_last_rename_is_cleaned_up_by_a_rerun(tmp_
     def killed(directory, names):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(data.convert, "_remove_leftovers", killed)
+    monkeypatch.setattr(jepa_wm.data.convert, "_remove_leftovers", killed)
     with pytest.raises(KeyboardInterrupt):
         convert_dataset(old)
     assert load_episodes(old, "pixels").num_episodes == 6  # format 2 already; the old shards are just litter
@@ -271,7 +278,7 @@ def test_conversion_refuses_a_corrupt_format1_shard_and_changes_nothing(tmp_path
 
 def test_the_convert_script_converts_and_reports_user_errors_without_a_traceback(tmp_path, reacher_pixel_dataset):
     old = write_format1(reacher_pixel_dataset, tmp_path / "old")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = dict(os.environ)
 
     def run(*args):
         return subprocess.run([sys.executable, str(ROOT / "scripts" / "convert_dataset.py"), *args], cwd=ROOT, env=env,
@@ -282,4 +289,4 @@ def test_the_convert_script_converts_and_reports_user_errors_without_a_traceback
     missing = run(f"path={tmp_path / 'nowhere'}")
     assert missing.returncode == 2 and "error: dataset directory" in missing.stderr and "Traceback" not in missing.stderr
     usage = run(str(old))
-    assert usage.returncode == 2 and "usage: python scripts/convert_dataset.py path=DATASET" in usage.stderr
+    assert usage.returncode == 2 and "is not of the form key=value" in usage.stderr and "Traceback" not in usage.stderr

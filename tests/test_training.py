@@ -17,7 +17,7 @@ import torch
 from jepa_wm import load_world_model
 from jepa_wm.config import compose
 from jepa_wm.errors import ConfigError
-from planning.pipeline import train_from_config
+from jepa_wm.pipeline import train_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.encoder.channels=[8,8,8,8]", "model.encoder.embed_dim=8", "model.predictor.hidden_dim=16"]
@@ -296,7 +296,7 @@ def test_a_corrupt_last_checkpoint_on_resume_is_named(tmp_path, reacher_pixel_da
 
 
 def test_nan_in_the_data_stops_training_with_a_clear_error(tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
-    from data.dataset import EpisodeStore
+    from jepa_wm.data.dataset import EpisodeStore
 
     original = EpisodeStore.read_windows
 
@@ -331,8 +331,9 @@ def test_weights_that_diverge_inside_an_optimizer_step_stop_at_the_next_validati
 
 
 def test_a_tasks_training_settings_apply_to_its_data_and_the_command_line_wins(tmp_path, reacher_env_cfg):
-    from data.collect import collect
-    from planning.pipeline import train_config
+    from jepa_wm.data.collect import collect
+
+    from jepa_wm.pipeline import train_config
 
     env_cfg = {**reacher_env_cfg, "train_overrides": ["model.regularizers.temporal=1.0", "model.history=2"]}
     dataset = collect(env_cfg, tmp_path / "data", episodes=2, steps_per_episode=5,

@@ -11,10 +11,11 @@ import pytest
 import torch
 
 import jepa_wm.checkpoint
-import jepa_wm.zoo
+import jepa_wm.hub
+import jepa_wm.references
 from jepa_wm import CheckpointError, load_world_model
 from jepa_wm.checkpoint import export_weights, read_checkpoint
-from jepa_wm.zoo import file_sha256
+from jepa_wm.references import file_sha256
 from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,8 +33,7 @@ def zoo(tmp_path, monkeypatch):
     card = {"task": "reacher-easy", "training_steps": 7, "test_success": {"rate": 0.5, "ci95": [0.2, 0.8], "episodes": 10},
             "weights_sha256": file_sha256(directory / "reacher-easy.ckpt")}
     (directory / "reacher-easy.json").write_text(json.dumps(card))
-    monkeypatch.setattr(jepa_wm.zoo, "PRETRAINED_DIR", directory)
-    monkeypatch.setattr(jepa_wm.checkpoint, "PRETRAINED_DIR", directory)
+    monkeypatch.setattr(jepa_wm.references, "PRETRAINED_DIR", directory)
     return directory
 
 
@@ -133,14 +133,14 @@ def test_upload_sends_weights_a_card_and_a_readme_to_the_repository(zoo, monkeyp
             uploads.append(("upload", repo_id, files, sorted(checkpoint), "hf:me/reacher" in readme))
 
     monkeypatch.setattr("huggingface_hub.HfApi", RecordingApi)
-    url = jepa_wm.zoo.upload_checkpoint("pretrained:reacher-easy", "me/reacher")
+    url = jepa_wm.hub.upload_checkpoint("pretrained:reacher-easy", "me/reacher")
     assert url == "https://huggingface.co/me/reacher"
     assert uploads == [("create", "me/reacher", True),
                        ("upload", "me/reacher", ["README.md", "card.json", "model.ckpt"],
                         ["global_step", "hyper_parameters", "state_dict"], True)]
 
 
-SHIPPED = jepa_wm.zoo.pretrained_names()
+SHIPPED = jepa_wm.references.pretrained_names()
 
 
 def test_every_benchmark_task_has_a_shipped_model():
@@ -148,16 +148,17 @@ def test_every_benchmark_task_has_a_shipped_model():
     from jepa_wm.config import compose
 
     tasks = list(compose("suite").tasks)
-    assert "reacher-easy" in tasks and sorted(tasks) == SHIPPED, f"rebuild the zoo: {jepa_wm.zoo.REBUILD_ZOO}"
+    assert "reacher-easy" in tasks and sorted(tasks) == SHIPPED, f"rebuild the zoo: {jepa_wm.references.REBUILD_ZOO}"
 
 
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_model_loads_and_plans_an_episode_in_its_own_task(name, tmp_path):
-    from jepa_wm.config import compose
-    from planning.experiment import run_plan
+    from jepa_wm.planning.experiment import run_plan
 
-    card = jepa_wm.zoo.pretrained_card(name)
-    path = jepa_wm.zoo.PRETRAINED_DIR / f"{name}.ckpt"
+    from jepa_wm.config import compose
+
+    card = jepa_wm.references.pretrained_card(name)
+    path = jepa_wm.references.PRETRAINED_DIR / f"{name}.ckpt"
     assert path.stat().st_size <= 5 * 1024 * 1024 and card["size_bytes"] == path.stat().st_size
     assert "optimizer_states" not in torch.load(path, map_location="cpu", weights_only=True)
     result = run_plan(compose("plan", [f"checkpoint=pretrained:{name}", "episodes=1", f"out={tmp_path}",

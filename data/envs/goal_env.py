@@ -6,15 +6,14 @@ import inspect
 from typing import Any
 
 import numpy as np
+from jepa_wm.data.envs.rendering import ensure_headless_rendering
 
-from data.envs.rendering import ensure_headless_rendering
 from jepa_wm.errors import ConfigError
 
 ensure_headless_rendering()
 
 from dm_control import suite  # noqa: E402  (must follow the rendering backend choice)
-
-from data.envs.tasks import (  # noqa: E402
+from jepa_wm.data.envs.tasks import (  # noqa: E402
     GoalTask,
     check_suite_task,
     goal_task_for,
@@ -28,7 +27,7 @@ OBS_TYPES = ("pixels", "state", "both")
 class GoalReachingEnv:
     """A ``dm_control.suite`` task where each episode asks to reach a goal state.
 
-    ``reset(seed)`` draws a start state and a goal (see ``data.envs.tasks`` for the goal sources and
+    ``reset(seed)`` draws a start state and a goal (see ``jepa_wm.data.envs.tasks`` for the goal sources and
     success criteria) from one seeded generator, so a seed fixes start, goal and every frame.
     Observations are dicts with ``"pixels"`` (H, W, 3) uint8 and/or ``"state"`` (S,) float32, the
     task's flattened physics observation without its goal-dependent entries. One ``step`` applies the

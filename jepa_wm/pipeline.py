@@ -1,4 +1,4 @@
-"""The end-to-end pipeline behind the scripts: collect -> train -> plan, each from its config.
+"""The end-to-end pipeline behind the commands: collect -> train (world model, learned cost) -> plan.
 
 Every script is a thin wrapper around one of these functions, so anything a script does can also be
 done from Python (e.g. in a notebook) with ``jepa_wm.config.compose`` and these calls.
@@ -16,16 +16,16 @@ from omegaconf import DictConfig
 from pytorch_lightning.utilities import rank_zero_only
 from tqdm.auto import tqdm
 
-from data.collect import collect_from_config
-from data.datamodule import TrajectoryDataModule
 from jepa_wm.checkpoint import read_checkpoint
-from jepa_wm.config import as_overrides, compose, to_dict
+from jepa_wm.config import as_overrides, compose, parse_overrides, to_dict
+from jepa_wm.data.collect import collect_from_config
+from jepa_wm.data.datamodule import TrajectoryDataModule
 from jepa_wm.errors import ConfigError
 from jepa_wm.files import DirectoryLock, check_output_directory, save_torch_atomic
 from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record
+from jepa_wm.planning.callbacks import GoalReachingEvalCallback
+from jepa_wm.planning.experiment import run_plan
 from jepa_wm.training import fit
-from planning.callbacks import GoalReachingEvalCallback
-from planning.experiment import run_plan
 
 
 def datamodule_from_config(cfg: DictConfig) -> TrajectoryDataModule:
@@ -50,7 +50,7 @@ def task_train_overrides(dataset) -> list[str]:
     A dataset is input from anyone: each override must set a ``model.`` key to a plain value, or the whole
     dataset is refused (``DatasetError``) before anything is trained or written.
     """
-    from data.storage import DatasetError, load_manifest
+    from jepa_wm.data.storage import DatasetError, load_manifest
 
     try:
         manifest = load_manifest(dataset)
@@ -71,13 +71,13 @@ def task_train_overrides(dataset) -> list[str]:
 def train_config(argv) -> DictConfig:
     """``configs/train.yaml`` with the dataset's task overrides (see ``configs/env/*.yaml``) first and
     the command line after them, so a user's setting always wins over the task's."""
-    cfg = compose("train", list(argv))
-    task = task_train_overrides(cfg.data.path)
-    return compose("train", [*task, *argv]) if task else cfg
+    dataset = dict(parse_overrides(argv)).get("data.path")  # composed once, with the task's settings first
+    task = task_train_overrides(dataset) if dataset else []
+    return compose("train", [*task, *argv])
 
 
 def train_from_config(cfg: DictConfig) -> Path:
-    """Train as ``scripts/train.py`` does (with the goal-reaching callback if ``eval.every_n_steps``), then the
+    """Train as ``jepa-wm train`` does (with the goal-reaching callback if ``eval.every_n_steps``), then the
     learned planning cost of ``cfg.learned_cost`` for ``last.ckpt`` and ``best.ckpt``."""
     callbacks = []
     if cfg.eval.every_n_steps:
@@ -204,8 +204,8 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
     held-out episodes. Every ``save_every`` steps the training state is saved beside the output
     (``.<name>.learned-cost-state``), so a killed training resumes where it stopped. Returns the metrics.
     """
-    from data.dataset import load_episodes, split_episodes
     from jepa_wm.checkpoint import model_from_checkpoint, read_checkpoint
+    from jepa_wm.data.dataset import load_episodes, split_episodes
 
     path = Path(path)
     target = Path(out) if out else path
@@ -250,7 +250,7 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
 
 
 def train_cost_from_config(cfg: DictConfig) -> dict:
-    """What ``scripts/train_cost.py`` does, from a ``configs/train_cost.yaml``-style config."""
+    """What ``jepa-wm train-cost`` does, from a ``configs/train_cost.yaml``-style config."""
     if cfg.learned_cost.kind == "none":
         raise ConfigError("learned_cost=none trains nothing; choose learned_cost=hilbert or learned_cost=temporal")
     try:

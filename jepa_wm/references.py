@@ -7,7 +7,7 @@ References that ``load_world_model`` and ``plan.py checkpoint=`` accept besides 
   after install; ``pretrained:`` alone lists them. ``python benchmarks/zoo.py`` rebuilds them all.
 - ``hf:OWNER/NAME[@REVISION]``: ``model.ckpt`` of a Hugging Face Hub model repository, through
   ``huggingface_hub`` (its cache, ``HF_HUB_OFFLINE`` and mirrors via ``HF_ENDPOINT`` apply);
-  ``scripts/upload_checkpoint.py`` puts a checkpoint and its card there.
+  ``jepa-wm upload`` puts a checkpoint and its card there.
 - ``wandb:ENTITY/PROJECT/NAME:ALIAS``: a W&B model artifact (see ``jepa_wm.checkpoint``).
 
 Whatever the source, the file is read with ``torch.load(weights_only=True)``.
@@ -15,17 +15,18 @@ Whatever the source, the file is read with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
+from jepa_wm.errors import CheckpointError, did_you_mean
+from jepa_wm.files import file_sha256
 
 PRETRAINED_PREFIX = "pretrained:"
 HUB_PREFIX = "hf:"
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 HUB_FILENAME = "model.ckpt"
 REBUILD_ZOO = "python benchmarks/zoo.py"
+ARTIFACT_PREFIX = "wandb:"
 
 
 def pretrained_names() -> list[str]:
@@ -66,14 +67,6 @@ def resolve_pretrained(name: str) -> Path:
     return path
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_hub(reference: str) -> Path:
     """``hf:OWNER/NAME[@REVISION]`` -> the local path of its ``model.ckpt`` (downloaded or cached)."""
     repo, _, revision = reference.partition("@")
@@ -90,47 +83,39 @@ def resolve_hub(reference: str) -> Path:
                               f"({type(error).__name__}: {first_line})") from error
 
 
-def model_card(checkpoint: dict, card: dict | None) -> str:
-    """A Hugging Face model card (README.md) for a checkpoint: what it is, how it was made, how to use it."""
-    hparams = checkpoint["hyper_parameters"]
-    task = hparams["env"].get("config", {}).get("name", "unknown task")
-    lines = ["---", "library_name: jepa-wm", "tags: [world-model, jepa, planning, dm-control]", "---", "",
-             f"# jepa-wm world model: {task}", "",
-             f"A JEPA world model (encoder: {hparams['cfg']['encoder']['name']}, predictor: "
-             f"{hparams['cfg']['predictor']['name']}, frameskip {hparams['cfg']['frameskip']}) trained for "
-             f"{checkpoint.get('global_step', '?')} steps on {task} ({hparams['cfg']['obs_type']} observations).", "",
-             "```python", "import jepa_wm", "model = jepa_wm.load_world_model(\"hf:OWNER/NAME\")", "```", ""]
-    if card:
-        lines += ["## Card", "", "```json", json.dumps(card, indent=2), "```", ""]
-    return "\n".join(lines)
+def resolve_checkpoint(reference: str | Path) -> Path:
+    """A local path, or a reference: ``pretrained:NAME`` (shipped), ``hf:OWNER/NAME[@REVISION]`` (Hugging
+    Face Hub) or ``wandb:entity/project/name:alias`` (W&B artifact), fetched first (see this module's docstring)."""
+    reference = str(reference)
+    if reference.startswith(PRETRAINED_PREFIX):
+        return resolve_pretrained(reference[len(PRETRAINED_PREFIX):])
+    if reference.startswith(HUB_PREFIX):
+        return resolve_hub(reference[len(HUB_PREFIX):])
+    if reference.startswith(ARTIFACT_PREFIX):
+        return _download_artifact(reference[len(ARTIFACT_PREFIX):])
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        for candidate in ("last.ckpt", "model.ckpt", "checkpoints/last.ckpt"):
+            if (path / candidate).is_file():
+                return path / candidate
+        checkpoints = sorted(path.glob("*.ckpt"))
+        if len(checkpoints) == 1:
+            return checkpoints[0]
+        raise CheckpointError(f"{path} is a directory without a single .ckpt file; pass the checkpoint file itself")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist (train one with jepa-wm train, or pass a wandb: artifact)")
+    return path
 
 
-def upload_checkpoint(reference: str, repo: str, private: bool = False) -> str:
-    """Upload ``model.ckpt`` (weights and config, no optimizer state), ``card.json`` (for a shipped model)
-    and a README model card to the Hugging Face repository ``repo``; returns its URL."""
-    import tempfile
+def _download_artifact(name: str) -> Path:
+    import wandb
 
-    from huggingface_hub import HfApi
-
-    from jepa_wm.checkpoint import export_weights, read_checkpoint, resolve_checkpoint
-
-    path = resolve_checkpoint(reference)
-    checkpoint = read_checkpoint(path)
-    card = pretrained_card(path.stem) if path.parent == PRETRAINED_DIR else None
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise ConfigError(f"repo={repo} is not a Hugging Face repository name; use repo=OWNER/NAME")
-    api = HfApi()
-    with tempfile.TemporaryDirectory() as folder:
-        export_weights(checkpoint, Path(folder) / HUB_FILENAME)
-        (Path(folder) / "README.md").write_text(model_card(checkpoint, card).replace("OWNER/NAME", repo))
-        if card:
-            (Path(folder) / "card.json").write_text(json.dumps(card, indent=2))
-        try:
-            api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
-            api.upload_folder(repo_id=repo, folder_path=folder, repo_type="model",
-                              commit_message=f"jepa-wm checkpoint {Path(reference).name}")
-        except Exception as error:  # no token, no network, no permission: the user's setup, said in one line
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise ConfigError(f"cannot upload to Hugging Face repository '{repo}' ({type(error).__name__}: "
-                              f"{first_line}); log in with `hf auth login` or set HF_TOKEN, and check the network") from None
-    return f"https://huggingface.co/{repo}"
+    try:
+        artifact = wandb.Api().artifact(name, type="model")
+        directory = Path(artifact.download())
+    except Exception as error:  # network, auth and lookup failures all end here
+        raise CheckpointError(f"cannot download W&B artifact '{name}': {error}") from error
+    checkpoints = sorted(directory.rglob("*.ckpt"))
+    if not checkpoints:
+        raise CheckpointError(f"W&B artifact '{name}' holds no .ckpt file (files: {[p.name for p in directory.iterdir()]})")
+    return checkpoints[0]

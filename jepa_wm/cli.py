@@ -1,0 +1,282 @@
+"""The ``jepa-wm`` command: ``jepa-wm SUBCOMMAND key=value ...``, also ``python -m jepa_wm SUBCOMMAND ...``.
+
+Every subcommand reads ``configs/<config>.yaml`` (shipped inside the package) and takes ``key=value``
+overrides, checked against it (typos name the nearest key). ``--help`` prints what a subcommand does and
+every key with the comment beside it in its YAML, the choices of each group (env, model, planner,
+learned_cost) and an example; ``print_config=true`` prints the resolved config and exits.
+
+Exit codes: 0 when the work was done; 2 with one ``error:`` line for anything the user can fix (a bad
+setting, dataset or checkpoint, a full disk); 130 after Ctrl-C and 143 after SIGTERM, each saying how to
+continue. Subcommands import the heavy libraries inside, so Ctrl-C during the imports is handled too.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+# Errors of the file system that come from where and how much the user asked to write, not from a bug.
+FILE_SYSTEM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR)
+PRINT_CONFIG = "print_config"
+
+
+@dataclass(frozen=True)
+class Command:
+    config: str            # configs/<config>.yaml
+    summary: str           # one line: what it does
+    example: str           # a command that works after install
+    run: Callable          # run(cfg) -> None; prints its result
+
+
+def _collect(cfg) -> None:
+    from jepa_wm.data.collect import collect_from_config
+
+    print(f"dataset: {collect_from_config(cfg)}")
+
+
+def _train(cfg) -> None:
+    from pytorch_lightning.utilities import rank_zero_only
+
+    from jepa_wm.pipeline import train_from_config
+
+    out = train_from_config(cfg)
+    if rank_zero_only.rank == 0:  # one line per run, also when every process of a DDP run gets here
+        print(f"run: {out}\ncheckpoint: {out / 'checkpoints' / 'last.ckpt'}")
+
+
+def _train_cost(cfg) -> None:
+    import json
+
+    from jepa_wm.pipeline import train_cost_from_config
+
+    metrics = train_cost_from_config(cfg)
+    print(f"learned cost ({cfg.learned_cost.kind}) stored in {cfg.out or cfg.checkpoint}")
+    print(json.dumps({key: round(value, 3) for key, value in metrics.items()}))
+
+
+def _plan(cfg) -> None:
+    from jepa_wm.planning.experiment import run_plan
+    from jepa_wm.references import PRETRAINED_PREFIX, describe_pretrained
+
+    if cfg.checkpoint == PRETRAINED_PREFIX:  # `checkpoint=pretrained:` alone lists the shipped models
+        print(describe_pretrained())
+        return
+    print_result(run_plan(cfg))
+
+
+def _quickstart(cfg) -> None:
+    from jepa_wm.pipeline import run_quickstart
+
+    result = run_quickstart(cfg)
+    print()
+    print_result(result)
+
+
+FORMATS = ("jepa-wm", "hdf5")
+
+
+def _convert(cfg) -> None:
+    from jepa_wm.data.convert import convert_dataset
+    from jepa_wm.errors import ConfigError
+
+    source, target = cfg["from"], cfg["to"]
+    for key, value in (("from", source), ("to", target)):
+        if value not in FORMATS:
+            raise ConfigError(f"{key}={value} is not a format (choices: {', '.join(FORMATS)})")
+    if source == target == "jepa-wm":
+        print(convert_dataset(cfg.path, cfg.out)["message"])
+        return
+    from jepa_wm.config import to_dict
+    from jepa_wm.data import interop
+    from jepa_wm.data.storage import load_manifest
+
+    if cfg.out is None:
+        raise ConfigError(f"from={source} to={target} writes a new dataset: pass out=")
+    if target == "hdf5" and source == "jepa-wm":
+        settings = load_manifest(cfg.path)["env"]
+        written = interop.export_hdf5(cfg.path, cfg.out, physics_split=interop.physics_split_of(settings))
+    elif source == "hdf5" and target == "jepa-wm":
+        written = interop.import_hdf5(cfg.path, cfg.out, env=to_dict(cfg.env) if cfg.env else None)
+    else:
+        raise ConfigError("from=hdf5 to=hdf5 converts nothing; one side must be jepa-wm")
+    print(f"converted {cfg.path} ({source}) to {written} ({target})")
+
+
+def _upload(cfg) -> None:
+    from jepa_wm.hub import upload_checkpoint
+
+    url = upload_checkpoint(cfg.checkpoint, cfg.repo, private=cfg.private)
+    print(f"uploaded: {url}\nload it with: checkpoint=hf:{cfg.repo}")
+
+
+COMMANDS: dict[str, Command] = {
+    "collect": Command("collect", "collect goal-reaching episodes of a DeepMind Control task into a dataset",
+                       "jepa-wm collect env=reacher-easy episodes=150 out=datasets/reacher-easy", _collect),
+    "train": Command("train", "train a JEPA world model on a dataset (then its learned planning cost)",
+                     "jepa-wm train data.path=datasets/reacher-easy out=runs/reacher", _train),
+    "train-cost": Command("train_cost", "train a learned planning cost for a trained world model, into its checkpoint",
+                          "jepa-wm train-cost checkpoint=runs/reacher/checkpoints/last.ckpt", _train_cost),
+    "plan": Command("plan", "plan toward goals with a world model; success vs random and the oracle",
+                    "jepa-wm plan checkpoint=pretrained:reacher-easy episodes=10 baselines=true", _plan),
+    "quickstart": Command("quickstart", "collect, train and plan on reacher-easy in one command",
+                          "jepa-wm quickstart", _quickstart),
+    "convert": Command("convert", "convert a format-1 dataset to format 2",
+                       "jepa-wm convert path=datasets/old", _convert),
+    "upload": Command("upload", "upload a checkpoint and its card to a Hugging Face Hub model repository",
+                      "jepa-wm upload checkpoint=runs/reacher/checkpoints/best.ckpt repo=OWNER/NAME", _upload),
+}
+
+
+# ------------------------------------------------------------------------------------------------ help
+def documented_keys(path: Path, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, value as written, comment) of every key of a commented YAML file, in file order.
+
+    A comment on the lines below a key (indented as far as the comment beside it) continues that key's.
+    """
+    entries: list[tuple[str, str, str]] = []
+    stack: list[tuple[int, str]] = []
+    comment_column = None
+    for line in path.read_text().splitlines():
+        match = re.match(r"^(\s*)([A-Za-z_][\w-]*):\s*([^#]*?)\s*(?:#\s?(.*))?$", line)
+        if match:
+            indent, key, value, comment = len(match.group(1)), match.group(2), match.group(3), match.group(4) or ""
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            dotted = ".".join([name for _, name in stack] + [key])
+            if key != "base":
+                entries.append((prefix + dotted, value, comment.strip()))
+            comment_column = line.index("#") if "#" in line else None
+            if not value:
+                stack.append((indent, key))
+            continue
+        continued = re.match(r"^(\s*)#\s?(.*)$", line)
+        if continued and entries and comment_column is not None and len(continued.group(1)) == comment_column:
+            key, value, comment = entries[-1]
+            entries[-1] = (key, value, f"{comment} {continued.group(2).strip()}".strip())
+    return entries
+
+
+def help_text(name: str) -> str:
+    """What ``jepa-wm NAME --help`` prints."""
+    from jepa_wm.config import CONFIG_DIR, GROUPS, group_choices
+
+    command = COMMANDS[name]
+    path = CONFIG_DIR / f"{command.config}.yaml"
+    lines = [f"jepa-wm {name}: {command.summary}", "", f"usage: jepa-wm {name} [key=value ...] [print_config=true]",
+             f"example: {command.example}", "", f"keys (configs/{command.config}.yaml; '+key=value' adds one it lacks):"]
+    keys = documented_keys(path)
+    width = min(40, max(len(key) for key, _, _ in keys) + 2)
+    for key, value, comment in keys:
+        shown = f"{key}={value}" if value else f"{key}:"
+        lines.append(f"  {shown:<{width}} {comment}".rstrip())
+        if key in GROUPS:
+            choices = group_choices(key)
+            shown_file = value if value in choices else choices[0]
+            lines.append(f"  {'':<{width}} choices: {', '.join(choices)}; keys of {key}/{shown_file}.yaml "
+                         f"({key}.KEY=VALUE):")
+            for sub_key, sub_value, sub_comment in documented_keys(CONFIG_DIR / key / f"{shown_file}.yaml", f"{key}."):
+                sub_shown = f"{sub_key}={sub_value}" if sub_value else f"{sub_key}:"
+                lines.append(f"    {sub_shown:<{width - 2}} {sub_comment}".rstrip())
+    return "\n".join(lines)
+
+
+def usage() -> str:
+    lines = ["usage: jepa-wm COMMAND [key=value ...]   (jepa-wm COMMAND --help: its keys)", "", "commands:"]
+    lines += [f"  {name:<12} {command.summary}" for name, command in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------------- run
+def run(name: str, argv: list[str]) -> int:
+    """Run subcommand ``name`` with ``argv``; returns the exit code (errors are printed, not raised)."""
+    command = COMMANDS[name]
+    if any(argument in ("-h", "--help", "help") for argument in argv):
+        try:
+            print(help_text(name))
+        except BrokenPipeError:  # `jepa-wm plan --help | head`
+            sys.stderr.close()
+        return 0
+    try:
+        cfg = compose_command(command, argv)
+        if cfg is None:
+            return 0
+        command.run(cfg)
+        return 0
+    except KeyboardInterrupt as interrupt:
+        print(f"interrupted: {str(interrupt) or 'rerun the same command to continue where it stopped'}", file=sys.stderr)
+        return 130
+    except Exception as error:
+        return report_error(error)
+
+
+def compose_command(command: Command, argv: list[str]):
+    """The command's config (train: with the dataset's task settings), or None after printing it."""
+    from omegaconf import OmegaConf
+
+    from jepa_wm.config import compose
+
+    show = [argument for argument in argv if argument.lstrip("-").startswith(f"{PRINT_CONFIG}=")]
+    argv = [argument for argument in argv if argument not in show]
+    if command.config == "train":
+        from jepa_wm.pipeline import train_config
+
+        cfg = train_config(argv)
+    else:
+        cfg = compose(command.config, argv)
+    if show and show[-1].split("=", 1)[1].lower() in ("true", "1", "yes"):
+        print(OmegaConf.to_yaml(cfg, resolve=True), end="")
+        return None
+    return cfg
+
+
+def report_error(error: Exception) -> int:
+    """One line and exit code 2 for what the user can fix; anything else is a bug and raises."""
+    from jepa_wm.data.storage import DatasetError
+    from jepa_wm.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingTerminated
+
+    if isinstance(error, TrainingTerminated):
+        print(f"terminated: {error}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, what a shell reports for a process SIGTERM ended
+    if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRORS:
+        # A full disk, a read-only or forbidden place: what the user must fix; every write was atomic
+        where = f" {error.filename}" if error.filename else ""
+        print(f"error: cannot write{where}: {error.strerror or error}; free space or choose another out=, "
+              f"then rerun the same command", file=sys.stderr)
+        return 2
+    if not isinstance(error, (ConfigError, DatasetError, CheckpointError, NonFiniteLossError)):
+        raise error
+    print(f"error: {error}", file=sys.stderr)
+    return 2
+
+
+def print_result(result: dict) -> None:
+    """The success table of a planning result, then the paths of the files it wrote."""
+    print(result["table"])
+    for kind, path in result["files"].items():
+        if path is not None:
+            print(f"{kind}: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console entry point: ``jepa-wm COMMAND key=value ...``."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        sys.exit(0 if argv else 2)
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        from jepa_wm.errors import did_you_mean
+
+        print(f"error: unknown command '{name}'{did_you_mean(name, COMMANDS)} (commands: {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(name, rest))
+
+
+def script(name: str) -> None:
+    """What ``scripts/<name>.py`` runs: the subcommand with the script's arguments."""
+    sys.exit(run(name, sys.argv[1:]))

@@ -1,0 +1,1 @@
+"""Shipped world models (NAME.ckpt) and their cards (NAME.json): package data."""
