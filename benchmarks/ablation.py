@@ -23,6 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
 from _report import pyplot, save_figure  # noqa: E402
 
+from jepa_wm.cli import benchmark  # noqa: E402
+
 FIGURE = Path(__file__).resolve().parent / "figures" / "ablation.png"
 VALIDATION_METRICS = {"rollout_ratio": "val/rollout_error_ratio", "probe_r2": "val/probe_r2",
                       "distance_correlation": "val/distance_rank_correlation"}
@@ -103,5 +105,5 @@ def plot_ablation(rows: dict, models: list[str], path: Path) -> None:
 
 
 if __name__ == "__main__":
-    suite.main(sys.argv[1:], config="ablation", section="Ablation: JEPA, reconstruction and anti-collapse (cpu)",
-               reporter=report)
+    benchmark(lambda argv: suite.main(argv, config="ablation", section="Ablation: JEPA, reconstruction and anti-collapse (cpu)",
+                                      reporter=report))

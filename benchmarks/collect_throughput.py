@@ -25,7 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
 from jepa_wm.data.collect import collect  # noqa: E402
 
-from jepa_wm.config import load_group, to_dict  # noqa: E402
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import (  # noqa: E402
+    command_line,  # noqa: E402
+    load_group,
+    to_dict,
+)
 
 POLICY = {"name": "ou", "theta": 0.15, "sigma": 0.3}
 DEFAULTS = {"episodes": 16, "steps": 50, "repeats": 3}
@@ -42,16 +47,8 @@ def frames_per_second(workers: int, episodes: int, steps: int) -> float:
         return episodes * (steps + 1) / (time.perf_counter() - start)
 
 
-def parse_options(argv: list[str]) -> dict[str, int]:
-    options = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        sys.exit(f"unknown option(s) {', '.join(unknown)} (choices: {', '.join(DEFAULTS)}, --write)")
-    return {key: int(options.get(key, default)) for key, default in DEFAULTS.items()}
-
-
 def main(argv: list[str]) -> None:
-    options = parse_options(argv)
+    options, flags = command_line(argv, DEFAULTS)
     load_before = os.getloadavg()[0]  # other work on the machine shows up here, and in the 2-worker ratio
     episodes, steps, repeats = options["episodes"], options["steps"], options["repeats"]
     rates: dict[int, list[float]] = {workers: [] for workers in WORKER_COUNTS}
@@ -75,10 +72,10 @@ def main(argv: list[str]) -> None:
         *rows,
     ])
     print(text)
-    if "--write" in argv:
+    if "--write" in flags:
         command = "python benchmarks/collect_throughput.py " + " ".join(argv)
         update_benchmarks_section("Collection throughput", text, command, machine_description())
 
 
 if __name__ == "__main__":  # the guard matters: the 2-worker spawn pool re-imports this file
-    main(sys.argv[1:])
+    benchmark(main)

@@ -24,16 +24,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
 
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import command_line  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = r"""
 import jepa_wm, time, statistics, torch
-from jepa_wm.config import compose, load_group, to_dict
+from jepa_wm.config import compose, model_config, load_group, to_dict
 from jepa_wm.module import JEPAWorldModel
 from jepa_wm.data.envs import make_env
 from jepa_wm.planning.costs import LatentGoalCost
 from jepa_wm.planning.experiment import planner_from_settings
 plan = compose("plan")
-cfg = compose("train", ["data.path=unused"]).model
+cfg = model_config()
 model = JEPAWorldModel(cfg, (64, 64, 3), 2 * cfg.frameskip).eval()
 env = make_env(to_dict(load_group("env", "reacher-easy")))
 cost = LatentGoalCost.from_config(model, plan.cost).make_cost(env, [env.reset(seed=0)], [])
@@ -88,7 +91,8 @@ def measure(setting: dict, hog: str | None) -> tuple[float, float]:
 
 
 def main(argv: list[str]) -> None:
-    repeats = int(next((arg.split("=", 1)[1] for arg in argv if arg.startswith("repeats=")), 3))
+    options, flags = command_line(argv, {"repeats": 3})
+    repeats = options["repeats"]
     load_before = os.getloadavg()[0]
     results = {}
     for name, setting in SETTINGS.items():
@@ -113,10 +117,10 @@ def main(argv: list[str]) -> None:
                      f"{step_ms:.0f} | {step_ms / idle_step:.1f}x |")
     text = "\n".join(lines)
     print(text)
-    if "--write" in argv:
+    if "--write" in flags:
         update_benchmarks_section("Planning under CPU contention", text, "python benchmarks/contention.py " + " ".join(argv),
                                   machine_description("cpu"))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

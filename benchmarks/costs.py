@@ -22,6 +22,7 @@ import history  # noqa: E402
 import suite  # noqa: E402
 from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
 
+from jepa_wm.cli import benchmark  # noqa: E402
 from jepa_wm.config import as_overrides, compose, load_group, to_dict  # noqa: E402
 from jepa_wm.learned_cost import CostTrainingSettings  # noqa: E402
 from jepa_wm.pipeline import train_cost_for_checkpoint, train_stage  # noqa: E402
@@ -175,4 +176,4 @@ def plot(found: dict, cfg, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

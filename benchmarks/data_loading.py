@@ -35,6 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jepa_wm.cli import benchmark
+from jepa_wm.config import command_line
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(ROOT))  # after PYTHONPATH: a format-1 child puts the old data package first
@@ -42,6 +45,7 @@ FORMAT1_COMMIT = "532078015d438aa8b6edc45d97e5d895918810aa"  # the last commit t
 FORMAT1_FILES = ("data/__init__.py", "data/storage.py", "data/dataset.py", "data/datamodule.py")
 DEFAULTS = {"sizes": "40,400", "steps": "100", "batches": "60", "repeats": "3",
             "data": str(Path(tempfile.gettempdir()) / "jepa-wm-data-loading")}
+CHILD_OPTIONS = {"impl": "format2", "path": "", "workers": 0, "batches": 60, "hdf5": "None"}  # one measurement
 WINDOW = {"num_frames": 5, "frameskip": 5, "batch_size": 64}
 POLICY = {"name": "ou", "theta": 0.15, "sigma": 0.3}
 
@@ -261,12 +265,9 @@ def measure(impl: str, path: Path, workers: int, batches: int, code: Path | None
 
 
 def main(argv: list[str]) -> None:
-    options = {**DEFAULTS, **dict(arg.split("=", 1) for arg in argv if "=" in arg)}
     if "--child" in argv:
-        return child(options)
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        sys.exit(f"unknown option(s) {', '.join(unknown)} (choices: {', '.join(DEFAULTS)}, --hdf5, --write)")
+        return child(command_line(argv, CHILD_OPTIONS, flags=("--child",))[0])
+    options, flags = command_line(argv, DEFAULTS, flags=("--hdf5", "--write"))
     from _report import machine_description, update_benchmarks_section
     from jepa_wm.data.dataset import load_episodes
     from jepa_wm.data.storage import VERIFIED_NAME
@@ -291,7 +292,7 @@ def main(argv: list[str]) -> None:
         configs += [("format 1 (npz in RAM)", "format1", size, workers, v1, code, None) for workers in (0, 2)]
         configs += [("format 2 (npy, pread)", "format2", size, workers, path, None, None) for workers in (0, 2)]
         configs.append(("mmap (npy, np.memmap)", "mmap", size, 0, path, None, None))
-        if "--hdf5" in argv:
+        if "--hdf5" in flags:
             configs.append(("hdf5 (gzip frame chunks)", "hdf5", size, 0, path, None, as_hdf5(path)))
         check_variants(path, configs[-1][6])
     load_before = os.getloadavg()[0]
@@ -342,10 +343,10 @@ def main(argv: list[str]) -> None:
         f"frames in the page cache only.",
     ])
     print(text)
-    if "--write" in argv:
+    if "--write" in flags:
         command = "python benchmarks/data_loading.py " + " ".join(argv)
         update_benchmarks_section("Data loading", text, command, machine_description())
 
 
 if __name__ == "__main__":  # the guard matters: collection's spawn pool re-imports this file
-    main(sys.argv[1:])
+    benchmark(main)

@@ -30,7 +30,12 @@ from jepa_wm.planning.evaluate import evaluate  # noqa: E402
 from jepa_wm.planning.experiment import build_controllers, planning_env_settings  # noqa: E402
 
 from jepa_wm.checkpoint import load_world_model  # noqa: E402
-from jepa_wm.config import compose  # noqa: E402
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import (
+    command_line,  # noqa: E402
+    compose,  # noqa: E402
+)
+from jepa_wm.errors import ConfigError  # noqa: E402
 from jepa_wm.metrics import linear_probe_r2, rank_correlation  # noqa: E402
 
 
@@ -106,13 +111,15 @@ def validation_readings(model, env, max_batches: int = 20) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    write = "--write" in argv
-    options = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    checkpoint = options.pop("checkpoint")
-    episodes = int(options.pop("episodes", 20))
-    samples = int(options.pop("samples", 64))
-    horizons = [int(h) for h in options.pop("oracle_horizons", "5,10").split(",") if h]
-    plan_overrides = [f"{key}={value}" for key, value in options.items()]
+    own = {"checkpoint": "", "episodes": 20, "samples": 64, "oracle_horizons": [5, 10]}
+    mine = [arg for arg in argv if arg.split("=", 1)[0] in own or "=" not in arg]
+    options, flags = command_line(mine, own)
+    write = "--write" in flags
+    if not options["checkpoint"]:
+        raise ConfigError("checkpoint=PATH is required")
+    checkpoint, episodes, samples, horizons = (options["checkpoint"], options["episodes"], options["samples"],
+                                               options["oracle_horizons"])
+    plan_overrides = [arg for arg in argv if arg not in mine]  # the rest set configs/plan.yaml, checked there
     plan = compose("plan", [f"checkpoint={checkpoint}", f"episodes={episodes}", "split=dev", "videos=0",
                             "progress=false", *plan_overrides])
     model = load_world_model(checkpoint)
@@ -144,4 +151,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
 from jepa_wm.planning.experiment import run_plan  # noqa: E402
 
+from jepa_wm.cli import benchmark  # noqa: E402
 from jepa_wm.config import compose  # noqa: E402
 
 
@@ -42,4 +43,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
 from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
 
-from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import as_overrides, compose, load_group, model_config  # noqa: E402
 from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "history.png"
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> None:
     out = Path(cfg.out)
     timings = suite.Timings(out / "timings.json")
     train, plan = as_overrides(cfg.train), as_overrides(cfg.plan)
-    frameskip = compose("train", ["data.path=unused", *train]).model.frameskip
+    frameskip = model_config(*train).frameskip
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
         if "collect" in cfg.stages:
@@ -199,4 +200,4 @@ def plot(found: dict, cfg, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

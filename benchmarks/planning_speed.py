@@ -25,7 +25,14 @@ from jepa_wm.planning.costs import LatentGoalCost  # noqa: E402
 from jepa_wm.planning.experiment import planner_from_settings  # noqa: E402
 
 from jepa_wm.checkpoint import load_world_model  # noqa: E402
-from jepa_wm.config import compose, load_group, to_dict  # noqa: E402
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import (  # noqa: E402
+    command_line,  # noqa: E402
+    compose,
+    load_group,
+    model_config,
+    to_dict,
+)
 from jepa_wm.module import JEPAWorldModel  # noqa: E402
 
 PLAN = compose("plan")  # the planner, horizon and cost plan.py uses
@@ -60,15 +67,14 @@ def time_plan(planner_name: str, cost_fn, action_dim: int, device: str, repeats:
 
 
 def main(argv: list[str]) -> None:
-    write = "--write" in argv
-    options = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    device = options.get("device", "cuda" if torch.cuda.is_available() else "cpu")
-    repeats = int(options.get("repeats", 5))
-    loop_repeats = int(options.get("loop_repeats", 2))
-    if "checkpoint" in options:
+    options, flags = command_line(argv, {"device": "cuda" if torch.cuda.is_available() else "cpu", "repeats": 5,
+                                         "loop_repeats": 2, "checkpoint": None})
+    write = "--write" in flags
+    device, repeats, loop_repeats = options["device"], options["repeats"], options["loop_repeats"]
+    if options["checkpoint"]:
         model = load_world_model(options["checkpoint"], device=device)
     else:
-        model_cfg = compose("train", ["data.path=unused"]).model
+        model_cfg = model_config()
         model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip).eval().to(device)
     env = make_env(to_dict(load_group("env", "reacher-easy")), obs_type=model.cfg["obs_type"])
     obs = env.reset(seed=0)
@@ -98,4 +104,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

@@ -29,7 +29,8 @@ from jepa_wm.data.envs.tasks import dynamics_differences  # noqa: E402
 from jepa_wm.planning.evaluate import wilson_interval  # noqa: E402
 from jepa_wm.planning.experiment import run_plan  # noqa: E402
 
-from jepa_wm.config import as_overrides, compose, load_group, to_dict  # noqa: E402
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import as_overrides, compose, load_group, model_config, to_dict  # noqa: E402
 from jepa_wm.files import write_json_atomic  # noqa: E402
 from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
 
@@ -106,7 +107,7 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
     timings = Timings(out / "timings.json")
     collect, train, plan = as_overrides(cfg.collect), as_overrides(cfg.train), as_overrides(cfg.plan)
     models = {name: list(extra) for name, extra in cfg.models.items()}
-    frameskip = compose("train", ["data.path=unused", *train]).model.frameskip
+    frameskip = model_config(*train).frameskip
 
     for group, tasks in task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
@@ -233,4 +234,4 @@ def plot_suite(summaries: dict, path: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

@@ -21,7 +21,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
 
-from jepa_wm.config import compose  # noqa: E402
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import (
+    command_line,  # noqa: E402
+    model_config,  # noqa: E402
+)
 from jepa_wm.module import JEPAWorldModel  # noqa: E402
 
 CONFIGS = {  # name: (overrides, observation shape, action size of reacher)
@@ -43,7 +47,7 @@ def synthetic_batch(obs_shape, frames: int, action_dim: int, batch_size: int, de
 
 
 def measure(overrides, obs_shape, action_dim, batch_size: int, steps: int, repeats: int, device: str):
-    cfg = compose("train", ["data.path=unused", *overrides]).model
+    cfg = model_config(*overrides)
     model = JEPAWorldModel(cfg, obs_shape, action_dim * cfg.frameskip).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     frames = cfg.history + cfg.rollout_steps
@@ -74,10 +78,9 @@ def measure(overrides, obs_shape, action_dim, batch_size: int, steps: int, repea
 
 
 def main(argv: list[str]) -> None:
-    options = dict(arg.split("=", 1) for arg in argv if "=" in arg)
-    device = options.get("device", "cuda" if torch.cuda.is_available() else "cpu")
-    batch_size = int(options.get("batch_size", 64))
-    steps, repeats = int(options.get("steps", 5)), int(options.get("repeats", 3))
+    options, flags = command_line(argv, {"device": "cuda" if torch.cuda.is_available() else "cpu", "batch_size": 64,
+                                         "steps": 5, "repeats": 3})
+    device, batch_size, steps, repeats = options["device"], options["batch_size"], options["steps"], options["repeats"]
     lines = [
         f"Device: {device}; batch {batch_size} windows; median of {repeats} runs of {steps} steps after 2 warm-up "
         f"steps. Peak memory: {'CUDA max allocated' if device == 'cuda' else 'process max RSS (cumulative over rows)'}.",
@@ -87,15 +90,15 @@ def main(argv: list[str]) -> None:
     ]
     for name, (overrides, obs_shape, action_dim) in CONFIGS.items():
         rate, peak_mb, params = measure(overrides, obs_shape, action_dim, batch_size, steps, repeats, device)
-        frames = compose("train", ["data.path=unused", *overrides]).model
+        frames = model_config(*overrides)
         per_step = batch_size * (frames.history + frames.rollout_steps)
         lines.append(f"| {name} | {params:,} | {rate:,.0f} | {rate / per_step:.2f} | {peak_mb:,.0f} |")
         print(lines[-1])
     text = "\n".join(lines)
-    if "--write" in argv:
+    if "--write" in flags:
         command = "python benchmarks/train_throughput.py " + " ".join(argv)
         update_benchmarks_section(f"Training throughput ({device})", text, command, machine_description(device))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

@@ -26,6 +26,7 @@ import suite  # noqa: E402
 import torch  # noqa: E402
 from _report import pyplot, save_figure  # noqa: E402
 
+from jepa_wm.cli import benchmark  # noqa: E402
 from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
 from jepa_wm.metrics import rank_correlation  # noqa: E402
 from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
@@ -188,4 +189,4 @@ def plot_training_length(points, tasks, steps) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

@@ -19,7 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
 
 from jepa_wm.checkpoint import export_weights, read_checkpoint  # noqa: E402
-from jepa_wm.config import compose, load_group, to_dict  # noqa: E402
+from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.config import (  # noqa: E402
+    command_line,  # noqa: E402
+    compose,
+    load_group,
+    to_dict,
+)
 from jepa_wm.files import write_json_atomic  # noqa: E402
 from jepa_wm.references import PRETRAINED_DIR, file_sha256  # noqa: E402
 
@@ -71,8 +77,8 @@ def suite_train_overrides(cfg) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str]) -> None:
-    options = [arg for arg in argv if not arg.startswith("seed=")]
-    seed = int(next((arg.split("=", 1)[1] for arg in argv if arg.startswith("seed=")), 0))
+    options = [arg for arg in argv if not arg.startswith("seed=")]  # the rest set configs/suite.yaml, checked there
+    seed = command_line([arg for arg in argv if arg.startswith("seed=")], {"seed": 0})[0]["seed"]
     cfg = compose("suite", [arg for arg in options if arg != "--write"])
     if set(cfg.stages) - {"report"}:  # run what is missing (everything, from scratch)
         suite.main([*options, f"seeds=[{','.join(str(s) for s in sorted({seed, *cfg.seeds}))}]"])
@@ -88,4 +94,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    benchmark(main)

@@ -33,13 +33,9 @@ from tqdm.auto import tqdm
 
 from jepa_wm.errors import ConfigError
 from jepa_wm.files import DirectoryLock, check_output_directory, is_temporary_of, write_json_atomic
+from jepa_wm.seeds import COLLECTION_ENV, COLLECTION_POLICY, episode_seed
 
 _worker_envs: dict[str, Any] = {}  # environments of this process, by settings, built on first use
-
-
-def episode_seed(seed: int, episode: int, stream: int = 0) -> int:
-    """Independent, reproducible seed for one episode's env (stream 0) or policy (stream 1)."""
-    return int(np.random.SeedSequence([seed, episode, stream]).generate_state(1)[0])
 
 
 def collection_env_settings(env_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -76,8 +72,8 @@ def dataset_header(env_cfg, steps_per_episode, policy_cfg, seed, episodes, episo
 
 def collect_episode(env, policy, seed: int, episode: int, steps: int) -> dict[str, np.ndarray]:
     """Run one episode of ``steps`` actions (ignoring success) and return its arrays."""
-    obs = env.reset(seed=episode_seed(seed, episode, 0))
-    rng = np.random.default_rng(episode_seed(seed, episode, 1))
+    obs = env.reset(seed=episode_seed(seed, episode, COLLECTION_ENV))
+    rng = np.random.default_rng(episode_seed(seed, episode, COLLECTION_POLICY))
     policy.reset(rng)
     frames = {key: [value] for key, value in obs.items()}
     physics, position, actions = [env.get_state()], [env.position()], []

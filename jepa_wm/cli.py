@@ -277,6 +277,17 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(run(name, rest))
 
 
+def benchmark(main: Callable[[list[str]], object]) -> None:
+    """Run a benchmark's ``main(argv)`` as every command runs: a mistake is one line and exit code 2."""
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:
+        print("interrupted: rerun the same command; finished stages are reused", file=sys.stderr)
+        sys.exit(130)
+    except Exception as error:
+        sys.exit(report_error(error))
+
+
 def script(name: str) -> None:
     """What ``scripts/<name>.py`` runs: the subcommand with the script's arguments."""
     sys.exit(run(name, sys.argv[1:]))

@@ -38,16 +38,30 @@ def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
     return sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
 
 
+def load_with_base(directory: Path, name: str, choices: list[str], what: str) -> DictConfig:
+    """``directory/<name>.yaml``, merged onto the file of the same directory its ``base:`` names, if any: a
+    file may start from another and hold only its differences. The one home of ``base:`` inheritance."""
+    if name not in choices:  # also refuses paths: env=../plan is no env
+        raise ConfigError(f"unknown {what} '{name}'{did_you_mean(name, choices)} (choices: {', '.join(choices)})")
+    cfg = OmegaConf.load(directory / f"{name}.yaml")
+    base = cfg.pop("base", None)
+    return OmegaConf.merge(load_with_base(directory, base, choices, what), cfg) if base else cfg
+
+
 def load_group(group: str, choice: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Load ``configs/<group>/<choice>.yaml`` (merged onto its ``base:`` file, if it names one)."""
-    path = config_dir / group / f"{choice}.yaml"
-    if choice not in group_choices(group, config_dir):  # also refuses paths: env=../plan is no env
-        choices = group_choices(group, config_dir)
-        raise ConfigError(f"unknown {group} '{choice}'{did_you_mean(choice, choices)} (choices: {', '.join(choices)})")
-    cfg = OmegaConf.load(path)
-    # A file may start from another of its group and hold only its differences.
-    base = cfg.pop("base", None)
-    return OmegaConf.merge(load_group(group, base, config_dir), cfg) if base else cfg
+    return load_with_base(config_dir / group, choice, group_choices(group, config_dir), group)
+
+
+def load_command_config(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """Load ``configs/<name>.yaml`` (merged onto its ``base:`` file, if it names one)."""
+    return load_with_base(config_dir, name, sorted(path.stem for path in config_dir.glob("*.yaml")), "config")
+
+
+def model_config(*overrides: str) -> DictConfig:
+    """The ``model`` section of the training config, with ``model.KEY=VALUE`` overrides: the one way to read
+    the model defaults without a dataset."""
+    return compose("train", ["data.path=none", *overrides]).model
 
 
 def leaf_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
@@ -194,15 +208,6 @@ def check_values(cfg: DictConfig, script: str) -> None:
             raise ConfigError(f"{key} must be {description}; got {value!r}")
 
 
-def _script_config(script: str, config_dir: Path) -> DictConfig:
-    path = config_dir / f"{script}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"no config {path}")
-    cfg = OmegaConf.load(path)
-    base = cfg.pop("base", None)
-    return OmegaConf.merge(_script_config(base, config_dir), cfg) if base else cfg
-
-
 def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Build the config of ``script`` (``configs/<script>.yaml``) with its groups and overrides applied.
 
@@ -211,13 +216,7 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
     ``env``: the checkpoint's own task) takes ``group.key=value`` overrides as an overlay of just those keys.
     The result is in struct mode: reading or writing a key that does not exist raises.
     """
-    base_path = config_dir / f"{script}.yaml"
-    if not base_path.is_file():
-        raise ConfigError(f"no config {base_path}")
-    cfg = OmegaConf.load(base_path)
-    base = cfg.pop("base", None)
-    if base:  # a script config may start from another one and hold only its differences
-        cfg = OmegaConf.merge(_script_config(base, config_dir), cfg)
+    cfg = load_command_config(script, config_dir)
     pairs = parse_overrides(overrides)
     group_picks = {key: value for key, value in pairs if key in GROUPS and key in cfg}
     overlays = {}
@@ -260,6 +259,29 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
             raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, valid)} (see configs/{script}.yaml)") from None
     check_values(cfg, script)
     return cfg
+
+
+def command_line(argv: Iterable[str], defaults: dict, flags: Iterable[str] = ("--write",)) -> tuple[dict, set[str]]:
+    """``key=value`` options checked against ``defaults`` (a typo names the nearest key; a value takes the type of
+    its default) and ``--flag`` switches among ``flags``: the one parser of the benchmarks' command lines.
+
+    Options whose default is ``None`` take any value, parsed as YAML (``checkpoint=...``). Returns (options with
+    every default filled in, the flags given).
+    """
+    arguments = list(argv)
+    given_flags = {argument for argument in arguments if "=" not in argument}
+    unknown_flags = sorted(given_flags - set(flags))
+    if unknown_flags:
+        raise ConfigError(f"unknown switch(es) {', '.join(unknown_flags)} (choices: {', '.join(flags) or 'none'}); "
+                          f"options are key=value")
+    options = dict(defaults)
+    for key, value in parse_overrides(argument for argument in arguments if "=" in argument):
+        if key not in defaults:
+            raise ConfigError(f"unknown option '{key}'{did_you_mean(key, defaults)} (choices: {', '.join(defaults)})")
+        parsed = OmegaConf.from_dotlist([f"_={value}"])["_"]
+        parsed = OmegaConf.to_container(parsed) if isinstance(parsed, (DictConfig, ListConfig)) else parsed
+        options[key] = _checked_value(key, defaults[key], value if isinstance(defaults[key], str) else parsed)
+    return options, given_flags
 
 
 def to_dict(cfg: DictConfig) -> dict:

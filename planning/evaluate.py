@@ -12,15 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from jepa_wm.data.collect import episode_seed
 from tqdm.auto import tqdm
 
 from jepa_wm.files import atomic_path, write_json_atomic
-
-# Evaluation episodes come from their own seed streams, never from the collection's (stream 0 and 1):
-# tune anything (planner settings, training length, checkpoints) on "dev" episodes and report "test"
-# episodes, which nothing was tuned on.
-SPLIT_STREAMS = {"dev": 2, "test": 3}
+from jepa_wm.seeds import evaluation_seed
 
 
 @dataclass
@@ -32,13 +27,6 @@ class EpisodeRecord:
     distances: list[float]
     planning_seconds: list[float]
     frames: list[np.ndarray] = field(default_factory=list)  # observation beside goal, when recorded
-
-
-def evaluation_seed(seed: int, episode: int, split: str = "dev") -> int:
-    """The env seed of evaluation episode ``episode`` of ``split`` ("dev" or "test")."""
-    if split not in SPLIT_STREAMS:
-        raise ValueError(f"unknown split '{split}' (choices: {', '.join(SPLIT_STREAMS)})")
-    return episode_seed(seed, episode, SPLIT_STREAMS[split])
 
 
 def run_episode(env, controller, seed: int, record: bool = False, frame_size: int = 128) -> EpisodeRecord:

@@ -15,7 +15,6 @@ from jepa_wm.data.envs import make_env
 from jepa_wm.data.envs.tasks import dynamics_differences
 from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost
 from jepa_wm.planning.evaluate import (
-    SPLIT_STREAMS,
     evaluate,
     format_table,
     save_plot,
@@ -31,6 +30,7 @@ from jepa_wm.checkpoint import load_world_model
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
 from jepa_wm.files import DirectoryLock, check_output_directory
+from jepa_wm.seeds import SPLIT_STREAMS
 
 METHODS = ("ours", "random", "oracle")
 

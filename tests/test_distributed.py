@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from jepa_wm import JEPAWorldModel
-from jepa_wm.config import compose
+from jepa_wm.config import compose, model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCH = 16  # the whole batch; each of 2 ranks gets 8
@@ -55,7 +55,7 @@ class SaveGradients(pl.Callback):
 
 
 def model_and_data(nan_on_odd_items=False):
-    cfg = compose("train", ["data.path=unused", *REGULARIZED]).model
+    cfg = model_config(*REGULARIZED)
     torch.manual_seed(0)
     model = JEPAWorldModel(cfg, (64, 64, 3), 2 * cfg.frameskip)
     data = FixedWindows(cfg.history + cfg.rollout_steps, 2 * cfg.frameskip, nan_on_odd_items)

@@ -8,13 +8,14 @@ import torch
 from jepa_wm.data.actions import model_to_env_actions, to_env_range, to_model_range
 from jepa_wm.data.envs import make_env
 from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost, latent_distance
-from jepa_wm.planning.evaluate import evaluate, evaluation_seed, run_episode, wilson_interval
+from jepa_wm.planning.evaluate import evaluate, run_episode, wilson_interval
 from jepa_wm.planning.experiment import build_controllers, run_plan
 from jepa_wm.planning.mpc import MPCController, RandomController
 from jepa_wm.planning.planners import CEM, PlanResult
 
 from jepa_wm import CheckpointError, JEPAWorldModel
-from jepa_wm.config import ConfigError, compose, load_group, to_dict
+from jepa_wm.config import ConfigError, compose, load_group, model_config, to_dict
+from jepa_wm.seeds import evaluation_seed
 
 FRAMESKIP = 5  # the default model's
 
@@ -29,8 +30,8 @@ def save_model_checkpoint(model, path):
 
 
 def tiny_pixel_model(image_size=64, task="reacher-easy", *overrides):
-    cfg = compose("train", ["data.path=unused", "model.encoder.channels=[8,16,16,16]", "model.encoder.embed_dim=8",
-                            "model.predictor.hidden_dim=32", *overrides]).model
+    cfg = model_config("model.encoder.channels=[8,16,16,16]", "model.encoder.embed_dim=8",
+                       "model.predictor.hidden_dim=32", *overrides)
     env_info = {"config": env_config(task, image_size=image_size)}
     return JEPAWorldModel(cfg, (image_size, image_size, 3), 2 * cfg.frameskip, env=env_info).eval()
 

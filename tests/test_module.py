@@ -4,13 +4,9 @@ import pytest
 import torch
 
 from jepa_wm import CheckpointError, JEPAWorldModel, load_world_model
-from jepa_wm.config import compose
+from jepa_wm.config import compose, model_config
 from jepa_wm.errors import NonFiniteLossError
 from jepa_wm.pipeline import train_from_config
-
-
-def model_config(*overrides):
-    return compose("train", ["data.path=unused", *overrides]).model
 
 
 def small_pixel_model(*overrides, action_dim=2):

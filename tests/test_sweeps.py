@@ -53,10 +53,9 @@ def test_sweep_file_is_valid_and_its_agent_command_runs_offline(path, tmp_path, 
     checkpoint = tmp_path / "model.ckpt"
     if subcommand(config) == "plan":
         from jepa_wm import JEPAWorldModel
-        from jepa_wm.config import compose, load_group, to_dict
+        from jepa_wm.config import load_group, model_config, to_dict
 
-        model_cfg = compose("train", ["data.path=unused", "model.encoder.channels=[8,8,8,8]",
-                                      "model.predictor.hidden_dim=32"]).model
+        model_cfg = model_config("model.encoder.channels=[8,8,8,8]", "model.predictor.hidden_dim=32")
         model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip, env={"config": to_dict(load_group("env", "reacher-easy"))})
         torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, checkpoint)
 
