@@ -39,7 +39,7 @@ plan = compose("plan")
 cfg = model_config()
 model = JEPAWorldModel(cfg, (64, 64, 3), 2 * cfg.frameskip).eval()
 env = make_env(to_dict(load_group("env", "reacher-easy")))
-cost = LatentGoalCost.from_config(model, plan.cost).make_cost(env, [env.reset(seed=0)], [])
+cost = LatentGoalCost.from_config(model, plan.cost).make_cost(env, [env.reset(seed=0)[0]], [])
 planner = planner_from_settings(to_dict(plan.planner), plan.mpc.horizon, model.action_dim, "cpu", 0)
 planner.plan(cost)
 plans = []

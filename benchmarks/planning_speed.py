@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
         model_cfg = model_config()
         model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip).eval().to(device)
     env = make_env(to_dict(load_group("env", "reacher-easy")), obs_type=model.cfg["obs_type"])
-    obs = env.reset(seed=0)
+    obs, _ = env.reset(seed=0)
     cost_fn = LatentGoalCost.from_config(model, PLAN.cost).make_cost(env, [obs], [])
 
     rows = []

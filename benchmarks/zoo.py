@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite  # noqa: E402
 
-from jepa_wm.checkpoint import export_weights, read_checkpoint  # noqa: E402
+from jepa_wm.checkpoint import export_weights, load_world_model, read_checkpoint  # noqa: E402
 from jepa_wm.cli import benchmark  # noqa: E402
 from jepa_wm.config import (  # noqa: E402
     command_line,  # noqa: E402
@@ -27,6 +27,7 @@ from jepa_wm.config import (  # noqa: E402
     to_dict,
 )
 from jepa_wm.files import write_json_atomic  # noqa: E402
+from jepa_wm.pipeline import golden_readings  # noqa: E402
 from jepa_wm.references import PRETRAINED_DIR, file_sha256  # noqa: E402
 
 MAX_BYTES = 5 * 1024 * 1024
@@ -64,6 +65,7 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None
         "random_success": by_method["random"]["success_rate"], "oracle_success": by_method["oracle"]["success_rate"],
         "size_bytes": size,
         "weights_sha256": file_sha256(path),  # checked whenever pretrained:NAME loads
+        "golden": golden_readings(load_world_model(path)),  # what the model computes on one fixed input
     }
     write_json_atomic(PRETRAINED_DIR / f"{task}.json", card)
     return card

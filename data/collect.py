@@ -72,7 +72,7 @@ def dataset_header(env_cfg, steps_per_episode, policy_cfg, seed, episodes, episo
 
 def collect_episode(env, policy, seed: int, episode: int, steps: int) -> dict[str, np.ndarray]:
     """Run one episode of ``steps`` actions (ignoring success) and return its arrays."""
-    obs = env.reset(seed=episode_seed(seed, episode, COLLECTION_ENV))
+    obs, _ = env.reset(seed=episode_seed(seed, episode, COLLECTION_ENV))
     rng = np.random.default_rng(episode_seed(seed, episode, COLLECTION_POLICY))
     policy.reset(rng)
     frames = {key: [value] for key, value in obs.items()}

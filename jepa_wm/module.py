@@ -128,13 +128,32 @@ class JEPAWorldModel(pl.LightningModule):
         return self._encode_with(encoder, self._checked_observations(obs))
 
     def _checked_observations(self, obs) -> torch.Tensor:
+        """Observations as this model reads them, or a ``ValueError`` saying what was given and what is expected:
+        pixels are uint8 (B, T, H, W, 3) in 0-255 (as the env returns them), states float (B, T, S)."""
         obs = torch.as_tensor(obs, device=self.device)
-        if tuple(obs.shape[2:]) != self.obs_shape:
+        if tuple(obs.shape[2:]) != self.obs_shape or obs.ndim != len(self.obs_shape) + 2:
             raise ValueError(
                 f"this world model expects observations (B, T, {', '.join(map(str, self.obs_shape))}); "
                 f"got {tuple(obs.shape)}"
             )
+        if self.cfg["obs_type"] == "pixels" and obs.dtype != torch.uint8:
+            low, high = (float(obs.min()), float(obs.max())) if obs.numel() else (0.0, 0.0)
+            raise ValueError(f"pixel observations must be uint8 in 0-255, as the env returns them; got {obs.dtype} in "
+                             f"[{low:.3g}, {high:.3g}] (images in [0, 1]: (x * 255).round().to(torch.uint8))")
+        if self.cfg["obs_type"] == "state" and not torch.is_floating_point(obs):
+            raise ValueError(f"state observations must be floating point; got {obs.dtype}")
         return obs
+
+    def _check_actions(self, z_history: torch.Tensor, actions: torch.Tensor, name: str = "actions") -> None:
+        """Embeddings (B, H, N, D) and model actions (B, K, A): A is frameskip x the env's action size, in [-1, 1]."""
+        expected = (self.num_tokens, self.embed_dim)
+        if z_history.ndim != 4 or tuple(z_history.shape[2:]) != expected:
+            raise ValueError(f"embeddings must be (B, H, {expected[0]}, {expected[1]}), as encode returns them; "
+                             f"got {tuple(z_history.shape)}")
+        if actions.ndim != 3 or actions.shape[-1] != self.action_dim or actions.shape[0] != z_history.shape[0]:
+            raise ValueError(f"{name} must be (B={z_history.shape[0]}, K, {self.action_dim}): each model action is "
+                             f"{self.frameskip} env actions of size {self.action_dim // self.frameskip}, concatenated, "
+                             f"in [-1, 1]; got {tuple(actions.shape)}")
 
     @staticmethod
     def _encode_with(encoder, obs: torch.Tensor) -> torch.Tensor:
@@ -147,6 +166,7 @@ class JEPAWorldModel(pl.LightningModule):
 
         ``actions[:, t]`` is the action taken at frame t; the last one leads to the predicted frame.
         """
+        self._check_actions(z_history, actions)
         context = min(z_history.shape[1], self.max_context)
         if hasattr(self.predictor, "predict_next") and context == self.max_context:
             return self.predictor.predict_next(z_history[:, -context:], actions[:, -context:])
@@ -159,7 +179,10 @@ class JEPAWorldModel(pl.LightningModule):
         actions between the history frames (zeros if None). Returns (B, K, N, D); step k only ever
         sees predicted, never true, future embeddings.
         """
+        self._check_actions(z_history, actions)
         batch, frames = z_history.shape[:2]
+        if past_actions is not None:
+            self._check_actions(z_history, past_actions, "past_actions")
         if past_actions is None:
             past_actions = actions.new_zeros(batch, frames - 1, actions.shape[-1])
         sequence, context_actions = z_history, past_actions  # (B, T, N, D), (B, T-1, A)

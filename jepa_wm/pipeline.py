@@ -258,3 +258,33 @@ def train_cost_from_config(cfg: DictConfig) -> dict:
     except ValueError as error:
         raise ConfigError(f"learned_cost settings: {error}") from error
     return train_cost_for_checkpoint(cfg.checkpoint, settings, cfg.data.path, cfg.out, cfg.progress)
+
+
+# ------------------------------------------------------------------------------------------- shipped models
+def golden_readings(model, seed: int = 0) -> dict:
+    """What a shipped model computes on one fixed input, recorded on its card when it ships: the target
+    embedding of the first dev episode's start and goal observations of its own task, the embedding a
+    5-step rollout predicts from the start under fixed actions, and the learned distance between start and
+    goal (when it has a learned cost). A change anywhere on the way (observation scaling, an encoder, the
+    predictor, a cost head) changes these numbers: the test of the shipped models compares them."""
+    from jepa_wm.data.envs import make_env
+    from jepa_wm.planning.experiment import planning_env_settings
+    from jepa_wm.seeds import evaluation_seed
+
+    env = make_env(planning_env_settings(None, model))
+    try:
+        observation, _ = env.reset(seed=evaluation_seed(seed, 0, "dev"))
+        start = torch.as_tensor(observation[model.cfg["obs_type"]])[None, None]
+        goal = torch.as_tensor(env.goal_obs()[model.cfg["obs_type"]])[None, None]
+    finally:
+        env.close()
+    actions = torch.linspace(-1, 1, 5 * model.action_dim).reshape(1, 5, model.action_dim).to(model.device)
+    with torch.no_grad():
+        z_start, z_goal = model.encode_target(start)[0, 0], model.encode_target(goal)[0, 0]
+        history = model.encode(start).expand(1, model.history, -1, -1)
+        predicted = model.rollout(history, actions)[0, -1]
+        readings = {"start_embedding": z_start.flatten()[:8].tolist(), "goal_embedding": z_goal.flatten()[:8].tolist(),
+                    "predicted_embedding": predicted.flatten()[:8].tolist()}
+        if model.learned_cost is not None:
+            readings["learned_distance"] = float(model.learned_cost.distance(z_start.flatten(), z_goal.flatten()))
+    return readings

@@ -36,7 +36,7 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
     least one step is taken; with ``terminate_on_success`` the episode ends there, otherwise it runs the
     whole budget and ``success_at_end`` tells whether the controller stayed on the goal.
     """
-    obs = env.reset(seed=seed)
+    obs, _ = env.reset(seed=seed)
     controller.reset(seed)
     goal_frame = env.goal_frame(frame_size) if record else None
 

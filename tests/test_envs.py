@@ -24,7 +24,7 @@ def goal_state_moved(env, joint: int, offset: float) -> np.ndarray:
 
 def test_same_seed_gives_same_start_goal_and_frames():
     first, second = reacher(), reacher()
-    obs_a, obs_b = first.reset(seed=7), second.reset(seed=7)
+    obs_a, obs_b = first.reset(seed=7)[0], second.reset(seed=7)[0]
     assert np.array_equal(obs_a["pixels"], obs_b["pixels"])
     assert np.array_equal(first.goal_obs()["pixels"], second.goal_obs()["pixels"])
     assert np.array_equal(first.goal_coordinates, second.goal_coordinates)
@@ -34,40 +34,40 @@ def test_same_seed_gives_same_start_goal_and_frames():
 
 def test_reset_with_a_seed_forgets_earlier_episodes():
     env = reacher()
-    first = env.reset(seed=7)["pixels"]
+    first = env.reset(seed=7)[0]["pixels"]
     env.step(np.ones(2))
     env.reset(seed=3)
-    assert np.array_equal(env.reset(seed=7)["pixels"], first)
+    assert np.array_equal(env.reset(seed=7)[0]["pixels"], first)
 
 
 def test_different_seeds_give_different_starts_and_goals():
     env = reacher()
-    start, goal = env.reset(seed=1)["pixels"], env.goal_obs()["pixels"]
+    start, goal = env.reset(seed=1)[0]["pixels"], env.goal_obs()["pixels"]
     goal_position = env.goal_coordinates
-    assert not np.array_equal(start, env.reset(seed=2)["pixels"])
+    assert not np.array_equal(start, env.reset(seed=2)[0]["pixels"])
     assert not np.array_equal(goal, env.goal_obs()["pixels"])
     assert not np.allclose(goal_position, env.goal_coordinates)
 
 
 def test_default_pixels_are_64x64_rgb_uint8():
-    obs = reacher().reset(seed=0)
+    obs, _ = reacher().reset(seed=0)
     assert set(obs) == {"pixels"}
     assert obs["pixels"].shape == (64, 64, 3) and obs["pixels"].dtype == np.uint8
 
 
 def test_image_size_camera_and_observation_type_are_configurable():
     env = reacher(obs_type="both", image_size=32, camera_id=1)
-    obs = env.reset(seed=0)
+    obs, _ = env.reset(seed=0)
     assert obs["pixels"].shape == (32, 32, 3) and obs["pixels"].dtype == np.uint8
     assert obs["state"].shape == (4,) and obs["state"].dtype == np.float32  # joint positions, velocities
     assert env.observation_spec() == {"pixels": ((32, 32, 3), "uint8"), "state": ((4,), "float32")}
-    from_camera_0 = reacher(image_size=32, camera_id=0).reset(seed=0)["pixels"]
+    from_camera_0 = reacher(image_size=32, camera_id=0).reset(seed=0)[0]["pixels"]
     assert not np.array_equal(obs["pixels"], from_camera_0)
 
 
 def test_state_observations_carry_no_pixels():
     env = reacher(obs_type="state")
-    obs = env.reset(seed=0)
+    obs, _ = env.reset(seed=0)
     assert set(obs) == {"state"} and obs["state"].shape == (4,)
     assert env.observation_spec() == {"state": ((4,), "float32")}
     assert set(env.goal_obs()) == {"state"}
@@ -151,7 +151,7 @@ def test_point_mass_success_is_the_mass_within_3cm_of_the_goal():
 
 def test_goal_marker_never_collides_and_shows_in_videos_only():
     env = GoalReachingEnv("point_mass", "easy")
-    obs = env.reset(seed=0)["pixels"]
+    obs = env.reset(seed=0)[0]["pixels"]
     assert env.physics.named.model.geom_contype["target"] == 0
     assert env.physics.named.model.geom_conaffinity["target"] == 0
     assert np.array_equal(obs, env.render())
@@ -197,7 +197,7 @@ def test_step_before_reset_is_rejected():
 
 
 def test_renders_without_a_display():
-    code = "from jepa_wm.data.envs import GoalReachingEnv; print(GoalReachingEnv('reacher', 'easy').reset(seed=0)['pixels'].shape)"
+    code = "from jepa_wm.data.envs import GoalReachingEnv; print(GoalReachingEnv('reacher', 'easy').reset(seed=0)[0]['pixels'].shape)"
     hidden = ("DISPLAY", "WAYLAND_DISPLAY", "MUJOCO_GL", "PYOPENGL_PLATFORM")
     env = {key: value for key, value in os.environ.items() if key not in hidden}
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
@@ -246,7 +246,7 @@ def test_trajectory_offset_goal_is_the_state_that_many_random_steps_later():
 
 def test_trajectory_offset_starts_spread_along_the_trajectory():
     env = reacher(goal_source="trajectory_offset", goal_steps=25, success="qpos", success_threshold=0.05)
-    velocities = [np.abs(env.reset(seed=seed) is not None and env.get_state()[2:]).sum() for seed in range(8)]
+    velocities = [np.abs(env.reset(seed=seed)[0] is not None and env.get_state()[2:]).sum() for seed in range(8)]
     assert sum(v > 0 for v in velocities) >= 6  # the start is mid-trajectory: the arm is already moving
 
 
@@ -294,3 +294,23 @@ def test_every_env_config_has_the_same_keys_and_builds():
         env = make_env({**cfg, "obs_type": "state"})
         env.reset(seed=0)
         assert env.name == name
+
+
+def test_the_env_is_a_gymnasium_env_that_passes_the_checker_and_vectorises():
+    import gymnasium
+    from gymnasium.utils.env_checker import check_env
+
+    env = gymnasium.make("jepa_wm/reacher-easy-v0", image_size=32, episode_length=5)
+    assert isinstance(env.unwrapped, GoalReachingEnv)
+    check_env(env.unwrapped, skip_render_check=False)
+    observation, info = env.reset(seed=3)
+    assert env.observation_space.contains(observation) and "distance" in info
+    assert env.action_space.shape == (2,) and env.action_space.dtype == np.float32
+    vector = gymnasium.vector.SyncVectorEnv([lambda: gymnasium.make("jepa_wm/reacher-easy-v0", image_size=32,
+                                                                    episode_length=5)] * 2)
+    observations, _ = vector.reset(seed=[1, 2])
+    assert observations["pixels"].shape == (2, 32, 32, 3)
+    observations, rewards, terminated, truncated, _ = vector.step(vector.action_space.sample())
+    assert rewards.shape == (2,) and observations["pixels"].dtype == np.uint8
+    vector.close()
+    env.close()

@@ -53,7 +53,7 @@ def test_latent_distance_l2_and_cosine():
 @pytest.mark.parametrize("steps", ["all", "final"])
 def test_latent_cost_scores_every_candidate_from_the_current_observation(reacher_env, steps):
     model = tiny_pixel_model()
-    obs = reacher_env.reset(seed=0)
+    obs, _ = reacher_env.reset(seed=0)
     cost_fn = LatentGoalCost(model, "l2", steps).make_cost(reacher_env, [obs], [])
     candidates = torch.rand(7, 5, model.action_dim) * 2 - 1
     with torch.no_grad():
@@ -70,7 +70,7 @@ def test_latent_cost_of_a_history_model_sees_the_last_frames_and_the_actions_bet
     with torch.no_grad():  # AdaLN-zero starts action-blind; random weights make every input matter
         for parameter in model.predictor.parameters():
             parameter.normal_(0, 0.2)
-    observations = [reacher_env.reset(seed=1)]
+    observations = [reacher_env.reset(seed=1)[0]]
     taken = []
     for _ in range(4):
         action = np.random.default_rng(len(taken)).uniform(-1, 1, model.action_dim).astype(np.float32)
@@ -165,7 +165,7 @@ class NoCost:
 def test_mpc_replans_every_k_steps_with_a_warm_start_shifted_and_padded_with_the_middle(reacher_env):
     planner = RecordingPlanner()
     controller = MPCController(planner, NoCost(), replan_every=2)
-    obs = reacher_env.reset(seed=0)
+    obs, _ = reacher_env.reset(seed=0)
     for _ in range(5):
         obs, *_ = reacher_env.step(controller.act(reacher_env, obs))
     assert len(planner.inits) == 3  # steps 1, 3, 5
@@ -190,7 +190,7 @@ def test_mpc_executes_each_planned_model_action_as_frameskip_env_actions(reacher
             return PlanResult(actions=torch.linspace(-1, 1, 2 * 2 * FRAMESKIP).view(2, 2 * FRAMESKIP), cost=0.0)
 
     controller = MPCController(OnePlan(), NoCost(), replan_every=2, frameskip=FRAMESKIP)
-    obs = reacher_env.reset(seed=0)
+    obs, _ = reacher_env.reset(seed=0)
     executed = [controller.act(reacher_env, obs) for _ in range(2 * FRAMESKIP)]
     plan = torch.linspace(-1, 1, 2 * 2 * FRAMESKIP).view(2, 2 * FRAMESKIP).numpy()
     expected = model_to_env_actions(plan, reacher_env.action_low, reacher_env.action_high, FRAMESKIP).reshape(-1, 2)
@@ -318,22 +318,31 @@ def test_every_caller_plans_with_the_cost_of_plan_yaml(reacher_env):
     assert controllers["oracle"].frameskip == model.frameskip
 
 
-def test_training_with_eval_callback_logs_goal_reaching_success(tmp_path, reacher_pixel_dataset):
+def test_training_logs_the_success_of_planning_the_dev_episodes_with_the_current_model(tmp_path, reacher_pixel_dataset):
+    """What the callback logs is what plan.py measures for the same model, planner and dev episodes."""
     import csv
+
+    from jepa_wm.planning.experiment import run_plan
 
     from jepa_wm.pipeline import train_from_config
 
+    plan = ["planner.samples=20", "planner.elites=4", "planner.iterations=2", "env.episode_length=8",
+            "env.success_threshold=0.1"]
     cfg = compose("train", [
         f"data.path={reacher_pixel_dataset}", f"out={tmp_path / 'run'}", "trainer.max_steps=2",
         "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false",
         "trainer.log_every_n_steps=1", "data.batch_size=4", "data.num_workers=0", "wandb.mode=disabled",
-        "eval.every_n_steps=2", "eval.episodes=1", "eval.video=false", "model.frameskip=2",
-        "eval.plan=[planner.samples=20,planner.elites=4,planner.iterations=2]", "learned_cost=none",
+        "eval.every_n_steps=2", "eval.episodes=4", "eval.video=false", "model.frameskip=2",
+        f"eval.plan=[{','.join(plan)}]", "learned_cost=none",
     ])
     run = train_from_config(cfg)
     rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
-    logged = [float(row["eval/success_rate"]) for row in rows if row.get("eval/success_rate")]
-    assert logged and all(rate in (0.0, 1.0) for rate in logged)
+    logged = [(float(row["eval/success_rate"]), float(row["eval/final_distance"])) for row in rows
+              if row.get("eval/success_rate")]
+    measured = run_plan(compose("plan", [f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", "episodes=4", "split=dev",
+                                         "videos=0", "progress=false", f"out={tmp_path / 'plan'}", *plan]))["rows"][0]
+    assert len(logged) == 1
+    assert logged[0] == pytest.approx((measured["success_rate"], measured["final_distance"]), rel=1e-5)
 
 
 def test_gradient_planner_runs_ours_and_the_oracle_falls_back_to_cem(tmp_path):

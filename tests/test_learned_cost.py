@@ -91,12 +91,12 @@ def test_a_checkpoints_learned_cost_loads_safely_and_plans_by_default(tmp_path, 
     assert torch.allclose(loaded.learned_cost.distance(z, goal), learned.distance(z, goal))
     auto = LatentGoalCost.from_config(loaded, compose("plan").cost)
     assert auto.description.startswith("cost: 1 x latent l2 + 1 x learned hilbert distance")
-    cost_fn = auto.make_cost(reacher_env, [reacher_env.reset(seed=0)], [])
+    cost_fn = auto.make_cost(reacher_env, [reacher_env.reset(seed=0)[0]], [])
     candidates = torch.rand(7, 5, model.action_dim) * 2 - 1
     costs = cost_fn(candidates)
     assert costs.shape == (7,) and torch.isfinite(costs).all()
     alone = LatentGoalCost.from_config(loaded, compose("plan", ["cost.name=learned"]).cost)
-    assert not torch.allclose(alone.make_cost(reacher_env, [reacher_env.reset(seed=0)], [])(candidates), costs)
+    assert not torch.allclose(alone.make_cost(reacher_env, [reacher_env.reset(seed=0)[0]], [])(candidates), costs)
 
 
 def test_a_learned_cost_is_refused_for_a_checkpoint_without_one(tmp_path):

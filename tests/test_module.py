@@ -293,3 +293,15 @@ def test_a_reconstruction_world_model_trains_its_encoder_by_reconstruction_alone
     with_decoder = small_pixel_model(*overrides, "model.decoder.enabled=true", "model.decoder.detach=false")
     with_decoder.compute_losses(fake_batch())[0].backward()
     assert any(p.grad is not None and p.grad.any() for p in with_decoder.encoder.parameters())
+
+
+def test_the_verbs_refuse_inputs_of_the_wrong_kind_with_what_they_expect():
+    model = small_pixel_model(action_dim=10).eval()  # frameskip 5 x 2 env actions
+    images = torch.rand(1, 1, 64, 64, 3)  # floats in [0, 1]: would be divided by 255 again
+    with pytest.raises(ValueError, match=r"pixel observations must be uint8 in 0-255.*got torch.float32 in \[.*, 1\]"):
+        model.encode(images)
+    z = model.encode((images * 255).round().to(torch.uint8))
+    with pytest.raises(ValueError, match=r"actions must be \(B=1, K, 10\): each model action is 5 env actions of size 2"):
+        model.rollout(z, torch.zeros(1, 3, 2))
+    with pytest.raises(ValueError, match=r"embeddings must be \(B, H, 1, 16\)"):
+        model.predict(z[0], torch.zeros(1, 1, 10))

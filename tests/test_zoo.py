@@ -166,3 +166,16 @@ def test_every_shipped_model_loads_and_plans_an_episode_in_its_own_task(name, tm
                                        "progress=false", "env.episode_length=3"]))
     (row,) = result["rows"]
     assert row["env"] == card["task"] == name and row["episodes"] == 1
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_computes_what_it_computed_when_it_shipped(name):
+    """The embeddings, prediction and learned distance on one fixed input, against the card's: a change in
+    observation scaling, an encoder, the predictor or a cost head that would ruin the shipped models fails here."""
+    from jepa_wm.pipeline import golden_readings
+
+    golden = jepa_wm.references.pretrained_card(name)["golden"]
+    now = golden_readings(load_world_model(f"pretrained:{name}"))
+    assert now.keys() == golden.keys()
+    for key, value in golden.items():
+        assert now[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key

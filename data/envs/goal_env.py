@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+import gymnasium
 import numpy as np
+from gymnasium import spaces
 from jepa_wm.data.envs.rendering import ensure_headless_rendering
 
 from jepa_wm.errors import ConfigError
@@ -24,15 +26,20 @@ from jepa_wm.data.envs.tasks import (  # noqa: E402
 OBS_TYPES = ("pixels", "state", "both")
 
 
-class GoalReachingEnv:
-    """A ``dm_control.suite`` task where each episode asks to reach a goal state.
+class GoalReachingEnv(gymnasium.Env):
+    """A ``dm_control.suite`` task where each episode asks to reach a goal state, as a ``gymnasium.Env``.
 
-    ``reset(seed)`` draws a start state and a goal (see ``jepa_wm.data.envs.tasks`` for the goal sources and
-    success criteria) from one seeded generator, so a seed fixes start, goal and every frame.
-    Observations are dicts with ``"pixels"`` (H, W, 3) uint8 and/or ``"state"`` (S,) float32, the
-    task's flattened physics observation without its goal-dependent entries. One ``step`` applies the
-    action ``action_repeat`` times; the goal counts as reached if it is met after any of them.
+    ``reset(seed=...)`` draws a start state and a goal (see ``jepa_wm.data.envs.tasks`` for the goal sources
+    and success criteria) from one seeded generator, so a seed fixes start, goal and every frame; it returns
+    ``(observation, info)``. Observations are dicts (a ``spaces.Dict``) with ``"pixels"`` (H, W, 3) uint8 in
+    0-255 and/or ``"state"`` (S,) float32, the task's flattened physics observation without its
+    goal-dependent entries. Actions are the env's own (a ``spaces.Box``, e.g. [-1, 1] per actuator). One
+    ``step`` applies the action ``action_repeat`` times; the goal counts as reached if it is met after any of
+    them. ``gymnasium.make("jepa_wm/reacher-easy-v0")`` (after ``import jepa_wm.data.envs``) builds the env of
+    ``configs/env/reacher-easy.yaml``; vector envs work as with any gymnasium env.
     """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 25}
 
     def __init__(
         self,
@@ -118,6 +125,11 @@ class GoalReachingEnv:
         self._goal_coordinates: np.ndarray | None = None
         self._goal_obs: dict[str, np.ndarray] | None = None
         self._steps = 0
+        self.render_mode = "rgb_array"
+        self.action_space = spaces.Box(self.action_low, self.action_high, dtype=np.float32)
+        self.observation_space = spaces.Dict({
+            key: spaces.Box(0, 255, shape, np.uint8) if dtype == "uint8" else spaces.Box(-np.inf, np.inf, shape, np.float32)
+            for key, (shape, dtype) in self.observation_spec().items()})
 
     # ----------------------------------------------------------------------------------------- specs
     def observation_spec(self) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -135,14 +147,16 @@ class GoalReachingEnv:
         return int(self.physics.get_state().shape[0])
 
     # ----------------------------------------------------------------------------------- episodes
-    def reset(self, seed: int | None = None) -> dict[str, np.ndarray]:
-        """Start an episode; the same seed always gives the same start, goal and frames."""
+    def reset(self, seed: int | None = None, options: dict | None = None) -> tuple[dict[str, np.ndarray], dict]:
+        """Start an episode: (observation, info with the goal's distance); the same seed always gives the same
+        start, goal and frames."""
+        super().reset(seed=seed)
         if seed is not None:
             self._random.seed(int(seed) % 2**32)
         self._env.reset()
         self._steps = 0
         self._sample_goal()
-        return self.observation()
+        return self.observation(), {"distance": self.distance_to_goal(), "success": self.is_success(), "steps": 0}
 
     def step(self, action) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Apply ``action`` (clipped to the action bounds) ``action_repeat`` times.
