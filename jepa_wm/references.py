@@ -39,15 +39,37 @@ def pretrained_card(name: str) -> dict:
     return json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
 
 
+def rate(value) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def trained_on(card: dict) -> str:
+    """The task whose data a shipped model was trained on (its own task, if the card does not say)."""
+    return (card.get("data") or {}).get("collected_with", card["task"])
+
+
 def describe_pretrained() -> str:
-    """One line per shipped model, for ``pretrained:`` alone."""
-    lines = []
-    for name in pretrained_names():
-        card = pretrained_card(name)
-        low, high = card["test_success"]["ci95"]
-        lines.append(f"pretrained:{name}  ({card['task']}; {card['training_steps']} steps; test success "
-                     f"{card['test_success']['rate']:.0%} [{low:.0%}, {high:.0%}] on {card['test_success']['episodes']} episodes)")
-    return "\n".join(lines) or "(no pretrained models are shipped in this installation)"
+    """What ``checkpoint=pretrained:`` alone prints: per shipped model its test success beside random and the
+    oracle on the same episodes, and which models are one set of weights planning different tasks."""
+    names = pretrained_names()
+    if not names:
+        return "(no pretrained models are shipped in this installation)"
+    cards = {name: pretrained_card(name) for name in names}
+    lines = [f"{'model':<34} {'ours':>5} {'95% CI':>12} {'random':>7} {'oracle':>7}  test episodes, trained on"]
+    for name, card in cards.items():
+        success = card["test_success"]
+        low, high = success["ci95"]
+        lines.append(f"{'pretrained:' + name:<34} {success['rate']:>5.0%} {f'[{low:.0%}, {high:.0%}]':>12} "
+                     f"{rate(card.get('random_success')):>7} {rate(card.get('oracle_success')):>7}"
+                     f"  {success['episodes']}, {trained_on(card)} data, {card['training_steps']} steps")
+    shared = {}
+    for name, card in cards.items():
+        shared.setdefault(trained_on(card), []).append(name)
+    for group, members in shared.items():
+        if len(members) > 1:
+            lines.append(f"{', '.join(members)}: one world model (trained on {group} data), each planning its own "
+                         f"task's goals and success criterion")
+    return "\n".join(lines)
 
 
 def resolve_pretrained(name: str) -> Path:

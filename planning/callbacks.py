@@ -55,5 +55,5 @@ class GoalReachingEvalCallback(pl.Callback):
         model.train(was_training)
         video = None
         if self.video:
-            video = save_video({"ours": records}, Path(tempfile.mkdtemp()) / "eval.gif")
+            video = save_video({"ours": records}, Path(tempfile.mkdtemp()) / "eval.gif", self._env.success_threshold)
         return (float(np.mean([r.success for r in records])), float(np.mean([r.final_distance for r in records])), video)

@@ -99,22 +99,33 @@ def evaluate(env, controllers: dict, episodes: int, seed: int, record_episodes: 
              progress: bool = True, split: str = "dev") -> dict[str, list[EpisodeRecord]]:
     """Run every controller on the same ``episodes`` seeded episodes of ``split``; records per method."""
     records: dict[str, list[EpisodeRecord]] = {method: [] for method in controllers}
-    bar = tqdm(total=episodes * len(controllers), unit="episode", desc=f"evaluate {env.name}", disable=not progress)
+    bar = tqdm(total=episodes, unit="episode", desc=f"{env.name}, {split} episodes ({', '.join(controllers)})",
+               disable=not progress)
     for episode in range(episodes):
         episode_seed_value = evaluation_seed(seed, episode, split)
         for method, controller in controllers.items():
             record = run_episode(env, controller, episode_seed_value, record=episode < record_episodes)
             records[method].append(record)
-            bar.update(1)
-            bar.set_postfix({m: f"{np.mean([r.success for r in rs]):.0%}" for m, rs in records.items() if rs})
+        bar.update(1)  # an episode is done when every method has run it
+        bar.set_postfix({m: f"{np.mean([r.success for r in rs]):.0%}" for m, rs in records.items() if rs})
     bar.close()
     return records
 
 
-def format_table(rows: list[dict]) -> str:
+def distance_unit(metric: str) -> str:
+    """How a success criterion's distance reads: meters for positions, radians for the largest joint error."""
+    return "rad, largest joint error" if metric == "max_joint" else "m"
+
+
+def format_table(rows: list[dict], unit: str | None = None) -> str:
+    """The printed success table, under a line naming the episodes (task, split, count, plan seed) and unit."""
+    first = rows[0]
+    title = (f"{first['env']}: {first['episodes']} {first['split']} episodes (plan seed {first['seed']}); "
+             f"success = goal reached at any step (95% Wilson interval); final distance"
+             f"{f' in {unit}' if unit else ''}")
     header = (f"{'env':<18} {'method':<8} {'planner':<9} {'reached':>8} {'95% CI':>12} {'at end':>7} "
               f"{'final dist':>10} {'ms/step':>8} {'episodes':>8}")
-    lines = [header, "-" * len(header)]
+    lines = [title, header, "-" * len(header)]
     for row in rows:
         low, high = row["ci95"]
         lines.append(
@@ -125,11 +136,35 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def save_video(records: dict[str, list[EpisodeRecord]], path: Path, fps: int = 10) -> Path | None:
-    """GIF of the recorded episodes, method after method: each frame is the observation beside the goal."""
+def labelled(frame: np.ndarray, text: str, reached: bool) -> np.ndarray:
+    """A frame with a header line: what it shows, and a green bar once the goal is reached (red before)."""
+    from PIL import Image, ImageDraw
+
+    header = 14
+    image = Image.new("RGB", (frame.shape[1], frame.shape[0] + header + 3), (0, 0, 0))
+    image.paste(Image.fromarray(frame), (0, header + 3))
+    draw = ImageDraw.Draw(image)
+    draw.text((3, 1), text, fill=(255, 255, 255))
+    draw.rectangle([0, header, frame.shape[1], header + 2], fill=(40, 200, 60) if reached else (200, 50, 40))
+    return np.asarray(image)
+
+
+def save_video(records: dict[str, list[EpisodeRecord]], path: Path, success_threshold: float | None = None,
+               fps: int = 10) -> Path | None:
+    """GIF of the recorded episodes, method after method. Each frame shows the observation (left, the goal's
+    marker drawn) beside the goal (right), under a line naming the method, episode, step and distance, and
+    a bar that turns green when the goal has been reached."""
     import imageio.v2 as imageio
 
-    frames = [frame for method_records in records.values() for record in method_records for frame in record.frames]
+    frames = []
+    for method, method_records in records.items():
+        for episode, record in enumerate(method_records):
+            reached = False
+            for step, frame in enumerate(record.frames):
+                distance = record.distances[min(step, len(record.distances) - 1)]
+                reached = reached or (success_threshold is not None and distance <= success_threshold)
+                frames.append(labelled(frame, f"{method} | episode {episode} | step {step} | distance {distance:.3f}"
+                                              f"{' | reached' if reached else ''}", reached))
     if not frames:
         return None
     with atomic_path(path) as temporary:
@@ -137,7 +172,8 @@ def save_video(records: dict[str, list[EpisodeRecord]], path: Path, fps: int = 1
     return path
 
 
-def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success_threshold: float, path: Path) -> Path:
+def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success_threshold: float, path: Path,
+              unit: str = "") -> Path:
     """Success rate with 95% intervals, and distance to goal over the episode, per method."""
     import matplotlib
 
@@ -151,7 +187,7 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
     bars.bar(methods, rates, yerr=errors, capsize=6, color=["C0", "C1", "C2", "C3"][: len(methods)])
     bars.set_ylim(0, 1)
     bars.set_ylabel("success rate (95% CI)")
-    bars.set_title(f"{rows[0]['env']}: {rows[0]['episodes']} episodes")
+    bars.set_title(f"{rows[0]['env']}: {rows[0]['episodes']} {rows[0]['split']} episodes (plan seed {rows[0]['seed']})")
     for method, method_records in records.items():
         length = max(len(record.distances) for record in method_records)
         # Episodes that ended early (success) keep their last distance.
@@ -160,8 +196,8 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
         curves.plot(padded.mean(axis=0), label=method)
     curves.axhline(success_threshold, color="k", linestyle="--", linewidth=1, label="success threshold")
     curves.set_xlabel("env step")
-    curves.set_ylabel("mean distance to goal")
-    curves.legend()
+    curves.set_ylabel(f"mean distance to goal{f' ({unit})' if unit else ''}")
+    curves.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, dpi=100, format="png")
@@ -169,7 +205,7 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
     return path
 
 
-def write_report(path: Path, rows: list[dict], config: dict) -> Path:
-    """The JSON report: ``{"results": [row, ...], "config": {...}}``, written atomically."""
-    write_json_atomic(path, {"results": rows, "config": config})
+def write_report(path: Path, rows: list[dict], config: dict, cost: str | None = None) -> Path:
+    """The JSON report: ``{"results": [row, ...], "config": {...}, "cost": "what ours planned with"}``, atomically."""
+    write_json_atomic(path, {"results": rows, "config": config, **({"cost": cost} if cost else {})})
     return path

@@ -15,6 +15,7 @@ from jepa_wm.data.envs import make_env
 from jepa_wm.data.envs.tasks import dynamics_differences
 from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost
 from jepa_wm.planning.evaluate import (
+    distance_unit,
     evaluate,
     format_table,
     save_plot,
@@ -182,19 +183,23 @@ def run_plan(cfg) -> dict:
     controllers, planner_names = build_controllers(cfg, methods, model, env, device)
 
     out.mkdir(parents=True, exist_ok=True)
+    unit = distance_unit(env.success.metric)
     with DirectoryLock(out, "a planning report"):  # report, plot and video of one run, never of two
         records = evaluate(env, controllers, cfg.episodes, cfg.seed, record_episodes=cfg.videos,
                            progress=cfg.progress, split=cfg.split)
         rows = [summarize(records[method], env.name, method, planner_names[method], cfg.seed, cfg.split)
                 for method in methods]
         files = {
-            "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings}),
-            "plot": save_plot(rows, records, env.success_threshold, out / "plot.png"),
-            "video": save_video(records, out / "episodes.gif") if cfg.videos else None,
+            "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings},
+                                   cost=controllers["ours"].cost_model.description if "ours" in controllers else None),
+            "plot": save_plot(rows, records, env.success_threshold, out / "plot.png", unit),
+            "video": save_video(records, out / "episodes.gif", env.success_threshold) if cfg.videos else None,
         }
     env.close()
     log_to_wandb(cfg, rows, files)
-    return {"rows": rows, "table": format_table(rows), "files": files, "records": records}
+    cost = controllers["ours"].cost_model.description if "ours" in controllers else None
+    table = format_table(rows, unit) + (f"\nours plans with the {cost.removeprefix('cost: ')}" if cost else "")
+    return {"rows": rows, "table": table, "files": files, "records": records, "cost": cost}
 
 
 def log_to_wandb(cfg, rows: list[dict], files: dict) -> None:

@@ -43,7 +43,7 @@ def test_shipped_models_load_by_name_and_unknown_names_get_the_nearest(zoo):
     assert model.encode(obs).shape[-1] == 8 and not model.training
     with pytest.raises(CheckpointError, match="no pretrained model 'reacher-esy'; did you mean 'reacher-easy'"):
         load_world_model("pretrained:reacher-esy")
-    with pytest.raises(CheckpointError, match=r"pretrained:reacher-easy  \(reacher-easy; 7 steps; test success 50%"):
+    with pytest.raises(CheckpointError, match=r"pretrained:reacher-easy +50% +\[20%, 80%\] +- +-  10, reacher-easy data, 7"):
         load_world_model("pretrained:")
 
 
