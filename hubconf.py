@@ -4,7 +4,7 @@
     model = torch.hub.load("/path/to/jepa-wm", "reacher_easy", source="local")  # from a clone
     torch.hub.list("OWNER/jepa-wm")                                           # what exists
 
-Each returns a ``JEPAWorldModel`` in eval mode (loaded with ``weights_only=True``); its card is
+Each returns a ``jepa_wm.WorldModel`` in eval mode (loaded with ``weights_only=True``); its card is
 ``jepa_wm.references.pretrained_card(name)``.
 """
 

@@ -23,6 +23,7 @@ from _report import machine_description, update_benchmarks_section  # noqa: E402
 from jepa_wm.data.envs import make_env  # noqa: E402
 from jepa_wm.planning.costs import LatentGoalCost  # noqa: E402
 from jepa_wm.planning.experiment import planner_from_settings  # noqa: E402
+from jepa_wm.planning.planners import PLANNERS  # noqa: E402
 
 from jepa_wm.checkpoint import load_world_model  # noqa: E402
 from jepa_wm.cli import benchmark  # noqa: E402
@@ -81,7 +82,7 @@ def main(argv: list[str]) -> None:
     cost_fn = LatentGoalCost.from_config(model, PLAN.cost).make_cost(env, [obs], [])
 
     rows = []
-    for name in ("cem", "mppi", "gradient"):
+    for name in PLANNERS.names():
         seconds, evaluations = time_plan(name, cost_fn, model.action_dim, device, repeats)
         loop_seconds, _ = time_plan(name, per_candidate_loop(cost_fn), model.action_dim, device, loop_repeats)
         rows.append((name, evaluations, seconds * 1000, evaluations / seconds, loop_seconds * 1000, loop_seconds / seconds))

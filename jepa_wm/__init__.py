@@ -14,7 +14,7 @@ import os
 if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
     os.environ["GOMP_SPINCOUNT"] = "1000"
 
-__all__ = ["CheckpointError", "JEPAWorldModel", "load_world_model"]
+__all__ = ["CheckpointError", "JEPAWorldModel", "WorldModel", "load_world_model"]
 
 
 def __getattr__(name):
@@ -26,6 +26,10 @@ def __getattr__(name):
         from jepa_wm.checkpoint import load_world_model
 
         return load_world_model
+    if name == "WorldModel":
+        from jepa_wm.world_model import WorldModel
+
+        return WorldModel
     if name == "JEPAWorldModel":
         from jepa_wm.module import JEPAWorldModel
 

@@ -18,7 +18,8 @@ from jepa_wm import references
 from jepa_wm.errors import CheckpointError
 from jepa_wm.files import save_torch_atomic
 from jepa_wm.learned_cost import LearnedCost
-from jepa_wm.module import CHECKPOINT_FORMAT, JEPAWorldModel
+from jepa_wm.module import CHECKPOINT_FORMAT, READABLE_FORMATS, upgrade_state_dict
+from jepa_wm.world_model import WorldModel
 from jepa_wm.references import REBUILD_ZOO, resolve_checkpoint
 
 REBUILD_HINT = "rebuild it with this version: collect with jepa-wm collect, train with jepa-wm train"
@@ -67,7 +68,7 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         raise CheckpointError(f"{path}: global_step is {step!r}, not a step count; the checkpoint was edited or damaged")
     found = checkpoint["hyper_parameters"].get("format")
-    if found != CHECKPOINT_FORMAT:
+    if found not in READABLE_FORMATS:
         if isinstance(found, str) and found.startswith("jepa-wm/"):
             hint = f"rebuild the shipped models with {REBUILD_ZOO}" if path.parent == references.PRETRAINED_DIR else REBUILD_HINT
             raise CheckpointError(f"{path} has checkpoint format {found}, but this version reads {CHECKPOINT_FORMAT}; "
@@ -76,25 +77,32 @@ def read_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> JEPAWorldModel:
-    """Rebuild the world model a checkpoint dictionary describes and load its weights (train mode, CPU)."""
+def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> WorldModel:
+    """Rebuild the world model a checkpoint dictionary describes and load its weights (train mode, CPU).
+
+    Only the world model's own weights load (the training heads, e.g. inverse dynamics, stay behind); a
+    format-2 checkpoint, which kept them at the top of its state dict, loads the same way.
+    """
     hparams = checkpoint["hyper_parameters"]
     try:
-        model = JEPAWorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"], hparams.get("env"),
-                               hparams.get("run_config"), load_pretrained=False)
+        model = WorldModel(hparams["cfg"], hparams["obs_shape"], hparams["action_dim"],
+                           {**hparams, "format": CHECKPOINT_FORMAT}, load_pretrained=False)
     except Exception as error:  # a file from anyone: whatever its config makes the building blocks refuse
         raise CheckpointError(f"{path}: its model config cannot build a jepa-wm world model "
                               f"({type(error).__name__}: {error}); {REBUILD_HINT}") from error
-    mismatch = state_dict_mismatch(checkpoint.get("state_dict"), model.state_dict())
+    saved = checkpoint.get("state_dict")
+    if isinstance(saved, dict):
+        saved = {key.removeprefix("world_model."): value for key, value in upgrade_state_dict(saved).items()
+                 if key.startswith("world_model.")}
+    mismatch = state_dict_mismatch(saved, model.state_dict())
     if mismatch:
         raise CheckpointError(f"{path}: weights do not fit the model its config describes ({mismatch}); the "
                               f"checkpoint was edited, or written by another version: {REBUILD_HINT}")
-    bad = [name for name, tensor in checkpoint["state_dict"].items()
-           if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    bad = [name for name, tensor in saved.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if bad:
         raise CheckpointError(f"{path}: weight {bad[0]} holds NaN or inf values (the run that wrote it diverged); "
                               f"use an earlier checkpoint of that run")
-    model.load_state_dict(checkpoint["state_dict"])
+    model.load_state_dict(saved)
     if checkpoint.get("learned_cost") is not None:
         try:
             model.learned_cost = LearnedCost.from_checkpoint(checkpoint["learned_cost"])
@@ -117,7 +125,7 @@ def state_dict_mismatch(saved, expected: dict) -> str | None:
     return f"{unexpected[0]} is not a weight of this model" if unexpected else None
 
 
-def load_world_model(reference: str | Path, device: str | torch.device = "cpu") -> JEPAWorldModel:
+def load_world_model(reference: str | Path, device: str | torch.device = "cpu") -> WorldModel:
     """Checkpoint path (or ``wandb:`` artifact reference) -> world model in eval mode on ``device``."""
     path = resolve_checkpoint(reference)
     model = model_from_checkpoint(read_checkpoint(path), path)

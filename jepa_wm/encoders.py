@@ -7,16 +7,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from jepa_wm.errors import did_you_mean
 from jepa_wm.layers import mlp
+from jepa_wm.registry import Registry
+
+# Encoders by model.encoder.name. Each class says which observation it reads (``observation``) and builds
+# itself from the ``model.encoder`` section (``from_config(cfg, obs_shape)``).
+ENCODERS = Registry("encoder", "model.encoder.name")
 
 
+@ENCODERS.register("conv")
 class ConvEncoder(nn.Module):
     """Strided conv net trained from scratch on (B, S, S, 3) uint8 frames, channels last.
 
     Pooled: the final feature map flattened to one embedding. Tokens: one embedding per cell of the
     final feature map (S / 2^stages per side), for predictors that attend over space.
     """
+
+    observation = "pixels"
+
+    @classmethod
+    def from_config(cls, cfg, obs_shape) -> "ConvEncoder":
+        return cls(obs_shape[0], cfg["embed_dim"], tuple(cfg["channels"]), cfg["tokens"])
 
     def __init__(self, image_size: int, embed_dim: int, channels=(32, 64, 128, 256), tokens: bool = False):
         super().__init__()
@@ -43,6 +54,7 @@ class ConvEncoder(nn.Module):
         return self.head(features.flatten(1))[:, None]  # (B, 1, D)
 
 
+@ENCODERS.register("timm")
 class TimmEncoder(nn.Module):
     """Any timm backbone by name, e.g. ``vit_small_patch14_dinov2.lvd142m`` as in DINO-WM.
 
@@ -50,6 +62,13 @@ class TimmEncoder(nn.Module):
     given, so weights need no download). ``frozen`` freezes the backbone and adds no trainable
     projection: a frozen encoder cannot collapse, which is its anti-collapse mechanism.
     """
+
+    observation = "pixels"
+
+    @classmethod
+    def from_config(cls, cfg, obs_shape) -> "TimmEncoder":
+        return cls(cfg["timm_model"], cfg["embed_dim"], cfg["pretrained"], cfg["frozen"], cfg["tokens"],
+                   cfg["image_size"] or obs_shape[0], cfg["pretrained_file"])
 
     def __init__(self, model_name: str, embed_dim: int | None, pretrained: bool = False, frozen: bool = False,
                  tokens: bool = False, image_size: int = 64, pretrained_file: str | None = None):
@@ -106,8 +125,15 @@ class TimmEncoder(nn.Module):
         return self.project(self._backbone_tokens(x))  # (B, N, D)
 
 
+@ENCODERS.register("mlp")
 class MLPEncoder(nn.Module):
     """Low-dimensional state vectors (B, S) -> one embedding (B, 1, D)."""
+
+    observation = "state"
+
+    @classmethod
+    def from_config(cls, cfg, obs_shape) -> "MLPEncoder":
+        return cls(obs_shape[0], cfg["embed_dim"], cfg["hidden_dim"], cfg["depth"])
 
     def __init__(self, state_dim: int, embed_dim: int, hidden_dim: int = 256, depth: int = 2):
         super().__init__()
@@ -120,21 +146,11 @@ class MLPEncoder(nn.Module):
         return self.net(states.float())[:, None]
 
 
-ENCODERS = ("conv", "mlp", "timm")
-
-
 def build_encoder(cfg, obs_type: str, obs_shape: tuple) -> nn.Module:
     """The encoder named by ``cfg.name`` for observations of ``obs_type`` and ``obs_shape``."""
-    name = cfg["name"]
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder '{name}'{did_you_mean(name, ENCODERS)} (choices: {', '.join(ENCODERS)})")
-    wants = "state" if name == "mlp" else "pixels"
-    if obs_type != wants:
-        raise ValueError(f"encoder '{name}' reads {wants} observations, but model.obs_type is '{obs_type}' "
-                         f"(use encoder mlp for state, conv or timm for pixels)")
-    if name == "mlp":
-        return MLPEncoder(obs_shape[0], cfg["embed_dim"], cfg["hidden_dim"], cfg["depth"])
-    if name == "conv":
-        return ConvEncoder(obs_shape[0], cfg["embed_dim"], tuple(cfg["channels"]), cfg["tokens"])
-    return TimmEncoder(cfg["timm_model"], cfg["embed_dim"], cfg["pretrained"], cfg["frozen"], cfg["tokens"],
-                       cfg["image_size"] or obs_shape[0], cfg["pretrained_file"])
+    encoder = ENCODERS[cfg["name"]]
+    if obs_type != encoder.observation:
+        readers = [name for name, other in ENCODERS.items() if other.observation == obs_type]
+        raise ValueError(f"encoder '{cfg['name']}' reads {encoder.observation} observations, but model.obs_type is "
+                         f"'{obs_type}' (encoders for {obs_type}: {', '.join(readers)})")
+    return encoder.from_config(cfg, obs_shape)

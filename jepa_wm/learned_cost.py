@@ -25,13 +25,22 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from jepa_wm.errors import did_you_mean
 from jepa_wm.layers import mlp
 from jepa_wm.metrics import rank_correlation
+from jepa_wm.registry import Registry
+
+# Learned costs by kind (configs/learned_cost/<kind>.yaml holds their settings); each head builds itself from
+# the settings and the embedding size (``from_settings``).
+HEADS = Registry("learned cost", "learned_cost=KIND, a file of configs/learned_cost/")
 
 
+@HEADS.register("temporal")
 class TemporalDistanceHead(nn.Module):
     """d(z, g) >= 0 in steps, from a pairwise MLP over (z, g, z - g) that predicts log(1 + steps)."""
+
+    @classmethod
+    def from_settings(cls, settings, features: int) -> "TemporalDistanceHead":
+        return cls(features, settings.hidden_dim, settings.depth)
 
     def __init__(self, features: int, hidden_dim: int = 256, depth: int = 2):
         super().__init__()
@@ -46,8 +55,13 @@ class TemporalDistanceHead(nn.Module):
         return torch.expm1(self.log_steps(z, goal))
 
 
+@HEADS.register("hilbert")
 class HilbertDistanceHead(nn.Module):
     """d(z, g) = ||phi(z) - phi(g)||: a metric embedding whose distances are temporal distances (HILP)."""
+
+    @classmethod
+    def from_settings(cls, settings, features: int) -> "HilbertDistanceHead":
+        return cls(features, settings.hidden_dim, settings.depth, settings.latent_dim)
 
     def __init__(self, features: int, hidden_dim: int = 256, depth: int = 2, latent_dim: int = 32):
         super().__init__()
@@ -57,7 +71,7 @@ class HilbertDistanceHead(nn.Module):
         return (self.phi(z) - self.phi(goal)).pow(2).sum(-1).add(1e-8).sqrt()
 
 
-HEADS = {"temporal": TemporalDistanceHead, "hilbert": HilbertDistanceHead}
+
 
 
 @dataclass
@@ -80,9 +94,7 @@ class CostTrainingSettings:
     seed: int
 
     def __post_init__(self):
-        if self.kind not in HEADS:
-            raise ValueError(f"unknown learned cost '{self.kind}'{did_you_mean(self.kind, HEADS)} "
-                             f"(choices: {', '.join(HEADS)})")
+        HEADS[self.kind]  # an unknown kind fails here, with the nearest one
         self.goal_mix = tuple(float(p) for p in self.goal_mix)
         if self.steps < 1 or self.batch_size < 2 or not self.lr > 0 or self.hidden_dim < 1 or self.depth < 1:
             raise ValueError(f"learned cost training needs steps >= 1, batch_size >= 2, lr > 0, hidden_dim and depth "
@@ -152,9 +164,7 @@ class LearnedCost:
 
 
 def build_head(settings: CostTrainingSettings, features: int) -> nn.Module:
-    if settings.kind == "hilbert":
-        return HilbertDistanceHead(features, settings.hidden_dim, settings.depth, settings.latent_dim)
-    return TemporalDistanceHead(features, settings.hidden_dim, settings.depth)
+    return HEADS[settings.kind].from_settings(settings, features)
 
 
 # ---------------------------------------------------------------------------------------------- training

@@ -1,9 +1,10 @@
-"""The JEPA world model: encoder, action-conditioned predictor, anti-collapse terms, as a LightningModule.
+"""Training a JEPA world model: the losses, anti-collapse terms, DDP statistics, probe, logging and optimizer
+around a ``jepa_wm.world_model.WorldModel``, as a LightningModule.
 
-It learns embeddings of observations and predicts the embeddings of future frames from actions,
-without ever reconstructing pixels (the optional decoder is an ablation). The planner uses three verbs:
-``encode``, ``predict`` and ``rollout``. Embeddings are always (B, T, N, D): batch, frames, tokens per
-frame (N=1 for pooled encoders), embedding size.
+It learns embeddings of observations and predicts the embeddings of future frames from actions, without ever
+reconstructing pixels (the optional decoder is an ablation). The model it trains is ``self.world_model``; its
+verbs (``encode``, ``encode_target``, ``predict``, ``rollout``) are also reachable here, so this module plans
+like the model it trains (the training-time evaluation does).
 """
 
 from __future__ import annotations
@@ -17,43 +18,24 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
 from jepa_wm.decoder import PixelDecoder
-from jepa_wm.encoders import build_encoder
 from jepa_wm.errors import NonFiniteLossError
 from jepa_wm.metrics import distance_rank_correlation, effective_rank, embedding_std, linear_probe_r2
-from jepa_wm.predictors import build_predictor
-from jepa_wm.regularizers import (
-    InverseDynamicsHead,
-    sigreg,
-    slowness,
-    temporal_smoothness,
-    token_groups,
-    vicreg_covariance,
-    vicreg_variance,
-)
+from jepa_wm.regularizers import REGULARIZERS, token_groups
+from jepa_wm.world_model import WorldModel
 
-# Format 2: env configs with goal sources and success criteria, goal-free state observations.
-CHECKPOINT_FORMAT = "jepa-wm/2"
-TARGETS = ("online", "ema")
+# Format 3: the world model's weights under world_model. (format 2, readable: the same weights at the top).
+CHECKPOINT_FORMAT = "jepa-wm/3"
+READABLE_FORMATS = ("jepa-wm/2", CHECKPOINT_FORMAT)
+WORLD_MODEL_PARTS = ("encoder.", "predictor.", "target_encoder.")  # what format 2 kept at the top
 PROBE_MAX_SAMPLES = 4096
 
-# Anti-collapse terms, by their weight's name under ``model.regularizers``: a new term is one entry.
-# Each maps (model, embeddings z (B, L, N, D), the global batch's embeddings (B_all, L, N, D), actions
-# (B, L-1, A)) to a scalar. Terms made of batch statistics use the global batch, so that N processes
-# under DDP train what one process would with N times the batch; per-sample means use the local one
-# (DDP's gradient average makes them global).
-REGULARIZERS = {
-    "vicreg_variance": lambda model, z, z_all, actions: vicreg_variance(token_groups(z_all)),
-    "vicreg_covariance": lambda model, z, z_all, actions: vicreg_covariance(token_groups(z_all)),
-    "sigreg": lambda model, z, z_all, actions: sigreg(token_groups(z_all), num_projections=model.cfg["sigreg_projections"],
-                                                      generator=model.step_generator(z.device)),
-    "inverse_dynamics": lambda model, z, z_all, actions: F.mse_loss(model.inverse_dynamics(z[:, :-1], z[:, 1:]), actions),
-    "temporal": lambda model, z, z_all, actions: temporal_smoothness(z),
-    "slowness": lambda model, z, z_all, actions: slowness(z, z_all),
-}
 
+def upgrade_state_dict(state_dict: dict) -> dict:
+    """A format-2 state dict with the world model's weights at the top -> format 3 (under ``world_model.``)."""
+    return {f"world_model.{key}" if key.startswith(WORLD_MODEL_PARTS) else key: value for key, value in state_dict.items()}
 
 class JEPAWorldModel(pl.LightningModule):
-    """World model over observations of shape ``obs_shape`` and actions of size ``action_dim``.
+    """Trains a world model over observations of shape ``obs_shape`` and actions of size ``action_dim``.
 
     ``cfg`` is the ``model`` section of the training config (see ``configs/model/*.yaml``).
     ``env`` records the task the data came from, so a checkpoint knows what it can plan for;
@@ -71,136 +53,53 @@ class JEPAWorldModel(pl.LightningModule):
              "run_config": run_config or {}, "format": CHECKPOINT_FORMAT}
         )
         self.cfg = cfg
-        self.obs_shape = tuple(obs_shape)
-        self.action_dim = int(action_dim)
-        self.history = int(cfg["history"])
-        self.rollout_steps = int(cfg["rollout_steps"])
-        if self.history < 1 or self.rollout_steps < 1:
-            raise ValueError(f"model.history and model.rollout_steps must be >= 1; got {self.history}, {self.rollout_steps}")
-        if cfg["target"] not in TARGETS:
-            raise ValueError(f"model.target must be one of {TARGETS}; got '{cfg['target']}'")
-        # Teacher forcing feeds the whole window but its last frame: the longest context ever seen.
-        self.max_context = self.history + self.rollout_steps - 1
-
-        encoder_cfg = dict(cfg["encoder"])
-        if not load_pretrained:
-            encoder_cfg.update(pretrained=False, pretrained_file=None)
-        self.encoder = build_encoder(encoder_cfg, cfg["obs_type"], self.obs_shape)
-        self.embed_dim, self.num_tokens = self.encoder.embed_dim, self.encoder.num_tokens
-        self.predictor = build_predictor(
-            cfg["predictor"], self.embed_dim, self.num_tokens, self.action_dim, max_frames=self.max_context,
-            history=self.history,
-        )
-        if isinstance(getattr(self.predictor, "context", None), int):
-            self.max_context = self.predictor.context  # a frame-stack MLP sees its last `context` frames only
+        self.world_model = WorldModel(cfg, obs_shape, action_dim, dict(self.hparams), load_pretrained)
         weights = cfg["regularizers"]
-        unknown = sorted(set(weights) - set(REGULARIZERS))
-        if unknown:
-            raise ValueError(f"unknown regularizer(s) {unknown} under model.regularizers (choices: {', '.join(REGULARIZERS)})")
-        self.inverse_dynamics = (
-            InverseDynamicsHead(self.embed_dim, self.num_tokens, self.action_dim)
-            if weights["inverse_dynamics"] > 0 else None
-        )
+        for name in weights:
+            REGULARIZERS[name]  # an unknown term's name fails here, with the nearest one
+        for name, term in REGULARIZERS.items():  # the heads of the terms that are on (e.g. inverse dynamics)
+            if term.head is not None:
+                setattr(self, name, term.head(self) if weights.get(name, 0) > 0 else None)
         decoder_cfg = cfg["decoder"]
         self.decoder = None
         if decoder_cfg["enabled"]:
             if cfg["obs_type"] != "pixels":
                 raise ValueError("model.decoder.enabled needs pixel observations (it reconstructs frames)")
             self.decoder = PixelDecoder(self.embed_dim * self.num_tokens, self.obs_shape[0], decoder_cfg["channels"])
-        self.target_encoder = None
-        if cfg["target"] == "ema":
-            self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self._probe_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self.learned_cost = None  # a jepa_wm.learned_cost.LearnedCost, when the checkpoint carries one
 
-    # --------------------------------------------------------------------------------- the verbs
+    # ----------------------------------------------------------------- the world model it trains
+    encoder = property(lambda self: self.world_model.encoder)
+    predictor = property(lambda self: self.world_model.predictor)
+    target_encoder = property(lambda self: self.world_model.target_encoder)
+    obs_shape = property(lambda self: self.world_model.obs_shape)
+    action_dim = property(lambda self: self.world_model.action_dim)
+    embed_dim = property(lambda self: self.world_model.embed_dim)
+    num_tokens = property(lambda self: self.world_model.num_tokens)
+    history = property(lambda self: self.world_model.history)
+    rollout_steps = property(lambda self: self.world_model.rollout_steps)
+    max_context = property(lambda self: self.world_model.max_context)
+    frameskip = property(lambda self: self.world_model.frameskip)
+    learned_cost = property(lambda self: self.world_model.learned_cost)
+
     def encode(self, obs) -> torch.Tensor:
-        """obs (B, T, *obs_shape) -> embeddings (B, T, N, D)."""
-        return self._encode_with(self.encoder, self._checked_observations(obs))
+        return self.world_model.encode(obs)
 
     def encode_target(self, obs) -> torch.Tensor:
-        """obs (B, T, *obs_shape) -> embeddings (B, T, N, D) in the space the predictor predicts into.
-
-        That is the EMA target encoder's space when the model has one (``target=ema``), else the
-        encoder's: planning compares predictions with a goal embedded here.
-        """
-        encoder = self.encoder if self.target_encoder is None else self.target_encoder
-        return self._encode_with(encoder, self._checked_observations(obs))
-
-    def _checked_observations(self, obs) -> torch.Tensor:
-        """Observations as this model reads them, or a ``ValueError`` saying what was given and what is expected:
-        pixels are uint8 (B, T, H, W, 3) in 0-255 (as the env returns them), states float (B, T, S)."""
-        obs = torch.as_tensor(obs, device=self.device)
-        if tuple(obs.shape[2:]) != self.obs_shape or obs.ndim != len(self.obs_shape) + 2:
-            raise ValueError(
-                f"this world model expects observations (B, T, {', '.join(map(str, self.obs_shape))}); "
-                f"got {tuple(obs.shape)}"
-            )
-        if self.cfg["obs_type"] == "pixels" and obs.dtype != torch.uint8:
-            low, high = (float(obs.min()), float(obs.max())) if obs.numel() else (0.0, 0.0)
-            raise ValueError(f"pixel observations must be uint8 in 0-255, as the env returns them; got {obs.dtype} in "
-                             f"[{low:.3g}, {high:.3g}] (images in [0, 1]: (x * 255).round().to(torch.uint8))")
-        if self.cfg["obs_type"] == "state" and not torch.is_floating_point(obs):
-            raise ValueError(f"state observations must be floating point; got {obs.dtype}")
-        return obs
-
-    def _check_actions(self, z_history: torch.Tensor, actions: torch.Tensor, name: str = "actions") -> None:
-        """Embeddings (B, H, N, D) and model actions (B, K, A): A is frameskip x the env's action size, in [-1, 1]."""
-        expected = (self.num_tokens, self.embed_dim)
-        if z_history.ndim != 4 or tuple(z_history.shape[2:]) != expected:
-            raise ValueError(f"embeddings must be (B, H, {expected[0]}, {expected[1]}), as encode returns them; "
-                             f"got {tuple(z_history.shape)}")
-        if actions.ndim != 3 or actions.shape[-1] != self.action_dim or actions.shape[0] != z_history.shape[0]:
-            raise ValueError(f"{name} must be (B={z_history.shape[0]}, K, {self.action_dim}): each model action is "
-                             f"{self.frameskip} env actions of size {self.action_dim // self.frameskip}, concatenated, "
-                             f"in [-1, 1]; got {tuple(actions.shape)}")
-
-    @staticmethod
-    def _encode_with(encoder, obs: torch.Tensor) -> torch.Tensor:
-        batch, frames = obs.shape[:2]
-        z = encoder(obs.flatten(0, 1))  # (B*T, N, D)
-        return z.unflatten(0, (batch, frames))  # (B, T, N, D)
+        return self.world_model.encode_target(obs)
 
     def predict(self, z_history: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Next embedding after the last frame: z_history (B, H, N, D), actions (B, H, A) -> (B, N, D).
-
-        ``actions[:, t]`` is the action taken at frame t; the last one leads to the predicted frame.
-        """
-        self._check_actions(z_history, actions)
-        context = min(z_history.shape[1], self.max_context)
-        if hasattr(self.predictor, "predict_next") and context == self.max_context:
-            return self.predictor.predict_next(z_history[:, -context:], actions[:, -context:])
-        return self.predictor(z_history[:, -context:], actions[:, -context:])[:, -1]
+        return self.world_model.predict(z_history, actions)
 
     def rollout(self, z_history: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor | None = None) -> torch.Tensor:
-        """Open-loop, autoregressive prediction of K future embeddings.
-
-        z_history (B, H, N, D); actions (B, K, A), the future actions; past_actions (B, H-1, A), the
-        actions between the history frames (zeros if None). Returns (B, K, N, D); step k only ever
-        sees predicted, never true, future embeddings.
-        """
-        self._check_actions(z_history, actions)
-        batch, frames = z_history.shape[:2]
-        if past_actions is not None:
-            self._check_actions(z_history, past_actions, "past_actions")
-        if past_actions is None:
-            past_actions = actions.new_zeros(batch, frames - 1, actions.shape[-1])
-        sequence, context_actions = z_history, past_actions  # (B, T, N, D), (B, T-1, A)
-        predictions = []
-        for step in range(actions.shape[1]):
-            step_actions = torch.cat([context_actions, actions[:, step : step + 1]], dim=1)  # (B, T, A)
-            next_z = self.predict(sequence, step_actions)  # (B, N, D)
-            predictions.append(next_z)
-            sequence = torch.cat([sequence, next_z[:, None]], dim=1)[:, -self.max_context :]
-            context_actions = step_actions[:, step_actions.shape[1] - (sequence.shape[1] - 1) :]
-        return torch.stack(predictions, dim=1)
+        return self.world_model.rollout(z_history, actions, past_actions)
 
     # ------------------------------------------------------------------------------------ losses
     def _targets(self, obs: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """Embeddings the predictor is trained to hit: EMA encoder's, or the online encoder's."""
         if self.target_encoder is not None:
             with torch.no_grad():
-                return self._encode_with(self.target_encoder, obs)
+                return self.world_model.encode_target(obs)
         return z.detach() if self.cfg["stop_gradient"] else z
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -236,7 +135,7 @@ class JEPAWorldModel(pl.LightningModule):
         z_all = self.global_batch(z)  # (B_all, L, N, D)
         for name, weight in weights.items():
             if weight > 0:
-                terms[name] = REGULARIZERS[name](self, z, z_all, actions)
+                terms[name] = REGULARIZERS[name].compute(self, z, z_all, actions)
                 loss = loss + weight * terms[name]
         if self.decoder is not None:
             decoded_from = z.detach() if self.cfg["decoder"]["detach"] else z
@@ -307,15 +206,8 @@ class JEPAWorldModel(pl.LightningModule):
         self.update_target_encoder()
 
     def update_target_encoder(self) -> None:
-        """target <- m * target + (1 - m) * online (buffers copied), when there is an EMA target."""
-        if self.target_encoder is None:
-            return
-        momentum = self.cfg["ema_momentum"]
-        with torch.no_grad():
-            for target, online in zip(self.target_encoder.parameters(), self.encoder.parameters()):
-                target.lerp_(online, 1.0 - momentum)
-            for target, online in zip(self.target_encoder.buffers(), self.encoder.buffers()):
-                target.copy_(online)
+        """The EMA target's step (``model.ema_momentum``), when there is one."""
+        self.world_model.update_target(self.cfg["ema_momentum"])
 
     def validation_step(self, batch, batch_index):
         loss, terms = self.compute_losses(batch)
@@ -375,12 +267,13 @@ class JEPAWorldModel(pl.LightningModule):
         self.log("val/rollout_error_ratio", rollout_error / copy_error.clamp_min(1e-12), prog_bar=True, sync_dist=True)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Resuming applies this run's optimizer settings, not the checkpoint's.
+        """Resuming applies this run's optimizer settings, not the checkpoint's; a format-2 run resumes too.
 
         Lightning restores the optimizer and scheduler states after this hook, from ``checkpoint``: patch
         their learning rate and weight decay to this config's, keeping the schedule's progress (the
         schedule itself is rebuilt from this config in ``configure_optimizers``).
         """
+        checkpoint["state_dict"] = upgrade_state_dict(checkpoint["state_dict"])
         lr, weight_decay = float(self.cfg["optim"]["lr"]), float(self.cfg["optim"]["weight_decay"])
         for state in checkpoint.get("optimizer_states", []):
             for group in state.get("param_groups", []):
@@ -394,7 +287,7 @@ class JEPAWorldModel(pl.LightningModule):
 
     def configure_optimizers(self):
         optim = self.cfg["optim"]
-        parameters = [p for name, p in self.named_parameters() if p.requires_grad and not name.startswith("target_encoder.")]
+        parameters = [p for p in self.parameters() if p.requires_grad]  # the EMA target and a frozen backbone: none
         optimizer = torch.optim.AdamW(parameters, lr=optim["lr"], weight_decay=optim["weight_decay"])
         warmup = max(1, int(optim["warmup_steps"]))
         total = self.trainer.max_steps if self.trainer is not None and self.trainer.max_steps > 0 else None
@@ -410,7 +303,4 @@ class JEPAWorldModel(pl.LightningModule):
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-    # ------------------------------------------------------------------------------------- misc
-    @property
-    def frameskip(self) -> int:
-        return int(self.cfg["frameskip"])
+

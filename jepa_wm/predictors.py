@@ -10,16 +10,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from jepa_wm.errors import did_you_mean
 from jepa_wm.layers import AdaLNBlock, mlp
+from jepa_wm.registry import Registry
+
+# Predictors by model.predictor.name, each built from the model config (``from_config``).
+PREDICTORS = Registry("predictor", "model.predictor.name")
 
 
+@PREDICTORS.register("mlp")
 class MLPPredictor(nn.Module):
     """The next embedding from the last ``context`` frames and their actions, stacked (a frame stack).
 
     ``context=1`` is Markov: one frame cannot show velocities, which a mass or a swinging pole keeps;
     two frames can. Frames before the first one are padded with copies of it (and its action).
     """
+
+    @classmethod
+    def from_config(cls, cfg, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int, history: int):
+        return cls(embed_dim, num_tokens, action_dim, cfg["hidden_dim"], cfg["depth"], context=history)
 
     def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, hidden_dim: int = 512, depth: int = 2,
                  context: int = 1):
@@ -45,12 +53,18 @@ class MLPPredictor(nn.Module):
         return z[:, -1] + self.net(frames.flatten(1)).view_as(z[:, -1])
 
 
+@PREDICTORS.register("transformer")
 class CausalTransformerPredictor(nn.Module):
     """Transformer over a history of frames, with a block-causal mask: frame t sees frames <= t only.
 
     ``action_conditioning="adaln"``: each frame's action modulates the norms of every block (AdaLN).
     ``"token"``: each frame gets one extra action token, attended to under the same causal rule.
     """
+
+    @classmethod
+    def from_config(cls, cfg, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int, history: int):
+        return cls(embed_dim, num_tokens, action_dim, max_frames, depth=cfg["depth"], heads=cfg["heads"],
+                   hidden_dim=cfg["hidden_dim"], action_conditioning=cfg["action_conditioning"], dropout=cfg["dropout"])
 
     def __init__(self, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int, depth: int = 4,
                  heads: int = 4, hidden_dim: int = 256, mlp_ratio: float = 4.0, action_conditioning: str = "adaln",
@@ -99,18 +113,7 @@ class CausalTransformerPredictor(nn.Module):
         return z + self.out(self.norm(x))
 
 
-PREDICTORS = ("mlp", "transformer")
-
-
 def build_predictor(cfg, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int, history: int = 1) -> nn.Module:
-    """The predictor named by ``cfg.name`` (``mlp``: a stack of ``history`` frames, or ``transformer``:
-    causal attention over up to ``max_frames``) with the config's sizes."""
-    name = cfg["name"]
-    if name == "mlp":
-        return MLPPredictor(embed_dim, num_tokens, action_dim, cfg["hidden_dim"], cfg["depth"], context=history)
-    if name == "transformer":
-        return CausalTransformerPredictor(
-            embed_dim, num_tokens, action_dim, max_frames, depth=cfg["depth"], heads=cfg["heads"],
-            hidden_dim=cfg["hidden_dim"], action_conditioning=cfg["action_conditioning"], dropout=cfg["dropout"],
-        )
-    raise ValueError(f"unknown predictor '{name}'{did_you_mean(name, PREDICTORS)} (choices: {', '.join(PREDICTORS)})")
+    """The predictor named by ``cfg.name`` (``mlp``: a stack of ``history`` frames, or ``transformer``: causal
+    attention over up to ``max_frames``) with the config's sizes."""
+    return PREDICTORS[cfg["name"]].from_config(cfg, embed_dim, num_tokens, action_dim, max_frames, history)

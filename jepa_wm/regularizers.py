@@ -6,10 +6,15 @@ that solution in a different way, and each has its own weight in the model confi
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from jepa_wm.layers import mlp
+from jepa_wm.registry import Registry
 
 
 def token_groups(z: torch.Tensor) -> torch.Tensor:
@@ -105,3 +110,42 @@ def slowness(z: torch.Tensor, z_all: torch.Tensor | None = None) -> torch.Tensor
     groups = token_groups(z if z_all is None else z_all)  # (N, M, D)
     variance = groups.var(dim=-2).sum(dim=-1).mean()  # total variance per token position, averaged
     return step / (2 * variance).clamp_min(1e-8)
+
+
+# ------------------------------------------------------------------------------------------- the registry
+@dataclass(frozen=True)
+class Term:
+    """An anti-collapse term as training uses it.
+
+    ``compute(model, z, z_all, actions)`` maps the batch's embeddings z (B, L, N, D), the global batch's z_all
+    (B_all, L, N, D) and actions (B, L-1, A) to a scalar: terms made of batch statistics use z_all, so N
+    processes under DDP train what one process would with N times the batch; per-sample means use z (DDP's
+    gradient average makes them global). ``head(model)`` builds a module the term trains, kept as
+    ``model.<name>`` while the term's weight is above 0.
+    """
+
+    compute: Callable
+    head: Callable | None = None
+
+
+# Terms by their weight's name under model.regularizers (the model's YAML lists every weight, 0 = off).
+REGULARIZERS = Registry("anti-collapse term", "model.regularizers")
+
+
+def register_term(name: str, head: Callable | None = None):
+    def add(compute: Callable) -> Callable:
+        REGULARIZERS.register(name)(Term(compute, head))
+        return compute
+
+    return add
+
+
+register_term("vicreg_variance")(lambda model, z, z_all, actions: vicreg_variance(token_groups(z_all)))
+register_term("vicreg_covariance")(lambda model, z, z_all, actions: vicreg_covariance(token_groups(z_all)))
+register_term("sigreg")(lambda model, z, z_all, actions: sigreg(
+    token_groups(z_all), num_projections=model.cfg["sigreg_projections"], generator=model.step_generator(z.device)))
+register_term("inverse_dynamics", head=lambda model: InverseDynamicsHead(model.embed_dim, model.num_tokens,
+                                                                         model.action_dim))(
+    lambda model, z, z_all, actions: F.mse_loss(model.inverse_dynamics(z[:, :-1], z[:, 1:]), actions))
+register_term("temporal")(lambda model, z, z_all, actions: temporal_smoothness(z))
+register_term("slowness")(lambda model, z, z_all, actions: slowness(z, z_all))

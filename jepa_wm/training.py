@@ -1,4 +1,5 @@
-"""Training runs: the Trainer, loggers and checkpoints around a ``JEPAWorldModel``.
+"""Training runs: the Trainer, loggers and checkpoints around a ``JEPAWorldModel`` (the module that trains a
+``WorldModel``).
 
 A run directory holds ``config.yaml`` (what the run does, written once it really starts),
 ``checkpoints/last.ckpt`` (the newest state: written at every validation and at the end),
@@ -43,16 +44,14 @@ from jepa_wm.files import (
     remove_temporaries,
     write_text_atomic,
 )
-from jepa_wm.module import JEPAWorldModel
+from jepa_wm.module import JEPAWorldModel, upgrade_state_dict
 
 RUN_DIRECTORY_VARIABLE = "JEPA_WM_RUN_DIRECTORY"  # shared with the processes a DDP launcher starts
 
-# What resume=true may change. Everything else is fixed by the checkpoint: model settings that change
-# its parameters, the data (another task's dataset) and the train/val split (data.val_fraction, seed).
-RESUMABLE_PREFIXES = ("trainer.", "eval.", "wandb.", "model.optim.", "model.loss.", "model.regularizers.",
-                      "model.decoder.weight", "model.decoder.detach", "model.ema_momentum", "model.stop_gradient",
-                      "model.sigreg_projections", "model.rollout_steps", "data.path", "data.batch_size",
-                      "data.num_workers", "best.", "checkpoints_at", "resume", "out", "learned_cost.")
+# What resume=true may not change, whatever the parameters: the train/val split, and what the model's inputs
+# and outputs mean. Any other setting may change on resume as long as the model's parameters keep their
+# shapes (a new loss weight, learning rate or regularizer setting may; a wider encoder may not).
+FIXED_ON_RESUME = ("seed", "data.val_fraction", "model.obs_type", "model.frameskip", "model.history")
 
 
 def run_directory(cfg: DictConfig) -> Path:
@@ -298,21 +297,19 @@ def _flatten(tree, prefix: str = "") -> dict:
 def check_resume(checkpoint: dict, cfg: DictConfig, model: JEPAWorldModel, data_description: dict, path: Path) -> None:
     """Refuse, naming the keys, a resume whose config the checkpoint cannot continue.
 
-    Anything that would change the model's parameters, the task of the data or the train/val split is
-    fixed by the checkpoint; everything else (learning rate, schedule, loss weights, batch size,
-    Trainer settings...) is applied from the new config.
+    The train/val split and the meaning of the model's inputs (``FIXED_ON_RESUME``), the model's parameter
+    shapes and the dataset are fixed by the checkpoint; every other setting (learning rate, schedule, loss
+    and regularizer weights, batch size, Trainer settings...) is applied from the new config.
     """
     before = _flatten(checkpoint["hyper_parameters"].get("run_config") or {})
     after = _flatten(to_dict(cfg))
-    changed = sorted(key for key in set(before) | set(after)
-                     if before.get(key) != after.get(key) and not key.startswith(RESUMABLE_PREFIXES))
-    old_shapes = {name: tuple(tensor.shape) for name, tensor in checkpoint["state_dict"].items()}
+    differing = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
+    changed = [key for key in differing if key in FIXED_ON_RESUME]
+    old_shapes = {name: tuple(tensor.shape) for name, tensor in upgrade_state_dict(checkpoint["state_dict"]).items()}
     new_shapes = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    if old_shapes != new_shapes and not any(key.startswith("model.") for key in changed):
-        # A resumable-looking setting that adds or removes parameters (e.g. inverse_dynamics 0 -> 1).
-        changed += [key for key in sorted(set(before) | set(after))
-                    if key.startswith("model.") and before.get(key) != after.get(key)] or [
-                    "the model's parameters (the data's observation shape differs)"]
+    if old_shapes != new_shapes:  # e.g. a wider encoder, or inverse_dynamics 0 -> 1 (its head appears)
+        changed += [key for key in differing if key.startswith("model.") and key not in changed] or [
+            "the model's parameters (the data's observation shape differs)"]
     old_data = checkpoint["hyper_parameters"].get("env") or {}
     for key in ("config", "action_low", "action_high", "frameskip"):
         if old_data.get(key) != data_description.get(key):

@@ -20,7 +20,7 @@ import torch
 from jepa_wm.data.actions import model_to_env_actions
 from mujoco import rollout as mujoco_rollout
 
-from jepa_wm.errors import did_you_mean
+from jepa_wm.registry import Registry
 
 DISTANCES = ("l2", "cosine")
 STEP_WEIGHTINGS = ("final", "all")
@@ -94,30 +94,37 @@ class WeightedSum:
         return " + ".join(f"{weight:g} x {objective.describe()}" for weight, objective, _ in self.terms)
 
 
-# Costs a plan config can name (``cost.name``); ``auto`` is the checkpoint's learned cost when it has one.
-COST_NAMES = ("auto", "l2", "cosine", "learned", "sum")
-AUTO_WITH_LEARNED = "sum"  # what auto plans with when the checkpoint carries a learned cost
+# Costs a plan config can name (``cost.name``): each builds its objective from (model, the cost section). A new
+# cost is a function registered here, with its settings in the ``cost`` section of configs/plan.yaml.
+COSTS = Registry("planning cost", "cost.name")
+AUTO = "auto"  # cost.name=auto: AUTO_WITH_LEARNED when the checkpoint carries a learned cost, else cost.distance
+AUTO_WITH_LEARNED = "sum"
+
+
+def _learned(model, name: str):
+    learned = getattr(model, "learned_cost", None)
+    if learned is None:
+        raise ValueError(f"cost.name={name} needs a checkpoint with a learned cost; train one with "
+                         f"jepa-wm train-cost checkpoint=..., or plan with cost.name=l2")
+    return learned
+
+
+COSTS.register("l2")(lambda model, cost_cfg: LatentDistance("l2"))
+COSTS.register("cosine")(lambda model, cost_cfg: LatentDistance("cosine"))
+COSTS.register("learned")(lambda model, cost_cfg: LearnedDistance(_learned(model, "learned")))
+COSTS.register("sum")(lambda model, cost_cfg: WeightedSum([
+    (cost_cfg["latent_weight"], LatentDistance(cost_cfg["distance"]), _learned(model, "sum").latent_scale),
+    (cost_cfg["learned_weight"], LearnedDistance(_learned(model, "sum")), _learned(model, "sum").learned_scale)]))
 
 
 def build_objective(model, cost_cfg) -> tuple[object, str]:
     """The objective a plan config's ``cost`` section asks for with this model, and a line saying which."""
     name = cost_cfg["name"]
-    if name not in COST_NAMES:
-        raise ValueError(f"unknown cost '{name}'{did_you_mean(name, COST_NAMES)} (choices: {', '.join(COST_NAMES)})")
-    learned = getattr(model, "learned_cost", None)
-    if name == "auto":
-        name = AUTO_WITH_LEARNED if learned is not None else cost_cfg["distance"]
-    if name in ("learned", "sum") and learned is None:
-        raise ValueError(f"cost.name={name} needs a checkpoint with a learned cost; train one with "
-                         f"jepa-wm train-cost checkpoint=..., or plan with cost.name=l2")
-    if name in DISTANCES:
-        objective = LatentDistance(name)
-    elif name == "learned":
-        objective = LearnedDistance(learned)
-    else:
-        objective = WeightedSum([(cost_cfg["latent_weight"], LatentDistance(cost_cfg["distance"]), learned.latent_scale),
-                                 (cost_cfg["learned_weight"], LearnedDistance(learned), learned.learned_scale)])
-    note = "" if learned is not None or cost_cfg["name"] != "auto" else " (the checkpoint has no learned cost)"
+    has_learned = getattr(model, "learned_cost", None) is not None
+    if name == AUTO:
+        name = AUTO_WITH_LEARNED if has_learned else cost_cfg["distance"]
+    objective = COSTS[name](model, cost_cfg)
+    note = " (the checkpoint has no learned cost)" if cost_cfg["name"] == AUTO and not has_learned else ""
     return objective, f"cost: {objective.describe()}{note}"
 
 

@@ -24,7 +24,7 @@ from jepa_wm.planning.evaluate import (
     write_report,
 )
 from jepa_wm.planning.mpc import MPCController, RandomController
-from jepa_wm.planning.planners import build_planner
+from jepa_wm.planning.planners import PLANNERS, build_planner
 from omegaconf import DictConfig
 
 from jepa_wm.checkpoint import load_world_model
@@ -120,9 +120,10 @@ def build_mpc(plan_cfg, planner_settings: dict, cost_model, action_dim: int, fra
         raise ConfigError(f"mpc settings: {error}") from error
 
 
-def oracle_planner_settings(planner_settings: dict) -> dict:
-    """The oracle's planner: ours, except that the simulator is not differentiable (gradient -> CEM)."""
-    return planner_settings if planner_settings["name"] != "gradient" else to_dict(load_group("planner", "cem"))
+def oracle_planner_settings(planner_settings: dict, fallback: str) -> dict:
+    """The oracle's planner: ours, unless ours needs a differentiable cost, which the simulator is not: then
+    the plan config's ``oracle_planner``."""
+    return to_dict(load_group("planner", fallback)) if PLANNERS[planner_settings["name"]].needs_gradients else planner_settings
 
 
 def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict, dict]:
@@ -143,7 +144,7 @@ def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict,
             controllers[method] = RandomController()
             planner_names[method] = None
         else:
-            settings = oracle_planner_settings(planner_settings)
+            settings = oracle_planner_settings(planner_settings, plan_cfg.oracle_planner)
             cost = SimulatorCost(frameskip, plan_cfg.cost.steps)
             controllers[method] = build_mpc(plan_cfg, settings, cost, action_dim, frameskip, "cpu")
             planner_names[method] = settings["name"]

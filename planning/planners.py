@@ -31,6 +31,7 @@ from typing import Callable, Sequence
 import torch
 
 from jepa_wm.errors import did_you_mean
+from jepa_wm.registry import Registry
 
 CostFn = Callable[[torch.Tensor], torch.Tensor]  # actions (N, K, A) -> cost (N,)
 Bound = float | Sequence[float] | torch.Tensor
@@ -45,12 +46,19 @@ class PlanResult:
     info: dict = field(default_factory=dict)  # iterations, cost_history, evaluations
 
 
+# Planners by the ``name`` of their configs/planner/ file; a new one is a Planner subclass registered with
+# this decorator and its YAML file (every setting of its __init__, with a comment).
+PLANNERS = Registry("planner", "planner=NAME, a file of configs/planner/")
+
+
 class Planner:
     """Shared bookkeeping: bounds, warm start, seeded noise and checked cost evaluation.
 
     `action_low` / `action_high` are floats or length-A sequences; a float paired with a sequence
     is broadcast to it, and two floats mean a one-dimensional action (A = 1).
     """
+
+    needs_gradients = False  # True: the cost must be differentiable in the actions
 
     def __init__(
         self,
@@ -195,6 +203,7 @@ def _check_at_least_one(**settings: int) -> None:
             raise ValueError(f"{name} must be >= 1; got {value}")
 
 
+@PLANNERS.register("cem")
 class CEM(Planner):
     """Cross-entropy method: sample around a Gaussian, refit it to the lowest-cost elites.
 
@@ -313,6 +322,7 @@ def _finite_elite_statistics(
     return mean, std, count > 0
 
 
+@PLANNERS.register("mppi")
 class MPPI(Planner):
     """MPPI: refit a Gaussian to the top-k elites, each weighted by a softmax of its cost.
 
@@ -423,8 +433,12 @@ class MPPI(Planner):
         return torch.softmax(logits, dim=0)  # (E,)
 
 
+@PLANNERS.register("gradient")
 class GradientPlanner(Planner):
     """Adam on the action sequences through a differentiable cost, `restarts` starts in parallel.
+
+    It needs a cost it can differentiate (``needs_gradients``): the simulator oracle plans with
+    ``oracle_planner`` of the plan config instead.
 
     Restart 0 starts at the warm start itself, the others at Gaussian perturbations of it
     (`init_noise` is a fraction of half the action range). Actions are optimised in units of half
@@ -439,6 +453,8 @@ class GradientPlanner(Planner):
     Bookkeeping stays on the device; the only host reads in the loop are Adam's own step
     counter, which PyTorch keeps on the CPU (no device synchronisation).
     """
+
+    needs_gradients = True
 
     def __init__(
         self,
@@ -518,7 +534,6 @@ class GradientPlanner(Planner):
         )
 
 
-PLANNERS: dict[str, type[Planner]] = {"cem": CEM, "mppi": MPPI, "gradient": GradientPlanner}
 
 # Arguments every planner takes; build_planner passes them itself, so they are not "settings".
 _COMMON_ARGUMENTS = {"self", "horizon", "action_low", "action_high", "device", "seed"}
@@ -534,9 +549,6 @@ def build_planner(
     **settings,
 ) -> Planner:
     """Build a planner from its config name and settings; a typo gets the nearest valid name."""
-    if name not in PLANNERS:
-        choices = sorted(PLANNERS)
-        raise ValueError(f"unknown planner '{name}'{did_you_mean(name, choices)} (choices: {', '.join(choices)})")
     planner_class = PLANNERS[name]
     valid = sorted(set(inspect.signature(planner_class.__init__).parameters) - _COMMON_ARGUMENTS)
     for key in settings:

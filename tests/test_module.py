@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from jepa_wm import CheckpointError, JEPAWorldModel, load_world_model
+from jepa_wm import CheckpointError, JEPAWorldModel, WorldModel, load_world_model
 from jepa_wm.config import compose, model_config
 from jepa_wm.errors import NonFiniteLossError
 from jepa_wm.pipeline import train_from_config
@@ -137,7 +137,7 @@ def test_load_world_model_rejects_missing_truncated_and_foreign_files(tmp_path):
     model = small_pixel_model()
     good = tmp_path / "good.ckpt"
     torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, good)
-    assert isinstance(load_world_model(good), JEPAWorldModel)
+    assert isinstance(load_world_model(good), WorldModel)
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="truncated"):
@@ -274,12 +274,12 @@ def test_token_embeddings_cannot_meet_vicreg_with_per_position_constants():
     assert float(effective_rank(token_groups(z))) < 1.5
     spread = torch.randn(32, 4, 16, 8)
     assert vicreg_variance(token_groups(spread)) < 0.1 and float(effective_rank(token_groups(spread))) > 6
-    from jepa_wm.module import REGULARIZERS
+    from jepa_wm.regularizers import REGULARIZERS
 
     model = small_pixel_model("model.encoder.tokens=true")  # what training computes, term by term
     actions = torch.zeros(32, 3, model.action_dim)
-    assert REGULARIZERS["vicreg_variance"](model, z, z, actions) == pytest.approx(1.0, abs=0.02)
-    assert REGULARIZERS["sigreg"](model, z, z, actions) > 10 * REGULARIZERS["sigreg"](model, spread, spread, actions)
+    assert REGULARIZERS["vicreg_variance"].compute(model, z, z, actions) == pytest.approx(1.0, abs=0.02)
+    assert REGULARIZERS["sigreg"].compute(model, z, z, actions) > 10 * REGULARIZERS["sigreg"].compute(model, spread, spread, actions)
 
 
 def test_a_reconstruction_world_model_trains_its_encoder_by_reconstruction_alone():
@@ -305,3 +305,11 @@ def test_the_verbs_refuse_inputs_of_the_wrong_kind_with_what_they_expect():
         model.rollout(z, torch.zeros(1, 3, 2))
     with pytest.raises(ValueError, match=r"embeddings must be \(B, H, 1, 16\)"):
         model.predict(z[0], torch.zeros(1, 1, 10))
+
+
+def test_the_ema_target_encoder_stays_in_eval_mode_while_the_model_trains():
+    model = small_pixel_model("model.target=ema", "model.encoder.name=timm", "model.encoder.timm_model=vit_tiny_patch16_224",
+                              "model.encoder.embed_dim=16")
+    model.train()
+    assert model.training and model.encoder.training
+    assert not model.target_encoder.training and not any(module.training for module in model.target_encoder.modules())

@@ -194,7 +194,7 @@ def test_build_planner_suggests_the_nearest_name_for_an_unknown_planner():
     with pytest.raises(ValueError) as error:
         build_planner("cme", 5, -1.0, 1.0)
     assert str(error.value) == (
-        "unknown planner 'cme'; did you mean 'cem'? (choices: cem, gradient, mppi)"
+        "unknown planner 'cme'; did you mean 'cem'? (planner=NAME, a file of configs/planner/; choices: cem, gradient, mppi)"
     )
 
 

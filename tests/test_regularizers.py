@@ -4,8 +4,8 @@ weight puts exactly that term into the training loss."""
 import pytest
 import torch
 
-from jepa_wm.module import REGULARIZERS
 from jepa_wm.regularizers import (
+    REGULARIZERS,
     InverseDynamicsHead,
     sigreg,
     slowness,
@@ -115,6 +115,6 @@ def test_the_models_slowness_term_is_the_scale_free_one():
     model = small_pixel_model()
     z = torch.randn(4, 5, 1, 16, generator=torch.Generator().manual_seed(0))
     actions = torch.zeros(4, 4, 2)
-    slow, small_slow = (REGULARIZERS["slowness"](model, x, x, actions) for x in (z, 0.01 * z))
-    smooth, small_smooth = (REGULARIZERS["temporal"](model, x, x, actions) for x in (z, 0.01 * z))
+    slow, small_slow = (REGULARIZERS["slowness"].compute(model, x, x, actions) for x in (z, 0.01 * z))
+    smooth, small_smooth = (REGULARIZERS["temporal"].compute(model, x, x, actions) for x in (z, 0.01 * z))
     assert float(small_slow) == pytest.approx(float(slow), rel=1e-4) and small_smooth < 0.001 * smooth

@@ -341,3 +341,16 @@ def test_a_tasks_training_settings_apply_to_its_data_and_the_command_line_wins(t
     cfg = train_config([f"data.path={dataset}", "model.history=3"])
     assert cfg.model.regularizers.temporal == 1.0 and cfg.model.history == 3
     assert train_config(["data.path=nowhere"]).model.regularizers.temporal == 0.0  # no data: the defaults
+
+
+def test_a_run_saved_in_the_previous_checkpoint_format_resumes_and_loads(tmp_path, reacher_pixel_dataset):
+    """Format 2 kept the world model's weights at the top of the state dict (format 3: under world_model.)."""
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=4, every=4)
+    last = run / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=True)
+    checkpoint["state_dict"] = {key.removeprefix("world_model."): value for key, value in checkpoint["state_dict"].items()}
+    checkpoint["hyper_parameters"]["format"] = "jepa-wm/2"
+    torch.save(checkpoint, last)
+    encoded = load_world_model(last).encode(torch.zeros(1, 1, 64, 64, 3, dtype=torch.uint8))
+    train(reacher_pixel_dataset, run, "resume=true", steps=8, every=4)
+    assert checkpoint_step(last) == 8 and encoded.shape == (1, 1, 1, 8)

@@ -58,7 +58,7 @@ def test_a_shipped_model_of_an_older_format_says_how_to_rebuild_the_zoo(zoo):
     torch.save(checkpoint, zoo / "reacher-easy.ckpt")
     card = json.loads((zoo / "reacher-easy.json").read_text())  # shipped as it was, with its own card
     (zoo / "reacher-easy.json").write_text(json.dumps({**card, "weights_sha256": file_sha256(zoo / "reacher-easy.ckpt")}))
-    with pytest.raises(CheckpointError, match=r"format jepa-wm/1, but this version reads jepa-wm/2; rebuild the "
+    with pytest.raises(CheckpointError, match=r"format jepa-wm/1, but this version reads jepa-wm/3; rebuild the "
                                               r"shipped models with python benchmarks/zoo.py"):
         load_world_model("pretrained:reacher-easy")
 
@@ -75,7 +75,7 @@ def test_torch_hub_loads_a_shipped_model_from_a_local_clone(zoo, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "['reacher_easy']" in result.stdout and "JEPAWorldModel False" in result.stdout
+    assert "['reacher_easy']" in result.stdout and "WorldModel False" in result.stdout
 
 
 def hub_cache_with(tmp_path, repo: str, files: dict) -> Path:
