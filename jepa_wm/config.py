@@ -20,14 +20,13 @@ from jepa_wm.errors import ConfigError, did_you_mean
 
 
 def _config_dir() -> Path:
-    """Where ``jepa_wm.configs`` lives: the repository's configs/ (source checkout, editable install) or the
-    installed package's copy."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("jepa_wm.configs")
-    if spec is None or not spec.submodule_search_locations:
-        return Path(__file__).resolve().parents[1] / "configs"
-    return Path(next(iter(spec.submodule_search_locations)))
+    """Where ``jepa_wm.configs`` lives for this copy of jepa_wm: inside the installed package, or the
+    repository's configs/ beside it (a source checkout, an editable install)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "configs", here.parent / "configs"):
+        if (candidate / "plan.yaml").is_file():
+            return candidate
+    raise ImportError(f"jepa_wm's configs are missing beside {here}; reinstall jepa-wm")
 
 
 CONFIG_DIR = _config_dir()
