@@ -1,9 +1,13 @@
-"""Planning speed: ms per MPC step and candidate rollouts per second, for each planner.
+"""Planning speed: ms per MPC step and candidate rollouts per second, for each planner; and ms per control
+decision for each way to act (act=planner | policy | policy+planner), idle and beside a busy neighbour.
 
 Each planner plans from a real reacher-easy observation toward a real goal with a world model (a
 checkpoint, or a freshly initialised model of the default pixel config: speed does not depend on the
 weights). The baseline, measured in the same process, is the straightforward implementation that
-scores candidates one at a time in a Python loop; the ratio is loop time / batched time.
+scores candidates one at a time in a Python loop; the ratio is loop time / batched time. A decision is what
+the MPC controller does per replan (encode the history, then propose and/or plan), timed by the controller
+itself; a model without a policy gets an untrained one of the default size (speed does not depend on weights).
+The busy neighbour is a torch training loop in another process (benchmarks/contention.py's).
 
     python benchmarks/planning_speed.py                     # CPU
     python benchmarks/planning_speed.py device=cuda --write # and record in BENCHMARKS.md
@@ -11,6 +15,7 @@ scores candidates one at a time in a Python loop; the ratio is loop time / batch
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import time
@@ -22,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import machine_description, update_benchmarks_section  # noqa: E402
 from jepa_wm.data.envs import make_env  # noqa: E402
 from jepa_wm.planning.costs import LatentGoalCost  # noqa: E402
-from jepa_wm.planning.experiment import planner_from_settings  # noqa: E402
+from jepa_wm.planning.experiment import ACTING, build_ours, planner_from_settings  # noqa: E402
 from jepa_wm.planning.planners import PLANNERS  # noqa: E402
 
 from jepa_wm.checkpoint import load_world_model  # noqa: E402
@@ -35,6 +40,7 @@ from jepa_wm.config import (  # noqa: E402
     to_dict,
 )
 from jepa_wm.module import JEPAWorldModel  # noqa: E402
+from jepa_wm.policy import GoalPolicy, GoalPolicyNet, default_policy_settings  # noqa: E402
 
 PLAN = compose("plan")  # the planner, horizon and cost plan.py uses
 HORIZON = PLAN.mpc.horizon
@@ -67,16 +73,50 @@ def time_plan(planner_name: str, cost_fn, action_dim: int, device: str, repeats:
     return statistics.median(times), evaluations
 
 
+def untrained_policy(model) -> GoalPolicy:
+    """A policy of the default size for ``model`` (what a decision costs does not depend on its weights)."""
+    settings = default_policy_settings("gcbc")
+    features = model.num_tokens * model.embed_dim
+    net = GoalPolicyNet(features, model.history, HORIZON, model.action_dim, settings.hidden_dim, settings.depth)
+    return GoalPolicy("gcbc", net.eval().requires_grad_(False), torch.zeros(features), torch.ones(features),
+                      dict(settings.__dict__))
+
+
+def time_decisions(model, env, act: str, device: str, repeats: int, neighbour: str | None) -> float:
+    """Median seconds of one control decision with ``act``, next to a busy ``neighbour`` process if given."""
+    import subprocess
+
+    from contention import HOGS, ROOT
+
+    controller = build_ours(compose("plan", [f"act={act}"]), model, model.action_dim, model.frameskip, device)
+    hog = subprocess.Popen([sys.executable, "-c", HOGS[neighbour]], cwd=ROOT) if neighbour else None
+    try:
+        if hog:
+            time.sleep(1.0)
+        times = []
+        for repeat in range(repeats + 1):  # the first decision warms up, and is dropped
+            controller.reset(seed=repeat)
+            obs, _ = env.reset(seed=repeat)
+            controller.act(env, obs)
+            if repeat:
+                times.append(controller.planning_seconds[-1])
+    finally:
+        if hog:
+            hog.kill()
+            hog.wait()
+    return statistics.median(times)
+
+
 def main(argv: list[str]) -> None:
     options, flags = command_line(argv, {"device": "cuda" if torch.cuda.is_available() else "cpu", "repeats": 5,
-                                         "loop_repeats": 2, "checkpoint": None})
+                                         "loop_repeats": 2, "decisions": 20, "checkpoint": None})
     write = "--write" in flags
     device, repeats, loop_repeats = options["device"], options["repeats"], options["loop_repeats"]
     if options["checkpoint"]:
         model = load_world_model(options["checkpoint"], device=device)
     else:
         model_cfg = model_config()
-        model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip).eval().to(device)
+        model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip).world_model.eval().to(device)
     env = make_env(to_dict(load_group("env", "reacher-easy")), obs_type=model.cfg["obs_type"])
     obs, _ = env.reset(seed=0)
     cost_fn = LatentGoalCost.from_config(model, PLAN.cost).make_cost(env, [obs], [])
@@ -88,6 +128,17 @@ def main(argv: list[str]) -> None:
         rows.append((name, evaluations, seconds * 1000, evaluations / seconds, loop_seconds * 1000, loop_seconds / seconds))
         print(f"{name}: {seconds * 1000:.1f} ms/step batched, {loop_seconds * 1000:.1f} ms/step looped")
 
+    if model.policy is None:
+        model.policy = untrained_policy(model).to(device)
+    load_before = os.getloadavg()[0]
+    acting = {}
+    for act in ACTING:
+        for neighbour in (None, "torch training"):
+            acting[act, neighbour] = time_decisions(model, env, act, device, options["decisions"], neighbour) * 1000
+            print(f"act={act}, {neighbour or 'idle'}: {acting[act, neighbour]:.2f} ms/decision")
+    load_after = os.getloadavg()[0]
+    plan = PLAN.planner
+    budget = PLAN.policy_planner
     table = [
         f"Device: {device}. World model: {model.cfg['encoder']['name']} encoder, {model.cfg['predictor']['name']} "
         f"predictor, D={model.embed_dim}; horizon {HORIZON}; planner settings from configs/planner/. "
@@ -96,6 +147,17 @@ def main(argv: list[str]) -> None:
         "| planner | candidates per MPC step | batched ms / MPC step | candidate rollouts / s | per-candidate loop ms / MPC step | speed-up |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         *[f"| {n} | {e} | {ms:.1f} | {rate:,.0f} | {loop_ms:.1f} | {ratio:.0f}x |" for n, e, ms, rate, loop_ms, ratio in rows],
+        "",
+        f"Ways to act (configs/plan.yaml act=): ms per control decision (encode the history, then propose and/or "
+        f"plan), median of {options['decisions']} decisions from reacher-easy starts after a warm-up one; planner = "
+        f"{plan.name} {plan.samples} x {plan.iterations}, policy+planner = the policy's proposal seeding "
+        f"{plan.name} {budget.samples} x {budget.iterations} (init_std {budget.init_std}). Busy neighbour: a torch "
+        f"training loop in another process. Load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}.",
+        "",
+        "| act | ms / decision, idle | ms / decision, busy neighbour | vs planner (idle) |",
+        "| --- | ---: | ---: | ---: |",
+        *[f"| {act} | {acting[act, None]:.2f} | {acting[act, 'torch training']:.2f} | "
+          f"{acting[act, None] / acting['planner', None]:.2f}x |" for act in ACTING],
     ]
     text = "\n".join(table)
     print(text)

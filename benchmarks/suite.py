@@ -74,10 +74,14 @@ def comparable(config: dict) -> dict:
     """The settings of a report that decide its numbers (not where it was written or how it printed).
 
     Reports written before planning costs had names planned with the latent distance: read as ``cost.name=l2``
-    with the weights' defaults, which only a sum uses."""
+    with the weights' defaults, which only a sum uses. Reports written before ``act`` acted with the planner;
+    ``policy_planner`` only matters when a policy seeds the planner."""
     settings = {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
     if "cost" in settings and "name" not in settings["cost"]:
         settings["cost"] = {"name": "l2", "latent_weight": 1.0, "learned_weight": 1.0, **settings["cost"]}
+    settings.setdefault("act", "planner")
+    if settings["act"] != "policy+planner":
+        settings.pop("policy_planner", None)
     return settings
 
 

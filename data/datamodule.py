@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytorch_lightning as pl
 from jepa_wm.data.dataset import EpisodeStore, TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
 from torch.utils.data import DataLoader
@@ -69,7 +71,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             "action_low": manifest["action"]["low"],
             "action_high": manifest["action"]["high"],
             "frameskip": self.frameskip,
-            "dataset": str(self.path),
+            "dataset": str(Path(self.path).resolve()),
             "dataset_sha256": manifest["header_sha256"],  # which dataset: resume refuses another
         }
 

@@ -19,8 +19,9 @@ from jepa_wm.errors import CheckpointError
 from jepa_wm.files import save_torch_atomic
 from jepa_wm.learned_cost import LearnedCost
 from jepa_wm.module import CHECKPOINT_FORMAT, READABLE_FORMATS, upgrade_state_dict
-from jepa_wm.world_model import WorldModel
+from jepa_wm.policy import GoalPolicy
 from jepa_wm.references import REBUILD_ZOO, resolve_checkpoint
+from jepa_wm.world_model import WorldModel
 
 REBUILD_HINT = "rebuild it with this version: collect with jepa-wm collect, train with jepa-wm train"
 
@@ -103,12 +104,13 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
         raise CheckpointError(f"{path}: weight {bad[0]} holds NaN or inf values (the run that wrote it diverged); "
                               f"use an earlier checkpoint of that run")
     model.load_state_dict(saved)
-    if checkpoint.get("learned_cost") is not None:
-        try:
-            model.learned_cost = LearnedCost.from_checkpoint(checkpoint["learned_cost"])
-        except Exception as error:  # a file from anyone
-            raise CheckpointError(f"{path}: its learned cost cannot be rebuilt ({type(error).__name__}: {error}); "
-                                  f"retrain it with jepa-wm train-cost") from error
+    for key, kind, command in (("learned_cost", LearnedCost, "train-cost"), ("policy", GoalPolicy, "train-policy")):
+        if checkpoint.get(key) is not None:
+            try:
+                setattr(model, key, kind.from_checkpoint(checkpoint[key]))
+            except Exception as error:  # a file from anyone
+                raise CheckpointError(f"{path}: its {key.replace('_', ' ')} cannot be rebuilt ({type(error).__name__}: "
+                                      f"{error}); retrain it with jepa-wm {command}") from error
     return model
 
 
@@ -129,8 +131,9 @@ def load_world_model(reference: str | Path, device: str | torch.device = "cpu") 
     """Checkpoint path (or ``wandb:`` artifact reference) -> world model in eval mode on ``device``."""
     path = resolve_checkpoint(reference)
     model = model_from_checkpoint(read_checkpoint(path), path)
-    if model.learned_cost is not None:
-        model.learned_cost.to(device)
+    for head in (model.learned_cost, model.policy):
+        if head is not None:
+            head.to(device)
     return model.eval().requires_grad_(False).to(device)
 
 
@@ -139,8 +142,9 @@ def export_weights(checkpoint: dict, path: Path) -> Path:
     optimizer, scheduler or loop states: what ships and uploads. Written atomically."""
     slim = {"state_dict": checkpoint["state_dict"], "hyper_parameters": checkpoint["hyper_parameters"],
             "global_step": checkpoint.get("global_step", 0)}
-    if checkpoint.get("learned_cost") is not None:
-        slim["learned_cost"] = checkpoint["learned_cost"]
+    for key in ("learned_cost", "policy"):
+        if checkpoint.get(key) is not None:
+            slim[key] = checkpoint[key]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_torch_atomic(path, slim)

@@ -58,6 +58,16 @@ def _train_cost(cfg) -> None:
     print(json.dumps({key: round(value, 3) for key, value in metrics.items()}))
 
 
+def _train_policy(cfg) -> None:
+    import json
+
+    from jepa_wm.pipeline import train_policy_from_config
+
+    metrics = train_policy_from_config(cfg)
+    print(f"policy ({cfg.policy.kind}) stored in {cfg.out or cfg.checkpoint}")
+    print(json.dumps({key: round(value, 4) for key, value in metrics.items()}))
+
+
 def _plan(cfg) -> None:
     from jepa_wm.planning.experiment import run_plan
     from jepa_wm.references import PRETRAINED_PREFIX, describe_pretrained
@@ -120,6 +130,8 @@ COMMANDS: dict[str, Command] = {
                      "jepa-wm train data.path=datasets/reacher-easy out=runs/reacher", _train),
     "train-cost": Command("train_cost", "train a learned planning cost for a trained world model, into its checkpoint",
                           "jepa-wm train-cost checkpoint=runs/reacher/checkpoints/last.ckpt", _train_cost),
+    "train-policy": Command("train_policy", "train a goal-conditioned policy (the fast system) into a checkpoint",
+                            "jepa-wm train-policy checkpoint=runs/reacher/checkpoints/last.ckpt", _train_policy),
     "plan": Command("plan", "plan toward goals with a world model; success vs random and the oracle",
                     "jepa-wm plan checkpoint=pretrained:reacher-easy episodes=10 baselines=true", _plan),
     "quickstart": Command("quickstart", "collect, train and plan on reacher-easy in one command",

@@ -30,7 +30,7 @@ def _config_dir() -> Path:
 
 
 CONFIG_DIR = _config_dir()
-GROUPS = ("env", "model", "planner", "learned_cost")
+GROUPS = ("env", "model", "planner", "learned_cost", "policy")
 
 
 def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:

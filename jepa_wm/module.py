@@ -81,6 +81,7 @@ class JEPAWorldModel(pl.LightningModule):
     max_context = property(lambda self: self.world_model.max_context)
     frameskip = property(lambda self: self.world_model.frameskip)
     learned_cost = property(lambda self: self.world_model.learned_cost)
+    policy = property(lambda self: self.world_model.policy)
 
     def encode(self, obs) -> torch.Tensor:
         return self.world_model.encode(obs)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,7 @@ from jepa_wm.files import DirectoryLock, check_output_directory, save_torch_atom
 from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record
 from jepa_wm.planning.callbacks import GoalReachingEvalCallback
 from jepa_wm.planning.experiment import run_plan
+from jepa_wm.policy import PolicySettings, PolicyTrainer, relabelled_examples
 from jepa_wm.training import fit
 
 
@@ -180,29 +182,59 @@ def run_quickstart(cfg: DictConfig) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ learned costs
-def embed_episodes(model, store, episode_ids, batch_episodes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whole episodes of a dataset through the model's target encoder (the space goals are embedded in):
-    embeddings (E, T+1, N*D) and the goal coordinates of the same frames (E, T+1, C)."""
+@dataclass
+class EmbeddedEpisodes:
+    """Whole episodes of a dataset as a world model sees them: ``goals`` (E, T+1, F) through the target encoder
+    (the space goals are embedded in), ``history`` (E, T+1, F) through the encoder (what the predictor reads),
+    the goal coordinates of the frames (E, T+1, C) and the actions (E, T, A_env) in [-1, 1]."""
+
+    goals: torch.Tensor
+    history: torch.Tensor
+    coordinates: torch.Tensor
+    actions: torch.Tensor
+
+
+def embed_episodes(model, store, episode_ids, batch_episodes: int = 4) -> EmbeddedEpisodes:
     frames = store.steps_per_episode + 1
-    embeddings, coordinates = [], []
+    parts: dict[str, list] = {"goals": [], "history": [], "coordinates": [], "actions": []}
     for first in range(0, len(episode_ids), batch_episodes):
         chunk = np.asarray(episode_ids[first:first + batch_episodes])
         windows = store.read_windows(chunk, np.zeros(len(chunk), np.int64), frames)
+        obs = torch.as_tensor(windows["obs"]).to(model.device)
         with torch.no_grad():
-            z = model.encode_target(torch.as_tensor(windows["obs"]).to(model.device))  # (B, T+1, N, D)
-        embeddings.append(z.flatten(2).float().cpu())
-        coordinates.append(torch.as_tensor(windows["position"]))
-    return torch.cat(embeddings), torch.cat(coordinates)
+            goals = model.encode_target(obs).flatten(2).float().cpu()  # (B, T+1, N*D)
+            history = goals if model.target_encoder is None else model.encode(obs).flatten(2).float().cpu()
+        parts["goals"].append(goals)
+        parts["history"].append(history)
+        parts["coordinates"].append(torch.as_tensor(windows["position"]))
+        parts["actions"].append(torch.as_tensor(windows["actions"]))
+    return EmbeddedEpisodes(**{name: torch.cat(values) for name, values in parts.items()})
 
 
-def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None, out=None,
-                              progress: bool = True, save_every: int = 500) -> dict:
-    """Train a learned planning cost for the world model in checkpoint ``path`` on the dataset it was trained
-    on (or ``dataset``), and store it in the checkpoint (``out``: another file; written atomically).
+def recorded_dataset(model, checkpoint: Path) -> Path:
+    """The dataset a checkpoint says its model was trained on. Runs before this version recorded the path as
+    given (relative to where training ran): it is looked for from here, then from the checkpoint's folders up."""
+    recorded = model.hparams["env"].get("dataset")
+    if not recorded:
+        raise ConfigError(f"{checkpoint} does not record its dataset; pass data.path=DATASET")
+    recorded = Path(recorded)
+    for base in (Path.cwd(), *Path(checkpoint).resolve().parents):
+        if (base / recorded).is_dir():
+            return base / recorded
+    raise ConfigError(f"{checkpoint} was trained on {recorded}, which is not here; pass data.path=DATASET")
 
-    The cost learns from the train split of the world model's own episode split; its metrics come from the
-    held-out episodes. Every ``save_every`` steps the training state is saved beside the output
-    (``.<name>.learned-cost-state``), so a killed training resumes where it stopped. Returns the metrics.
+
+def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progress: bool = True,
+                          save_every: int = 500) -> dict:
+    """Train a head for the world model in checkpoint ``path`` on the dataset it was trained on (or ``dataset``)
+    and store it in the checkpoint under ``key`` (``out``: another file; written atomically).
+
+    ``build(model, store, train_ids, val_ids)`` returns ``(trainer, steps, what, finish)``: a trainer (``step``,
+    ``train(until, progress)``, ``state_dict()``, ``load_state_dict()``), its number of steps, a name for the
+    progress bar, and ``finish(trainer) -> (checkpoint entry, metrics)``. The head learns from the train split of
+    the world model's own episode split; ``finish`` may measure it on the held-out episodes. Every ``save_every``
+    steps the trainer's state is saved beside the output (``.<name>.<key>-state``), so a killed training resumes
+    where it stopped. Returns the metrics.
     """
     from jepa_wm.checkpoint import model_from_checkpoint, read_checkpoint
     from jepa_wm.data.dataset import load_episodes, split_episodes
@@ -212,41 +244,55 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
     check_output_directory(target.parent, "out")
     checkpoint = read_checkpoint(path)
     model = model_from_checkpoint(checkpoint, path).eval().requires_grad_(False)
-    dataset = dataset or model.hparams["env"].get("dataset")
-    if not dataset:
-        raise ConfigError(f"{path} does not record its dataset; pass data.path=DATASET")
-    store = load_episodes(dataset, model.cfg["obs_type"])
+    store = load_episodes(dataset or recorded_dataset(model, path), model.cfg["obs_type"])
     run = model.hparams.get("run_config") or {}
     train_ids, val_ids = split_episodes(store.num_episodes, run.get("data", {}).get("val_fraction", 0.1),
                                         run.get("seed", 0))
     target.parent.mkdir(parents=True, exist_ok=True)
     run_directory = target.parent.parent if target.parent.name == "checkpoints" else target.parent
     with DirectoryLock(run_directory, "a checkpoint"):
-        state_path = target.with_name(f".{target.name}.learned-cost-state")
-        trainer = CostTrainer(embed_episodes(model, store, train_ids)[0], settings)
+        state_path = target.with_name(f".{target.name}.{key}-state")
+        trainer, steps, what, finish = build(model, store, train_ids, val_ids)
         if state_path.is_file():
             state = torch.load(state_path, map_location="cpu", weights_only=True)
-            if state.get("settings") == settings_record(settings) and state.get("world_model_step") == checkpoint.get("global_step"):
-                trainer.load_state_dict(state)
-        bar = tqdm(total=settings.steps, initial=trainer.step, desc=f"learned cost ({settings.kind})", unit="step",
-                   disable=not progress)
+            if state.get("world_model_step") == checkpoint.get("global_step"):
+                try:
+                    trainer.load_state_dict(state)
+                except ValueError:  # started with other settings: start again
+                    pass
+        bar = tqdm(total=steps, initial=trainer.step, desc=what, unit="step", disable=not progress)
 
         def advance(step: int, loss: float) -> None:
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")
-            if save_every and step % save_every == 0 and step < settings.steps:
+            if save_every and step % save_every == 0 and step < steps:
                 save_torch_atomic(state_path, {**trainer.state_dict(), "world_model_step": checkpoint.get("global_step")})
 
         try:
-            trainer.train(settings.steps, advance)
+            trainer.train(steps, advance)
         finally:
             bar.close()
-        cost = trainer.result(*embed_episodes(model, store, val_ids))
-        checkpoint["learned_cost"] = cost.to_checkpoint()
+        checkpoint[key], metrics = finish(trainer)
         save_torch_atomic(target, checkpoint)
         state_path.unlink(missing_ok=True)
-    return cost.metrics
+    return metrics
+
+
+def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None, out=None,
+                              progress: bool = True, save_every: int = 500) -> dict:
+    """Train a learned planning cost into a checkpoint (see ``train_into_checkpoint``); returns its metrics: rank
+    correlations of the learned and of the latent distance with the true one, on held-out episodes."""
+    def build(model, store, train_ids, val_ids):
+        def finish(trainer):
+            held_out = embed_episodes(model, store, val_ids)
+            cost = trainer.result(held_out.goals, held_out.coordinates)
+            return cost.to_checkpoint(), cost.metrics
+
+        return (CostTrainer(embed_episodes(model, store, train_ids).goals, settings), settings.steps,
+                f"learned cost ({settings.kind})", finish)
+
+    return train_into_checkpoint(path, "learned_cost", build, dataset, out, progress, save_every)
 
 
 def train_cost_from_config(cfg: DictConfig) -> dict:
@@ -258,6 +304,69 @@ def train_cost_from_config(cfg: DictConfig) -> dict:
     except ValueError as error:
         raise ConfigError(f"learned_cost settings: {error}") from error
     return train_cost_for_checkpoint(cfg.checkpoint, settings, cfg.data.path, cfg.out, cfg.progress)
+
+
+# ---------------------------------------------------------------------------------------------- policies
+def planner_labels(model, examples, count: int, plan_overrides=(), seed: int = 0, progress: bool = True):
+    """The planner's K-step plans from ``count`` of the examples' states toward their goals: what ``distill``
+    regresses. The planner, horizon and cost are those of configs/plan.yaml (with ``plan_overrides``)."""
+    from jepa_wm.planning.costs import LatentGoalCost
+    from jepa_wm.planning.experiment import planner_from_settings
+
+    plan = compose("plan", list(plan_overrides))
+    horizon = examples.actions.shape[1]
+    planner = planner_from_settings(to_dict(plan.planner), horizon, model.action_dim, str(model.device), seed)
+    cost = LatentGoalCost.from_config(model, plan.cost)
+    shape = (model.num_tokens, model.embed_dim)
+    labels = []
+    for index in tqdm(range(count), desc="planner labels", unit="plan", disable=not progress):
+        z_history = examples.z_history[index].view(1, -1, *shape).to(model.device)
+        past = examples.past_actions[index][None].to(model.device)
+        cost_fn = cost.cost_of_embeddings(z_history, past, examples.goal[index].view(shape).to(model.device))
+        labels.append(planner.plan(cost_fn).actions.cpu())
+    return torch.stack(labels)  # (count, K, A)
+
+
+def train_policy_for_checkpoint(path, settings: PolicySettings, dataset=None, out=None, progress: bool = True,
+                                save_every: int = 500, horizon: int | None = None) -> dict:
+    """Train a goal-conditioned policy into a checkpoint (see ``train_into_checkpoint``) on hindsight-relabelled
+    examples of the world model's training episodes: the data's own actions (``gcbc``) or the planner's plans
+    from the same states (``distill``). It proposes ``horizon`` model actions (the plan config's horizon).
+    Returns its held-out error beside that of proposing zero."""
+    horizon = horizon or compose("plan").mpc.horizon
+
+    def build(model, store, train_ids, val_ids):
+        generator = torch.Generator().manual_seed(settings.seed)
+
+        def examples(episodes, count):
+            return relabelled_examples(episodes.history, episodes.goals, episodes.actions, count, model.history,
+                                       horizon, model.frameskip, generator, settings.goal)
+
+        training = examples(embed_episodes(model, store, train_ids), settings.labels)
+        held_out = examples(embed_episodes(model, store, val_ids), max(64, settings.labels // 10))
+        if settings.kind == "distill":  # the slow system's plans are the targets, on the same states
+            training.actions = planner_labels(model, training, settings.labels, seed=settings.seed, progress=progress)
+            count = min(len(held_out.goal), 200)
+            held_out = type(held_out)(held_out.z_history[:count], held_out.goal[:count],
+                                      planner_labels(model, held_out, count, seed=settings.seed + 1, progress=progress),
+                                      held_out.past_actions[:count])
+
+        def finish(trainer):
+            policy = trainer.result(held_out)
+            return policy.to_checkpoint(), policy.metrics
+
+        return PolicyTrainer(training, settings), settings.steps, f"policy ({settings.kind})", finish
+
+    return train_into_checkpoint(path, "policy", build, dataset, out, progress, save_every)
+
+
+def train_policy_from_config(cfg: DictConfig) -> dict:
+    """What ``jepa-wm train-policy`` does, from a ``configs/train_policy.yaml``-style config."""
+    try:
+        settings = PolicySettings.from_config(to_dict(cfg.policy))
+    except ValueError as error:
+        raise ConfigError(f"policy settings: {error}") from error
+    return train_policy_for_checkpoint(cfg.checkpoint, settings, cfg.data.path, cfg.out, cfg.progress)
 
 
 # ------------------------------------------------------------------------------------------- shipped models

@@ -56,6 +56,7 @@ class WorldModel(nn.Module):
         if cfg["target"] == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
         self.learned_cost = None  # a jepa_wm.learned_cost.LearnedCost, when the checkpoint carries one
+        self.policy = None  # a jepa_wm.policy.GoalPolicy, when the checkpoint carries one
 
     @property
     def device(self) -> torch.device:

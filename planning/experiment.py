@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from jepa_wm.data.envs import make_env
 from jepa_wm.data.envs.tasks import dynamics_differences
-from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost
+from jepa_wm.planning.costs import LatentGoalCost, PolicyProposer, SimulatorCost
 from jepa_wm.planning.evaluate import (
     distance_unit,
     evaluate,
@@ -111,13 +111,40 @@ def planner_from_settings(planner_settings: dict, horizon: int, action_dim: int,
         raise ConfigError(f"planner settings: {error}") from error
 
 
-def build_mpc(plan_cfg, planner_settings: dict, cost_model, action_dim: int, frameskip: int, device: str) -> MPCController:
-    """MPC with the plan config's planner, horizon and replanning schedule (actions in [-1, 1])."""
-    planner = planner_from_settings(planner_settings, plan_cfg.mpc.horizon, action_dim, device, plan_cfg.seed)
+def build_mpc(plan_cfg, planner_settings: dict | None, cost_model, action_dim: int, frameskip: int, device: str,
+              proposer=None) -> MPCController:
+    """MPC with the plan config's planner (None: the proposer alone), horizon and replanning schedule (actions in
+    [-1, 1])."""
+    planner = None
+    if planner_settings is not None:
+        planner = planner_from_settings(planner_settings, plan_cfg.mpc.horizon, action_dim, device, plan_cfg.seed)
     try:
-        return MPCController(planner, cost_model, replan_every=plan_cfg.mpc.replan_every, frameskip=frameskip)
+        return MPCController(planner, cost_model, replan_every=plan_cfg.mpc.replan_every, frameskip=frameskip,
+                             proposer=proposer)
     except ValueError as error:
         raise ConfigError(f"mpc settings: {error}") from error
+
+
+ACTING = ("planner", "policy", "policy+planner")  # act=: the slow system, the fast one, or the fast seeding the slow
+
+
+def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str) -> MPCController:
+    """Our controller as ``act`` asks: MPC with the planner, the checkpoint's policy alone, or the policy's proposal
+    seeding the planner (run with ``policy_planner``'s smaller budget)."""
+    if plan_cfg.act not in ACTING:
+        raise ConfigError(f"unknown act={plan_cfg.act}{did_you_mean(plan_cfg.act, ACTING)} (choices: {', '.join(ACTING)})")
+    try:
+        cost = LatentGoalCost.from_config(model, plan_cfg.cost)
+        proposer = PolicyProposer(model, cost, plan_cfg.mpc.horizon) if "policy" in plan_cfg.act else None
+    except ValueError as error:
+        raise ConfigError(f"{'act' if 'policy' in str(error) else 'cost'} settings: {error}") from error
+    planner_settings = to_dict(plan_cfg.planner)
+    if plan_cfg.act == "policy":
+        planner_settings = None
+    elif plan_cfg.act == "policy+planner":
+        budget = {key: value for key, value in to_dict(plan_cfg.policy_planner).items() if key in planner_settings}
+        planner_settings = {**planner_settings, **budget}  # the keys this planner has
+    return build_mpc(plan_cfg, planner_settings, cost, action_dim, frameskip, device, proposer)
 
 
 def oracle_planner_settings(planner_settings: dict, fallback: str) -> dict:
@@ -134,12 +161,9 @@ def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict,
     controllers, planner_names = {}, {}
     for method in methods:
         if method == "ours":
-            try:
-                cost = LatentGoalCost.from_config(model, plan_cfg.cost)
-            except ValueError as error:
-                raise ConfigError(f"cost settings: {error}") from error
-            controllers[method] = build_mpc(plan_cfg, planner_settings, cost, action_dim, frameskip, device)
-            planner_names[method] = planner_settings["name"]
+            controllers[method] = build_ours(plan_cfg, model, action_dim, frameskip, device)
+            planner_names[method] = {"policy": "policy", "policy+planner": f"policy+{planner_settings['name']}"}.get(
+                plan_cfg.act, planner_settings["name"])
         elif method == "random":
             controllers[method] = RandomController()
             planner_names[method] = None

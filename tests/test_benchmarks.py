@@ -101,3 +101,31 @@ def test_ablation_rows_average_each_variants_seeds_validation_and_training_time(
     assert ("| reacher-easy | default | 2 | 85% +- 7% | [77%, 91%] | 0.100 | 0.150 | 0.90 | 0.50 | 1.5 |" in table)
     assert "| reacher-easy | no-anti-collapse | 1 | 10% | [4%, 21%] | 0.100 | 1.500 | 0.90 | 0.50 | 1.0 |" in table
     assert "reacher-easy 0% / 100%" in table and (tmp_path / "ablation.png").is_file()
+
+
+def test_a_report_from_before_act_counts_as_the_planner_and_policy_budgets_matter_only_when_seeding():
+    old = {"planner": {"name": "cem"}, "cost": {"name": "l2"}, "out": "a"}
+    now = {**old, "act": "planner", "policy_planner": {"samples": 64}, "out": "b"}
+    assert suite.comparable(old) == suite.comparable(now)
+    seeded = {**now, "act": "policy+planner"}
+    assert suite.comparable(seeded) != suite.comparable({**seeded, "policy_planner": {"samples": 32}})
+    assert suite.comparable(old) != suite.comparable({**old, "act": "policy"})
+
+
+def test_the_acting_study_reports_each_way_to_act_beside_random_and_oracle_on_the_same_episodes(tmp_path):
+    import acting
+
+    from jepa_wm.config import compose
+
+    cfg = compose("acting", [f"out={tmp_path}", "tasks=[reacher-easy]", "seeds=[0,1]", "splits.test=50"])
+    results = tmp_path / "results" / "reacher-easy" / "replan-every-block"
+    write_report(results / "baselines", [row("random", 0.1), row("oracle", 1.0)])
+    for way, rates in {"planner": [0.9, 0.8], "distill": [0.7, 0.9], "distill+planner": [1.0, 0.9]}.items():
+        for seed, rate in enumerate(rates):
+            write_report(results / acting.way_name(cfg, way) / f"seed-{seed}", [row("ours", rate)])
+    assert acting.way_name(cfg, "planner") == "history2@temporal+l2"  # the cost study's own evaluation
+    text = acting.report(cfg, tmp_path)
+    lines = {line.split(" | ")[3]: line for line in text.splitlines() if line.startswith("| reacher-easy")}
+    assert set(lines) == {"planner", "distill", "distill+planner"}  # gcbc has no reports: no row
+    assert "| 2 | 85% +- 7%" in lines["planner"] and "| 10% | 100% | 0.85 |" in lines["planner"]
+    assert "| 2 | 95% +- 7%" in lines["distill+planner"]

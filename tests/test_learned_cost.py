@@ -113,7 +113,7 @@ def test_train_cost_stores_the_cost_in_the_checkpoint_and_resumes_after_a_kill(t
     path = run / "checkpoints" / "last.ckpt"
     assert load_world_model(path).learned_cost is None
     settings = default_settings("hilbert", steps=30, batch_size=32)
-    state_path = path.with_name(".last.ckpt.learned-cost-state")
+    state_path = path.with_name(".last.ckpt.learned_cost-state")
 
     import jepa_wm.learned_cost
 

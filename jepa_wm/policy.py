@@ -1,0 +1,227 @@
+"""A goal-conditioned policy over embeddings: the fast system beside the planner.
+
+``pi(z history, z goal) -> a block of K model actions`` acts in about a millisecond, where the planner takes tens.
+It learns from the world model's own reward-free data, over its frozen embeddings (no pixels):
+
+- ``gcbc``: goal-conditioned behaviour cloning with hindsight relabelling: the goal is a later frame of the same
+  episode, the target the K model actions the data took from there (Ghosh et al. 2019, GCSL; LeWM's users'
+  inverse-dynamics policy);
+- ``distill``: the planner's own plans (its K-step sequence toward relabelled goals, from dataset states),
+  regressed the same way: a policy that imitates the slow system.
+
+A ``GoalPolicy`` is stored in the checkpoint as tensors and plain values (loads with ``weights_only``); the
+planner's ``act=policy`` uses it alone, ``act=policy+planner`` seeds the planner with its proposal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from jepa_wm.layers import mlp
+from jepa_wm.registry import Registry
+
+# How a policy's training targets are made, by kind (configs/policy/<kind>.yaml holds the settings).
+POLICY_TARGETS = Registry("policy", "policy=KIND, a file of configs/policy/")
+POLICY_TARGETS.register("gcbc")("the actions the data took")
+POLICY_TARGETS.register("distill")("the planner's plans")
+
+
+GOAL_RELABELLING = ("block", "future")
+
+
+@dataclass
+class PolicySettings:
+    """What ``PolicyTrainer`` does; ``configs/policy/<kind>.yaml`` holds the defaults and says what each is."""
+
+    kind: str
+    steps: int
+    batch_size: int
+    lr: float
+    hidden_dim: int
+    depth: int
+    labels: int            # relabelled examples (distill: the planner's calls)
+    goal: str              # block: the goal is the frame the K-step block ends on | future: any later frame
+    seed: int
+
+    def __post_init__(self):
+        POLICY_TARGETS[self.kind]  # an unknown kind fails here, with the nearest one
+        if self.steps < 1 or self.batch_size < 2 or not self.lr > 0 or self.hidden_dim < 1 or self.depth < 1:
+            raise ValueError(f"policy training needs steps >= 1, batch_size >= 2, lr > 0, hidden_dim and depth >= 1; "
+                             f"got {self.steps}, {self.batch_size}, {self.lr}, {self.hidden_dim}, {self.depth}")
+        if self.labels < 1:
+            raise ValueError(f"policy.labels must be >= 1; got {self.labels}")
+        if self.goal not in GOAL_RELABELLING:
+            raise ValueError(f"policy.goal must be one of {', '.join(GOAL_RELABELLING)}; got {self.goal!r}")
+
+    @classmethod
+    def from_config(cls, cfg, **changes) -> "PolicySettings":
+        return cls(**{**{key: cfg[key] for key in cls.__dataclass_fields__}, **changes})
+
+
+def default_policy_settings(kind: str = "gcbc", **changes) -> PolicySettings:
+    from jepa_wm.config import load_group, to_dict
+
+    return PolicySettings.from_config(to_dict(load_group("policy", kind)), **changes)
+
+
+class GoalPolicyNet(nn.Module):
+    """MLP: (history of H embeddings (B, H, F), goal embedding (B, F)) -> K model actions (B, K, A) in [-1, 1]."""
+
+    def __init__(self, features: int, history: int, horizon: int, action_dim: int, hidden_dim: int, depth: int):
+        super().__init__()
+        self.history, self.horizon, self.action_dim = history, horizon, action_dim
+        self.net = mlp((history + 1) * features, hidden_dim, horizon * action_dim, depth)
+
+    def forward(self, z_history: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([(z_history - goal[:, None]).flatten(1), goal], dim=-1)  # where the goal is, seen from each frame
+        return torch.tanh(self.net(x)).view(-1, self.horizon, self.action_dim)
+
+
+@dataclass
+class GoalPolicy:
+    """A trained policy with its input normalisation (``input_mean`` / ``input_std`` over flattened embeddings)."""
+
+    kind: str
+    net: GoalPolicyNet
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+    settings: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+
+    def __call__(self, z_history: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        """z_history (B, H, F) -> (B, K, A): the last ``history`` frames are used; fewer (the start of an episode)
+        are padded with the first, as in training."""
+        mean, std = self.input_mean.to(z_history), self.input_std.to(z_history)
+        missing = self.net.history - z_history.shape[1]
+        if missing > 0:
+            z_history = torch.cat([z_history[:, :1].expand(-1, missing, -1), z_history], dim=1)
+        z_history = z_history[:, -self.net.history:]
+        return self.net((z_history - mean) / std, (goal.to(z_history) - mean) / std)
+
+    def to(self, device) -> "GoalPolicy":
+        self.net.to(device)
+        return self
+
+    def to_checkpoint(self) -> dict:
+        net = self.net
+        return {"kind": self.kind, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+                "shape": {"features": int(self.input_mean.shape[0]), "history": net.history, "horizon": net.horizon,
+                          "action_dim": net.action_dim},
+                "input_mean": self.input_mean.cpu(), "input_std": self.input_std.cpu(),
+                "settings": dict(self.settings), "metrics": dict(self.metrics)}
+
+    @classmethod
+    def from_checkpoint(cls, entry: dict) -> "GoalPolicy":
+        settings = PolicySettings(**entry["settings"])
+        shape = entry["shape"]
+        net = GoalPolicyNet(shape["features"], shape["history"], shape["horizon"], shape["action_dim"],
+                            settings.hidden_dim, settings.depth)
+        net.load_state_dict(entry["state_dict"])
+        return cls(entry["kind"], net.eval().requires_grad_(False), entry["input_mean"], entry["input_std"],
+                   dict(entry["settings"]), dict(entry.get("metrics", {})))
+
+
+@dataclass
+class PolicyExamples:
+    """Training examples: inputs z history (M, H, F) and goal (M, F), targets (M, K, A) in [-1, 1], and the model
+    actions taken between the history frames (M, H-1, A) (what a planner's rollout from there needs)."""
+
+    z_history: torch.Tensor
+    goal: torch.Tensor
+    actions: torch.Tensor
+    past_actions: torch.Tensor
+
+
+def relabelled_examples(embeddings: torch.Tensor, goal_embeddings: torch.Tensor, actions: torch.Tensor, count: int,
+                        history: int, horizon: int, frameskip: int, generator: torch.Generator,
+                        goal: str = "future") -> PolicyExamples:
+    """``count`` hindsight-relabelled examples from embedded episodes.
+
+    embeddings (E, T+1, F) as the model encodes history frames, goal_embeddings (E, T+1, F) as it embeds goals,
+    actions (E, T, A_env) in [-1, 1]. From step t the history is the frames t - frameskip * (H-1) ... t (the first
+    frame repeated before the episode starts), the target the K model actions from t (K * frameskip env steps,
+    each model action the frameskip env actions concatenated), the goal the frame the block ends on (``block``:
+    the K-step inverse dynamics, what the block's actions determine) or a frame uniformly later (``future``).
+    """
+    count_episodes, frames = embeddings.shape[:2]
+    span = horizon * frameskip
+    if frames - 1 < span + 1:
+        raise ValueError(f"episodes of {frames - 1} steps are too short for {horizon} model steps of frameskip {frameskip}")
+    episode = (torch.rand(count, generator=generator) * count_episodes).long()
+    start = (torch.rand(count, generator=generator) * (frames - 1 - span)).long()  # (M,)
+    offset = (torch.rand(count, generator=generator) * (frames - start - span)).long() + span  # at or after the block
+    goal_time = (start + (offset if goal == "future" else span)).clamp(max=frames - 1)
+    times = (start[:, None] - frameskip * torch.arange(history - 1, -1, -1)[None]).clamp(min=0)  # (M, H)
+    z_history = embeddings[episode[:, None], times]  # (M, H, F)
+    def model_actions(first: torch.Tensor, blocks: int) -> torch.Tensor:
+        """(M, blocks, fs*A_env): the env actions from ``first`` (M,), frameskip at a time; zeros before step 0."""
+        steps = first[:, None] + torch.arange(blocks * frameskip)[None]  # (M, blocks*fs)
+        taken = actions[episode[:, None], steps.clamp(min=0)] * (steps >= 0)[..., None]
+        return taken.reshape(count, blocks, frameskip * actions.shape[-1])
+
+    block = model_actions(start, horizon)  # (M, K, A)
+    past = model_actions(start - frameskip * (history - 1), history - 1)  # (M, H-1, A)
+    return PolicyExamples(z_history, goal_embeddings[episode, goal_time], block, past)
+
+
+class PolicyTrainer:
+    """Regresses a policy on fixed examples; its whole state is ``state_dict()`` (a killed training resumes)."""
+
+    def __init__(self, examples: PolicyExamples, settings: PolicySettings):
+        self.settings, self.examples = settings, examples
+        self.generator = torch.Generator().manual_seed(settings.seed)
+        flat = torch.cat([examples.z_history.flatten(0, 1), examples.goal])
+        self.mean, self.std = flat.mean(0), flat.std(0).clamp_min(1e-6)
+        history, horizon, action_dim = examples.z_history.shape[1], *examples.actions.shape[1:]
+        with torch.random.fork_rng():
+            torch.manual_seed(settings.seed)
+            self.net = GoalPolicyNet(flat.shape[1], history, horizon, action_dim, settings.hidden_dim, settings.depth)
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
+        self.step = 0
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state(), "settings": dict(self.settings.__dict__)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["settings"] != dict(self.settings.__dict__):
+            raise ValueError("the saved policy training was started with other settings")
+        self.step = int(state["step"])
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
+    def loss(self, examples: PolicyExamples, index: torch.Tensor) -> torch.Tensor:
+        z_history = (examples.z_history[index] - self.mean) / self.std
+        goal = (examples.goal[index] - self.mean) / self.std
+        return nn.functional.mse_loss(self.net(z_history, goal), examples.actions[index])
+
+    def train(self, until: int, progress=None) -> None:
+        self.net.train()
+        size = len(self.examples.goal)
+        while self.step < until:
+            index = (torch.rand(self.settings.batch_size, generator=self.generator) * size).long()
+            loss = self.loss(self.examples, index)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            if progress is not None:
+                progress(self.step, loss.item())
+
+    def result(self, validation: PolicyExamples | None = None) -> GoalPolicy:
+        """The trained policy; on held-out ``validation`` examples its error, beside the error of always
+        proposing zero (the middle of the action box)."""
+        net = GoalPolicyNet(self.mean.shape[0], self.net.history, self.net.horizon, self.net.action_dim,
+                            self.settings.hidden_dim, self.settings.depth)
+        net.load_state_dict(self.net.state_dict())
+        policy = GoalPolicy(self.settings.kind, net.eval().requires_grad_(False), self.mean, self.std,
+                            dict(self.settings.__dict__))
+        if validation is not None:
+            with torch.no_grad():
+                error = float(self.loss(validation, torch.arange(len(validation.goal))))
+            policy.metrics = {"validation_mse": error, "zero_action_mse": float(validation.actions.pow(2).mean())}
+        return policy
