@@ -16,13 +16,13 @@ def reacher_env_cfg():
 
 @pytest.fixture(scope="session")
 def reacher_pixel_dataset(tmp_path_factory, reacher_env_cfg):
-    """6 reacher-easy episodes of 20 steps with 64x64 pixels (and states), 2 episodes per shard.
+    """6 reacher-easy episodes of 30 steps (one window of the default model: 2 + 5 frames, frameskip 5) with 64x64 pixels (and states), 2 episodes per shard.
 
     Seed 0, OU policy. Arrays per episode: pixels (21, 64, 64, 3) uint8, state (21, 6), physics (21, 4),
     position (21, 2), action (20, 2) in [-1, 1]. Shared by the whole session: read it, or copy it to break it.
     """
     out = tmp_path_factory.mktemp("reacher-pixels")
-    return collect(reacher_env_cfg, out, episodes=6, steps_per_episode=20, policy=OU_POLICY, seed=0,
+    return collect(reacher_env_cfg, out, episodes=6, steps_per_episode=30, policy=OU_POLICY, seed=0,
                    workers=1, episodes_per_shard=2, progress=False)
 
 
@@ -30,7 +30,7 @@ def reacher_pixel_dataset(tmp_path_factory, reacher_env_cfg):
 def reacher_state_dataset(tmp_path_factory, reacher_env_cfg):
     """The same episodes (same seed, identical trajectories) with state vectors only, no pixels."""
     out = tmp_path_factory.mktemp("reacher-states")
-    return collect({**reacher_env_cfg, "obs_type": "state"}, out, episodes=6, steps_per_episode=20,
+    return collect({**reacher_env_cfg, "obs_type": "state"}, out, episodes=6, steps_per_episode=30,
                    policy=OU_POLICY, seed=0, workers=1, episodes_per_shard=2, progress=False)
 
 

@@ -50,7 +50,7 @@ def small_dataset(tmp_path_factory, reacher_env_cfg):
 def test_manifest_describes_the_dataset(reacher_pixel_dataset, reacher_env_cfg):
     manifest = load_manifest(reacher_pixel_dataset)
     assert manifest["format_version"] == 2 and manifest["header_sha256"] == header_sha256(manifest)
-    assert manifest["episodes"] == 6 and manifest["steps_per_episode"] == 20 and manifest["seed"] == 0
+    assert manifest["episodes"] == 6 and manifest["steps_per_episode"] == 30 and manifest["seed"] == 0
     assert manifest["episodes_per_shard"] == 2 and manifest["action_repeat"] == 2
     assert manifest["observations"] == {"pixels": [64, 64, 3], "state": [4]}  # goal-free: no to_target
     assert manifest["physics_size"] == 4 and manifest["position_size"] == 2  # qpos+qvel; fingertip x-y
@@ -65,11 +65,11 @@ def test_manifest_describes_the_dataset(reacher_pixel_dataset, reacher_env_cfg):
 def test_shards_hold_every_array_with_its_dtype(reacher_pixel_dataset):
     arrays = all_arrays(reacher_pixel_dataset)["shard-00001"]
     assert {key: (value.shape, value.dtype.name) for key, value in arrays.items()} == {
-        "action": ((2, 20, 2), "float32"),
-        "state": ((2, 21, 4), "float32"),
-        "physics": ((2, 21, 4), "float32"),
-        "position": ((2, 21, 2), "float32"),
-        "pixels": ((2, 21, 64, 64, 3), "uint8"),
+        "action": ((2, 30, 2), "float32"),
+        "state": ((2, 31, 4), "float32"),
+        "physics": ((2, 31, 4), "float32"),
+        "position": ((2, 31, 2), "float32"),
+        "pixels": ((2, 31, 64, 64, 3), "uint8"),
         "episode": ((2,), "int64"),
     }
     assert arrays["episode"].tolist() == [2, 3]

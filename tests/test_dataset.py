@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 
 @pytest.fixture
 def dataset_copy(tmp_path, reacher_pixel_dataset):
-    """A private copy of the 6-episode, 20-step pixel dataset (shards of 2 episodes) to break."""
+    """A private copy of the 6-episode, 30-step pixel dataset (shards of 2 episodes) to break."""
     return shutil.copytree(reacher_pixel_dataset, tmp_path / "copy")
 
 
@@ -47,12 +47,12 @@ def reference_windows(raw, obs_type, episodes, num_frames, frameskip):
 
 def test_episodes_load_in_order_with_actions_in_the_unit_box(reacher_pixel_dataset):
     episodes = load_episodes(reacher_pixel_dataset, "pixels")
-    assert episodes.num_episodes == 6 and episodes.steps_per_episode == 20
+    assert episodes.num_episodes == 6 and episodes.steps_per_episode == 30
     assert episodes.obs_shape == (64, 64, 3) and episodes.action_size == 2 and episodes.physics_size == 4
     raw = raw_arrays(reacher_pixel_dataset)
     third = episodes.episode(3)
-    assert third["obs"].shape == (21, 64, 64, 3) and third["obs"].dtype == np.uint8
-    assert third["actions"].shape == (20, 2) and third["actions"].dtype == np.float32
+    assert third["obs"].shape == (31, 64, 64, 3) and third["obs"].dtype == np.uint8
+    assert third["actions"].shape == (30, 2) and third["actions"].dtype == np.float32
     assert np.abs(third["actions"]).max() <= 1.0
     assert np.array_equal(third["obs"], raw["pixels"][3]) and np.array_equal(third["physics"], raw["physics"][3])
 
@@ -75,12 +75,12 @@ def test_windows_equal_an_in_memory_reference(reacher_pixel_dataset, obs_type, n
 def test_windows_have_history_plus_horizon_frames_and_the_actions_between(reacher_pixel_dataset):
     episodes = load_episodes(reacher_pixel_dataset, "pixels")
     windows = TrajectoryWindowDataset(episodes, [0, 1], num_frames=4, frameskip=1)
-    assert len(windows) == 2 * (20 - 3 + 1)  # every start whose window fits in the episode
+    assert len(windows) == 2 * (30 - 3 + 1)  # every start whose window fits in the episode
     item = windows[0]
     assert item["obs"].shape == (4, 64, 64, 3) and item["obs"].dtype == torch.uint8
     assert item["actions"].shape == (3, 2) and item["actions"].dtype == torch.float32
     assert item["physics"].shape == (4, 4) and item["position"].shape == (4, 2)
-    assert windows.index.tolist()[:2] == [[0, 0], [0, 1]] and windows.index.tolist()[-1] == [1, 17]
+    assert windows.index.tolist()[:2] == [[0, 0], [0, 1]] and windows.index.tolist()[-1] == [1, 27]
     assert np.array_equal(windows[-1]["obs"].numpy(), windows[len(windows) - 1]["obs"].numpy())
     with pytest.raises(IndexError):
         windows[len(windows)]
@@ -97,7 +97,7 @@ def test_state_windows_are_float_vectors(reacher_state_dataset):
 def test_frameskip_takes_every_kth_frame_and_concatenates_skipped_actions(reacher_pixel_dataset):
     raw = raw_arrays(reacher_pixel_dataset)
     windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), [2], num_frames=3, frameskip=3)
-    assert len(windows) == 20 - 6 + 1
+    assert len(windows) == 30 - 6 + 1
     item = windows[1]  # episode 2, starting at step 1: frames 1, 4, 7
     assert np.array_equal(item["obs"].numpy(), raw["pixels"][2, [1, 4, 7]])
     assert np.array_equal(item["physics"].numpy(), raw["physics"][2, [1, 4, 7]])
@@ -110,15 +110,15 @@ def test_frameskip_takes_every_kth_frame_and_concatenates_skipped_actions(reache
 
 
 def test_last_window_ends_on_the_final_frame(reacher_pixel_dataset):
-    windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), [5], num_frames=5, frameskip=5)
-    assert len(windows) == 1  # spans all 20 steps
-    assert np.array_equal(windows[0]["obs"].numpy(), raw_arrays(reacher_pixel_dataset)["pixels"][5, [0, 5, 10, 15, 20]])
+    windows = TrajectoryWindowDataset(load_episodes(reacher_pixel_dataset, "pixels"), [5], num_frames=7, frameskip=5)
+    assert len(windows) == 1  # spans all 30 steps
+    assert np.array_equal(windows[0]["obs"].numpy(), raw_arrays(reacher_pixel_dataset)["pixels"][5, [0, 5, 10, 15, 20, 25, 30]])
 
 
 def test_window_longer_than_episodes_is_rejected(reacher_pixel_dataset):
     episodes = load_episodes(reacher_pixel_dataset, "pixels")
-    with pytest.raises(ValueError, match="6 frames with frameskip 5 spans 25 steps, longer than the dataset's 20-step"):
-        TrajectoryWindowDataset(episodes, [0], num_frames=6, frameskip=5)
+    with pytest.raises(ValueError, match="8 frames with frameskip 5 spans 35 steps, longer than the dataset's 30-step"):
+        TrajectoryWindowDataset(episodes, [0], num_frames=8, frameskip=5)
 
 
 def test_a_window_reads_only_its_own_frames(reacher_pixel_dataset, monkeypatch):
@@ -134,7 +134,7 @@ def test_a_window_reads_only_its_own_frames(reacher_pixel_dataset, monkeypatch):
     TrajectoryWindowDataset(episodes, [3], num_frames=3, frameskip=4)[2]  # episode 3 (shard 1, row 1), frames 2, 6, 10
     pixels = str(reacher_pixel_dataset / "shard-00001.pixels.npy")
     frame, offset = 64 * 64 * 3, 128  # bytes per frame; np.save's header
-    expected = {(pixels, offset + (21 + step) * frame, frame) for step in (2, 6, 10)}
+    expected = {(pixels, offset + (31 + step) * frame, frame) for step in (2, 6, 10)}
     assert {read for read in reads if read[0] == pixels} == expected
     others = [read for read in reads if read[0] != pixels]
     assert {os.path.basename(read[0]) for read in others} == {"shard-00001.action.npy", "shard-00001.physics.npy",
@@ -166,7 +166,7 @@ def test_two_workers_give_the_same_batches_and_the_main_process_opens_nothing(re
 
     _, in_process = batches(0)
     module, in_workers = batches(2)
-    assert len(in_process) == len(in_workers) == 4  # 3 episodes x 9 windows, 8 per batch
+    assert len(in_process) == len(in_workers) == 8  # 3 episodes x 19 windows, 8 per batch
     for one, other in zip(in_process, in_workers):
         assert one.keys() == other.keys() and all(torch.equal(one[key], other[key]) for key in one)
     assert module.episodes._fds == {}  # the workers opened the files, each for itself
@@ -178,7 +178,7 @@ def test_a_pickled_dataset_carries_no_data_and_no_open_files(reacher_pixel_datas
     first = windows[3]
     assert [len(fds) for fds in windows.episodes._fds.values()] == [4]  # pixels, action, physics, position of shard 1
     payload = pickle.dumps(windows)
-    assert len(payload) < 20_000  # the dataset's pixels alone are 6 x 21 x 12 KiB = 1.5 MiB
+    assert len(payload) < 20_000  # the dataset's pixels alone are 6 x 31 x 12 KiB = 1.5 MiB
     copy = pickle.loads(payload)
     assert copy.episodes._fds == {}
     assert all(torch.equal(first[key], copy[3][key]) for key in first)
@@ -278,7 +278,7 @@ def test_shard_file_with_a_broken_header_is_named_even_when_its_checksum_is_upda
 def test_truncated_shard_file_is_named(dataset_copy):
     file = dataset_copy / "shard-00000.pixels.npy"
     file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
-    with pytest.raises(DatasetError, match="shard-00000.pixels.npy has 258112 bytes where its header needs 516224: "
+    with pytest.raises(DatasetError, match="shard-00000.pixels.npy has 380992 bytes where its header needs 761984: "
                                            "it is truncated"):
         load_episodes(dataset_copy, "pixels")
 
@@ -287,7 +287,7 @@ def test_shard_file_with_mismatched_shape_is_named(dataset_copy):
     file = dataset_copy / "shard-00002.action.npy"
     np.save(file, np.load(file)[:, :-1])
     patch_manifest_checksum(dataset_copy, "shard-00002", "action")
-    with pytest.raises(DatasetError, match=r"shard-00002.action.npy: 'action' has shape \(2, 19, 2\), manifest says \(2, 20, 2\)"):
+    with pytest.raises(DatasetError, match=r"shard-00002.action.npy: 'action' has shape \(2, 29, 2\), manifest says \(2, 30, 2\)"):
         load_episodes(dataset_copy, "pixels")
 
 

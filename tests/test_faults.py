@@ -216,7 +216,7 @@ def test_a_shard_record_copied_in_from_another_dataset_is_refused(tmp_path, reac
 
 
 def test_resume_refuses_another_dataset_of_the_same_task(tmp_path, reacher_env_cfg, reacher_pixel_dataset):
-    other = collect(reacher_env_cfg, tmp_path / "other", episodes=6, steps_per_episode=20, policy=OU_POLICY, seed=5,
+    other = collect(reacher_env_cfg, tmp_path / "other", episodes=6, steps_per_episode=30, policy=OU_POLICY, seed=5,
                     workers=1, episodes_per_shard=2, progress=False)
     run = train(reacher_pixel_dataset, tmp_path / "run", steps=4, every=4)
     before = snapshot(run)

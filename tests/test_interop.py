@@ -47,23 +47,23 @@ def test_export_has_stable_worldmodels_hdf5_layout(reacher_pixel_dataset, tmp_pa
                 for key in ("action", "pixels", "state", "physics", "position")}
     with h5py.File(h5, "r") as file:
         assert file["ep_len"].dtype == np.int32 and file["ep_offset"].dtype == np.int64
-        np.testing.assert_array_equal(file["ep_len"][:], [21] * 6)
-        np.testing.assert_array_equal(file["ep_offset"][:], np.arange(6) * 21)
-        assert file["pixels"].shape == (126, 64, 64, 3) and file["pixels"].dtype == np.uint8
+        np.testing.assert_array_equal(file["ep_len"][:], [31] * 6)
+        np.testing.assert_array_equal(file["ep_offset"][:], np.arange(6) * 31)
+        assert file["pixels"].shape == (186, 64, 64, 3) and file["pixels"].dtype == np.uint8
         assert file["pixels"].chunks == (1, 64, 64, 3) and file["pixels"].compression is None
-        assert file["action"].shape == (126, 2) and file["action"].dtype == np.float32
+        assert file["action"].shape == (186, 2) and file["action"].dtype == np.float32
         assert file["observation"].dtype == np.float32
         for episode in range(6):
-            rows = slice(episode * 21, episode * 21 + 21)
+            rows = slice(episode * 31, episode * 31 + 31)
             action = file["action"][rows]
-            np.testing.assert_array_equal(action[:20], episodes["action"][episode])
-            assert np.isnan(action[20]).all()
+            np.testing.assert_array_equal(action[:30], episodes["action"][episode])
+            assert np.isnan(action[30]).all()
             np.testing.assert_array_equal(file["pixels"][rows], episodes["pixels"][episode])
             np.testing.assert_array_equal(file["observation"][rows], episodes["state"][episode])
             np.testing.assert_array_equal(file["qpos"][rows], episodes["physics"][episode][:, :2])
             np.testing.assert_array_equal(file["qvel"][rows], episodes["physics"][episode][:, 2:4])
             np.testing.assert_array_equal(file["episode_idx"][rows], episode)
-            np.testing.assert_array_equal(file["step_idx"][rows], np.arange(21))
+            np.testing.assert_array_equal(file["step_idx"][rows], np.arange(31))
         assert json.loads(file.attrs[MANIFEST_ATTR])["episodes"] == 6
     layout = read_hdf5_layout(h5)
     assert layout["columns"]["pixels"] == ((64, 64, 3), np.dtype(np.uint8))
@@ -84,10 +84,10 @@ def test_import_of_a_file_stable_worldmodel_wrote(reacher_pixel_dataset, reacher
     position from a named column, the NaN action of each last row is dropped, and longer episodes are cropped."""
     source = {key: np.concatenate([arrays[key] for _, arrays in sorted(dataset_arrays(reacher_pixel_dataset).items())])
               for key in ("action", "pixels", "physics", "position")}
-    lengths = [21, 21, 21, 21, 21, 23]  # the last episode ran 2 steps longer
+    lengths = [31, 31, 31, 31, 31, 33]  # the last episode ran 2 steps longer
     rows = {key: [] for key in ("pixels", "action", "qpos", "qvel", "finger_pos")}
     for episode, length in enumerate(lengths):
-        extra = length - 21
+        extra = length - 31
         rows["pixels"].append(np.concatenate([source["pixels"][episode], source["pixels"][episode][:extra]]))
         action = np.concatenate([source["action"][episode], source["action"][episode][:extra],
                                  np.full((1, 2), np.nan, np.float32)])
@@ -100,17 +100,17 @@ def test_import_of_a_file_stable_worldmodel_wrote(reacher_pixel_dataset, reacher
     write_foreign_h5(h5, lengths, {key: np.concatenate(values) for key, values in rows.items()})
 
     with pytest.raises(ConfigError, match="pass env="):
-        import_hdf5(h5, tmp_path / "no-env", steps_per_episode=20, columns={"position": "finger_pos"})
+        import_hdf5(h5, tmp_path / "no-env", steps_per_episode=30, columns={"position": "finger_pos"})
     with pytest.raises(DatasetError, match="equal length"):
         import_hdf5(h5, tmp_path / "uneven", env=reacher_env_cfg, columns={"position": "finger_pos"})
     with pytest.raises(ConfigError, match="position"):
-        import_hdf5(h5, tmp_path / "no-position", env=reacher_env_cfg, steps_per_episode=20)
+        import_hdf5(h5, tmp_path / "no-position", env=reacher_env_cfg, steps_per_episode=30)
 
-    out = import_hdf5(h5, tmp_path / "ours", env=reacher_env_cfg, steps_per_episode=20, episodes_per_shard=4,
+    out = import_hdf5(h5, tmp_path / "ours", env=reacher_env_cfg, steps_per_episode=30, episodes_per_shard=4,
                       columns={"position": "finger_pos"})
     manifest = load_manifest(out)
     assert manifest["observations"] == {"pixels": [64, 64, 3]}
-    assert manifest["steps_per_episode"] == 20 and manifest["episodes"] == 6
+    assert manifest["steps_per_episode"] == 30 and manifest["episodes"] == 6
     assert manifest["imported_from"]["columns"]["physics"] == ["qpos", "qvel"]
     imported = {key: np.concatenate([arrays[key] for _, arrays in sorted(dataset_arrays(out).items())])
                 for key in ("action", "pixels", "physics", "position", "episode")}

@@ -9,15 +9,17 @@ from jepa_wm.planning.evaluate import evaluate
 from jepa_wm.planning.experiment import build_controllers
 
 from jepa_wm.config import compose, load_group, to_dict
+from jepa_wm.learned_cost import train_learned_cost
 from jepa_wm.metrics import embedding_std, linear_probe_r2
 from jepa_wm.module import JEPAWorldModel
-from jepa_wm.pipeline import datamodule_from_config, train_config
+from jepa_wm.pipeline import datamodule_from_config, embed_episodes, learned_cost_settings, train_config
 
 pytestmark = pytest.mark.slow
 
 
-def train(dataset, steps, *overrides, batch_size=32):
-    """Train in-process for ``steps`` steps (with the task's own settings, as jepa-wm train does);
+def train(dataset, steps, *overrides, batch_size=32, learned_cost=False):
+    """Train in-process for ``steps`` steps (with the task's own settings, as jepa-wm train does), then, with
+    ``learned_cost``, the planning cost train.yaml asks for on the training episodes (as jepa-wm train does);
     returns the model (eval mode) and its data module."""
     cfg = train_config([f"data.path={dataset}", f"data.batch_size={batch_size}", "data.num_workers=0",
                         "data.val_fraction=0.2", *overrides])
@@ -29,7 +31,12 @@ def train(dataset, steps, *overrides, batch_size=32):
         trainer = pl.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                              enable_model_summary=False, limit_val_batches=0, gradient_clip_val=1.0)
         trainer.fit(model, datamodule=datamodule)
-    return model.eval(), datamodule
+    model.eval()
+    settings = learned_cost_settings(cfg) if learned_cost else None
+    if settings is not None:
+        episodes = embed_episodes(model.world_model, datamodule.episodes, datamodule.train_set.episode_ids)
+        model.world_model.learned_cost = train_learned_cost(episodes.goals, settings)
+    return model, datamodule
 
 
 def validation_metrics(model, datamodule):
@@ -53,8 +60,9 @@ def validation_metrics(model, datamodule):
 
 @pytest.fixture(scope="module")
 def trained_world_model(reacher_learning_dataset):
-    """The default pixel world model after 1500 steps: what the quickstart trains, on less data."""
-    return train(reacher_learning_dataset, 1500, batch_size=64)
+    """The default pixel world model after 1500 steps with its learned cost: what the quickstart trains, on less
+    data."""
+    return train(reacher_learning_dataset, 1500, batch_size=64, learned_cost=True)
 
 
 def test_short_training_learns_dynamics_and_the_state(trained_world_model):
@@ -77,8 +85,8 @@ def test_small_trained_model_beats_random_at_reaching_goals(trained_world_model)
 
 
 def test_point_mass_model_reaches_far_goals_despite_momentum(point_mass_learning_dataset):
-    """With its task settings (temporal smoothing), the latent distance guides the planner to far goals."""
-    model, datamodule = train(point_mass_learning_dataset, 1500, batch_size=64)
+    """With its task settings (temporal smoothing) and its learned cost, the planner reaches far goals."""
+    model, datamodule = train(point_mass_learning_dataset, 1500, batch_size=64, learned_cost=True)
     assert model.cfg["regularizers"]["temporal"] > 0  # point_mass-easy's own training setting applied
     ours, random = success_of_ours_and_random(model, "point_mass-easy")
     assert ours >= 0.5 and ours >= random + 0.4, (ours, random)

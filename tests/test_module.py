@@ -14,7 +14,7 @@ def small_pixel_model(*overrides, action_dim=2):
     return JEPAWorldModel(cfg, (64, 64, 3), action_dim)
 
 
-def fake_batch(batch=3, frames=5, action_dim=2):
+def fake_batch(batch=3, frames=7, action_dim=2):  # the default model's window: history 2 + rollout 5
     return {
         "obs": torch.randint(0, 256, (batch, frames, 64, 64, 3), dtype=torch.uint8),
         "actions": torch.rand(batch, frames - 1, action_dim) * 2 - 1,
@@ -58,7 +58,7 @@ def test_rollout_never_sees_future_frames(predictor):
 
 
 def test_rollout_matches_repeated_predict_for_markov_model():
-    model = small_pixel_model().eval()
+    model = small_pixel_model("model.history=1").eval()
     z = torch.randn(4, 1, 1, 16)
     actions = torch.randn(4, 3, 2)
     rolled = model.rollout(z, actions)
@@ -94,7 +94,7 @@ def test_non_finite_loss_raises_a_clear_error():
 
 
 def test_windows_of_the_wrong_length_are_rejected():
-    with pytest.raises(ValueError, match="history \\+ rollout_steps = 5 frames"):
+    with pytest.raises(ValueError, match="history \\+ rollout_steps = 7 frames"):
         small_pixel_model().compute_losses(fake_batch(frames=4))
 
 
