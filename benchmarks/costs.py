@@ -42,13 +42,21 @@ def model_name(candidate: str, cost: str) -> str:
     return candidate if cost == "l2" else f"{candidate}@{cost}"
 
 
+def selected_costs(cfg) -> dict:
+    """The costs this run works on and chooses among: ``only_costs`` of them, or all."""
+    unknown = sorted(set(cfg.only_costs or []) - set(cfg.costs))
+    if unknown:
+        raise SystemExit(f"only_costs={unknown}: not costs of this study (choices: {', '.join(cfg.costs)})")
+    return {name: spec for name, spec in cfg.costs.items() if not cfg.only_costs or name in cfg.only_costs}
+
+
 def main(argv: list[str]) -> None:
     write = "--write" in argv
     cfg = compose("costs", [arg for arg in argv if arg != "--write"])
     out = Path(cfg.out)
     timings = suite.Timings(out / "timings.json")
     train, plan = as_overrides(cfg.train), as_overrides(cfg.plan)
-    kinds = sorted({spec.learned_cost for spec in cfg.costs.values()} - {"none"})
+    kinds = sorted({spec.learned_cost for spec in selected_costs(cfg).values()} - {"none"})
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         for candidate, candidate_overrides in history.selected(cfg).items():
             for seed in cfg.seeds:
@@ -70,7 +78,7 @@ def main(argv: list[str]) -> None:
                         if not episodes:  # splits.test=0: a dev pass that only chooses
                             continue
                         results = history.results_directory(out, split, task, schedule)
-                        for cost, spec in cfg.costs.items():
+                        for cost, spec in selected_costs(cfg).items():
                             for seed in cfg.seeds:
                                 run = suite.run_directory(out, group, candidate, seed)
                                 checkpoint = checkpoint_with_cost(run, spec.learned_cost, cfg.checkpoint)
@@ -102,16 +110,17 @@ def summaries(cfg, out: Path) -> dict:
 
 
 def dev_choice(found: dict, cfg) -> tuple[tuple[str, str] | None, dict]:
-    """The (candidate, cost) with the best mean dev success over every task and schedule, once every pair has
-    them all, and each complete pair's mean."""
+    """The (candidate, cost) with the best mean dev success over every task and schedule, once every selected
+    pair (``only``, ``only_costs``) has them all, and each complete pair's mean."""
     means = {}
-    for candidate in cfg.candidates:
-        for cost in cfg.costs:
+    candidates, costs = history.selected(cfg), selected_costs(cfg)
+    for candidate in candidates:
+        for cost in costs:
             rates = [found[key]["mean"] for task in cfg.tasks for schedule in cfg.schedules
                      if (key := ("dev", task, schedule, candidate, cost)) in found]
             if len(rates) == len(cfg.tasks) * len(cfg.schedules):
                 means[(candidate, cost)] = statistics.mean(rates)
-    complete = len(means) == len(cfg.candidates) * len(cfg.costs)
+    complete = len(means) == len(candidates) * len(costs)
     return (max(means, key=means.get) if complete and means else None), means
 
 

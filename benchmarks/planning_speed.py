@@ -82,6 +82,15 @@ def untrained_policy(model) -> GoalPolicy:
                       dict(settings.__dict__))
 
 
+def untrained_learned_cost(model):
+    """A learned cost of the default kind and size for ``model`` (its speed does not depend on its weights)."""
+    from jepa_wm.learned_cost import CostTrainer, default_settings
+
+    settings = default_settings(compose("train", ["data.path=none"]).learned_cost.kind)
+    episodes = torch.randn(4, 21, model.num_tokens * model.embed_dim)
+    return CostTrainer(episodes, settings).result().to(model.device)
+
+
 def time_decisions(model, env, act: str, device: str, repeats: int, neighbour: str | None) -> float:
     """Median seconds of one control decision with ``act``, next to a busy ``neighbour`` process if given."""
     import subprocess
@@ -117,9 +126,19 @@ def main(argv: list[str]) -> None:
     else:
         model_cfg = model_config()
         model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip).world_model.eval().to(device)
+    if model.learned_cost is None and compose("train", ["data.path=none"]).learned_cost.kind != "none":
+        model.learned_cost = untrained_learned_cost(model)  # what a default run carries
     env = make_env(to_dict(load_group("env", "reacher-easy")), obs_type=model.cfg["obs_type"])
     obs, _ = env.reset(seed=0)
-    cost_fn = LatentGoalCost.from_config(model, PLAN.cost).make_cost(env, [obs], [])
+    cost = LatentGoalCost.from_config(model, PLAN.cost)
+    cost_fn = cost.make_cost(env, [obs], [])
+    latent_fn = LatentGoalCost.from_config(model, compose("plan", ["cost.name=l2"]).cost).make_cost(env, [obs], [])
+    default_ms, latent_ms = [], []
+    for _ in range(3):  # interleaved: the same load for both
+        default_ms.append(time_plan(PLAN.planner.name, cost_fn, model.action_dim, device, repeats)[0] * 1000)
+        latent_ms.append(time_plan(PLAN.planner.name, latent_fn, model.action_dim, device, repeats)[0] * 1000)
+    default_ms, latent_ms = statistics.median(default_ms), statistics.median(latent_ms)
+    print(f"{PLAN.planner.name} with the default cost: {default_ms:.1f} ms/step, with the latent l2 alone: {latent_ms:.1f}")
 
     rows = []
     for name in PLANNERS.names():
@@ -147,6 +166,10 @@ def main(argv: list[str]) -> None:
         "| planner | candidates per MPC step | batched ms / MPC step | candidate rollouts / s | per-candidate loop ms / MPC step | speed-up |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         *[f"| {n} | {e} | {ms:.1f} | {rate:,.0f} | {loop_ms:.1f} | {ratio:.0f}x |" for n, e, ms, rate, loop_ms, ratio in rows],
+        "",
+        f"The default planning cost ({cost.description.removeprefix('cost: ')}) against the latent l2 alone, "
+        f"{PLAN.planner.name} from plan.yaml, median of 3 interleaved medians: {default_ms:.1f} ms vs "
+        f"{latent_ms:.1f} ms per MPC step ({default_ms / latent_ms:.2f}x).",
         "",
         f"Ways to act (configs/plan.yaml act=): ms per control decision (encode the history, then propose and/or "
         f"plan), median of {options['decisions']} decisions from reacher-easy starts after a warm-up one; planner = "

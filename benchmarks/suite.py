@@ -36,7 +36,7 @@ from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
 
 STAGES = ("collect", "train", "baselines", "evaluate", "report")
 FIGURE = Path(__file__).resolve().parent / "figures" / "suite.png"
-DEFAULT_VARIANT = "default-mpc"
+DEFAULT_VARIANT = "replan-every-block"  # the default MPC (plan.yaml): the studies call it the same
 
 
 def task_groups(tasks: list[str]) -> dict[str, list[str]]:
@@ -75,13 +75,18 @@ def comparable(config: dict) -> dict:
 
     Reports written before planning costs had names planned with the latent distance: read as ``cost.name=l2``
     with the weights' defaults, which only a sum uses. Reports written before ``act`` acted with the planner;
-    ``policy_planner`` only matters when a policy seeds the planner."""
+    ``policy_planner`` only matters when a policy seeds the planner; random and the oracle never read our
+    cost or how we act."""
     settings = {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
     if "cost" in settings and "name" not in settings["cost"]:
         settings["cost"] = {"name": "l2", "latent_weight": 1.0, "learned_weight": 1.0, **settings["cost"]}
     settings.setdefault("act", "planner")
     if settings["act"] != "policy+planner":
         settings.pop("policy_planner", None)
+    settings.setdefault("oracle_planner", "cem")  # before the key, the oracle planned with ours' planner (cem)
+    if "ours" not in (settings.get("methods") or ["ours"]):  # random and the oracle use neither our cost nor act
+        for key in ("cost", "act", "policy_planner"):
+            settings.pop(key, None)
     return settings
 
 

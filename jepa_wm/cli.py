@@ -116,6 +116,20 @@ def _convert(cfg) -> None:
     print(f"converted {cfg.path} ({source}) to {written} ({target})")
 
 
+def _joints(cfg) -> None:
+    from jepa_wm.data.envs.tasks import domain_joints
+    from jepa_wm.errors import ConfigError
+
+    try:
+        rows = domain_joints(cfg.domain, cfg.task)
+    except ValueError as error:
+        raise ConfigError(str(error)) from error
+    print(f"{'qpos':>4}  {'joint':<20} {'type':<6} range")
+    for row in rows:
+        print(f"{row['qpos']:>4}  {row['name']:<20} {row['type']:<6} {row['range']}")
+    print("success_joints takes qpos indices; hinges are compared modulo 2 pi, slides as they are")
+
+
 def _upload(cfg) -> None:
     from jepa_wm.hub import upload_checkpoint
 
@@ -138,6 +152,8 @@ COMMANDS: dict[str, Command] = {
                           "jepa-wm quickstart", _quickstart),
     "convert": Command("convert", "convert a format-1 dataset to format 2",
                        "jepa-wm convert path=datasets/old", _convert),
+    "joints": Command("joints", "list a DeepMind Control domain's joints and qpos indices (for success_joints)",
+                      "jepa-wm joints domain=walker", _joints),
     "upload": Command("upload", "upload a checkpoint and its card to a Hugging Face Hub model repository",
                       "jepa-wm upload checkpoint=runs/reacher/checkpoints/best.ckpt repo=OWNER/NAME", _upload),
 }

@@ -129,3 +129,12 @@ def test_the_acting_study_reports_each_way_to_act_beside_random_and_oracle_on_th
     assert set(lines) == {"planner", "distill", "distill+planner"}  # gcbc has no reports: no row
     assert "| 2 | 85% +- 7%" in lines["planner"] and "| 10% | 100% | 0.85 |" in lines["planner"]
     assert "| 2 | 95% +- 7%" in lines["distill+planner"]
+
+
+def test_baselines_are_reused_whatever_cost_ours_would_plan_with():
+    baselines = {"methods": ["random", "oracle"], "planner": {"name": "cem"}, "cost": {"name": "l2"}}
+    assert suite.comparable(baselines) == suite.comparable({**baselines, "cost": {"name": "auto"}, "act": "policy",
+                                                             "oracle_planner": "cem"})
+    assert suite.comparable(baselines) != suite.comparable({**baselines, "planner": {"name": "mppi"}})
+    ours = {"methods": None, "planner": {"name": "cem"}, "cost": {"name": "l2"}}
+    assert suite.comparable(ours) != suite.comparable({**ours, "cost": {"name": "auto"}})

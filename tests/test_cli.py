@@ -104,3 +104,24 @@ def test_convert_exports_to_stable_worldmodels_hdf5_and_back(tmp_path, reacher_p
     assert all((copy.episode(i)["obs"] == original.episode(i)["obs"]).all() for i in range(original.num_episodes))
     wrong = run([sys.executable, "-m", "jepa_wm", "convert", f"path={reacher_pixel_dataset}", "to=lance"], tmp_path)
     assert wrong.returncode == 2 and "to=lance is not a format" in wrong.stderr
+
+
+def test_joints_lists_a_domains_qpos_indices_and_a_typo_gets_the_nearest_domain(tmp_path):
+    listed = run([sys.executable, "-m", "jepa_wm", "joints", "domain=finger"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:] if line.strip()[:1].isdigit()]
+    assert [(row[0], row[1], row[2]) for row in rows] == [("0", "proximal", "hinge"), ("1", "distal", "hinge"),
+                                                          ("2", "hinge", "hinge")]  # finger-spin's 3 success joints
+    typo = run([sys.executable, "-m", "jepa_wm", "joints", "domain=fingr"], tmp_path)
+    assert typo.returncode == 2 and "did you mean 'finger'" in typo.stderr and "Traceback" not in typo.stderr
+
+
+def test_the_readmes_python_api_runs_as_written(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Python API in ten lines"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 3)]
+    assert "load_world_model" in code and "env.step" in code
+    script = tmp_path / "api.py"
+    script.write_text(code + "\nassert info['success'], info\nprint('reached', step)\n")
+    result = run([sys.executable, str(script)], tmp_path)
+    assert result.returncode == 0 and "reached" in result.stdout, result.stderr[-2000:]

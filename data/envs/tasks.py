@@ -184,3 +184,28 @@ def randomize_joints(physics, random: np.random.RandomState) -> None:
     """A uniformly random joint configuration, the same way the suite's tasks initialise episodes."""
     with physics.reset_context():
         randomizers.randomize_limited_and_rotational_joints(physics, random)
+
+
+JOINT_TYPES = {int(mujoco.mjtJoint.mjJNT_FREE): "free", int(mujoco.mjtJoint.mjJNT_BALL): "ball",
+               int(mujoco.mjtJoint.mjJNT_SLIDE): "slide", int(mujoco.mjtJoint.mjJNT_HINGE): "hinge"}
+
+
+def domain_joints(domain: str, task: str | None = None) -> list[dict]:
+    """Every joint of a dm_control.suite domain: name, type, first qpos index and range (what ``success_joints``
+    indexes). A free joint takes 7 qpos entries, a ball 4, hinges and slides 1."""
+    from dm_control import suite
+
+    tasks = [t for d, t in suite.ALL_TASKS if d == domain]
+    if not tasks:
+        domains = sorted({d for d, _ in suite.ALL_TASKS})
+        raise ValueError(f"unknown dm_control domain '{domain}'{did_you_mean(domain, domains)} "
+                         f"(choices: {', '.join(domains)})")
+    check_suite_task(domain, task or tasks[0])
+    model = suite.load(domain, task or tasks[0]).physics.model
+    rows = []
+    for joint in range(model.njnt):
+        kind = JOINT_TYPES[int(model.jnt_type[joint])]
+        limited = bool(model.jnt_limited[joint])
+        rows.append({"qpos": int(model.jnt_qposadr[joint]), "name": model.id2name(joint, "joint"), "type": kind,
+                     "range": [round(float(x), 3) for x in model.jnt_range[joint]] if limited else "unlimited"})
+    return rows
