@@ -135,7 +135,7 @@ def dev_choice(found: dict, candidates, tasks, schedules) -> tuple[str | None, d
 def report(cfg, out: Path) -> str:
     found = summaries(cfg, out)
     groups = {task: group for group, tasks in suite.task_groups(list(cfg.tasks)).items() for task in tasks}
-    chosen, dev_means = dev_choice(found, list(cfg.candidates), list(cfg.tasks), list(cfg.schedules))
+    chosen, dev_means = dev_choice(found, list(selected(cfg)), list(cfg.tasks), list(cfg.schedules))
     lines = [
         f"Candidates trained on the suite's data ({cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} "
         f"steps per dynamics group, {cfg.train.trainer.max_steps} training steps), up to {len(cfg.seeds)} training "
@@ -146,7 +146,8 @@ def report(cfg, out: Path) -> str:
         "",
         "Mean dev success over every task and schedule: " + (", ".join(
             f"{model} {mean:.1%}" for model, mean in sorted(dev_means.items(), key=lambda item: -item[1])) or "none yet")
-        + (f"; **chosen on dev: {chosen}**." if chosen else " (the choice waits for every candidate's dev results)."),
+        + (f"; **chosen on dev with the latent distance: {chosen}**; the default is chosen together with the "
+           f"planning cost (benchmarks/costs.py)." if chosen else " (the choice waits for every candidate's dev results)."),
         "",
         "Test episodes, ours as mean +- std over training seeds [pooled 95% Wilson interval]; "
         "rollout error per model step 1..5 relative to copying the last embedding (validation, mean over seeds).",

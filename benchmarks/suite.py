@@ -213,7 +213,13 @@ def report(cfg, out: Path, timings: Timings) -> str:
         lines.append(f"| {name} | {schedule} | {s['seeds']} | {s['mean']:.0%} +- {s['std']:.0%} | [{s['pooled_ci95'][0]:.0%}, "
                      f"{s['pooled_ci95'][1]:.0%}] | {s['random']:.0%} | {s['oracle']:.0%} | {ratio:.2f} | "
                      f"{s['final_distance']:.3f} | {s['ms_per_step']:.0f} |")
-    stage_times = sorted(timings.seconds.items())
+    groups = task_groups(list(cfg.tasks))
+    own = ({f"collect {group}" for group in groups}
+           | {f"train {group} {model} seed {seed}" for group in groups for model in cfg.models for seed in cfg.seeds}
+           | {f"{stage} {task} {schedule}{suffix}" for task in cfg.tasks for schedule in schedules(cfg, task)
+              for stage, suffix in [("baselines", "")] + [("evaluate", f" {model} seed {seed}")
+                                                         for model in cfg.models for seed in cfg.seeds]})
+    stage_times = sorted((name, seconds) for name, seconds in timings.seconds.items() if name in own)  # not the studies'
     if stage_times:
         total = sum(seconds for _, seconds in stage_times)
         lines += ["", f"Stage wall times (s; {total / 3600:.1f} h in all; parts of the suite run side by side on the "

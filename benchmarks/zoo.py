@@ -53,7 +53,7 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None
     card = {
         "name": task, "task": task, "format": hparams["format"], "seed": seed,
         "command": "python benchmarks/zoo.py",
-        "training_command": f"python scripts/train.py data.path=DATASET seed={seed} " + " ".join(
+        "training_command": f"jepa-wm train data.path=DATASET seed={seed} " + " ".join(
             f"{key}={value}" for key, value in suite_train_overrides(cfg)),
         "training_steps": int(checkpoint["global_step"]),
         "data": {"episodes": cfg.collect.episodes, "steps_per_episode": cfg.collect.steps_per_episode,
