@@ -151,3 +151,21 @@ def test_training_adds_the_configured_learned_cost_to_last_and_best(tmp_path, re
     for name in ("last.ckpt", "best.ckpt"):
         cost = load_world_model(run / "checkpoints" / name).learned_cost
         assert cost is not None and cost.kind == "hilbert" and cost.settings["steps"] == 10
+
+
+def test_the_train_cost_command_stores_the_default_cost_and_refuses_an_unknown_kind(tmp_path, reacher_pixel_dataset):
+    import subprocess
+    import sys
+
+    from tests.test_training import train
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", "learned_cost=none", steps=4, every=4)
+    path = run / "checkpoints" / "last.ckpt"
+    command = [sys.executable, "-m", "jepa_wm", "train-cost", f"checkpoint={path}", "progress=false"]
+    done = subprocess.run([*command, "learned_cost.steps=5", "learned_cost.batch_size=16"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    cost = load_world_model(path).learned_cost
+    assert cost.kind == compose("train_cost", [f"checkpoint={path}"]).learned_cost.kind == "temporal" and cost.settings["steps"] == 5
+    wrong = subprocess.run([*command, "learned_cost=temporl"], capture_output=True, text=True, timeout=300)
+    assert wrong.returncode == 2 and "temporal" in wrong.stderr and "Traceback" not in wrong.stderr
