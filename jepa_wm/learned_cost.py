@@ -74,6 +74,15 @@ class HilbertDistanceHead(nn.Module):
 
 
 
+def check_training_budget(what: str, settings) -> None:
+    """The checks every head trained on frozen embeddings shares (learned costs, policies): ``settings`` has
+    ``steps``, ``batch_size``, ``lr``, ``hidden_dim`` and ``depth``."""
+    s = settings
+    if s.steps < 1 or s.batch_size < 2 or not s.lr > 0 or s.hidden_dim < 1 or s.depth < 1:
+        raise ValueError(f"{what} training needs steps >= 1, batch_size >= 2, lr > 0, hidden_dim and depth >= 1; "
+                         f"got {s.steps}, {s.batch_size}, {s.lr}, {s.hidden_dim}, {s.depth}")
+
+
 @dataclass
 class CostTrainingSettings:
     """What ``CostTrainer`` does. ``configs/learned_cost/<kind>.yaml`` holds the defaults and says what each is
@@ -96,9 +105,7 @@ class CostTrainingSettings:
     def __post_init__(self):
         HEADS[self.kind]  # an unknown kind fails here, with the nearest one
         self.goal_mix = tuple(float(p) for p in self.goal_mix)
-        if self.steps < 1 or self.batch_size < 2 or not self.lr > 0 or self.hidden_dim < 1 or self.depth < 1:
-            raise ValueError(f"learned cost training needs steps >= 1, batch_size >= 2, lr > 0, hidden_dim and depth "
-                             f">= 1; got {self.steps}, {self.batch_size}, {self.lr}, {self.hidden_dim}, {self.depth}")
+        check_training_budget("learned cost", self)
         if not 0 < self.discount < 1 or not 0 < self.expectile < 1 or not 0 <= self.negative_fraction < 1:
             raise ValueError(f"discount and expectile must be in (0, 1), negative_fraction in [0, 1); got "
                              f"{self.discount}, {self.expectile}, {self.negative_fraction}")

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from jepa_wm.layers import mlp
+from jepa_wm.learned_cost import check_training_budget
 from jepa_wm.registry import Registry
 
 # How a policy's training targets are made, by kind (configs/policy/<kind>.yaml holds the settings).
@@ -48,9 +49,7 @@ class PolicySettings:
 
     def __post_init__(self):
         POLICY_TARGETS[self.kind]  # an unknown kind fails here, with the nearest one
-        if self.steps < 1 or self.batch_size < 2 or not self.lr > 0 or self.hidden_dim < 1 or self.depth < 1:
-            raise ValueError(f"policy training needs steps >= 1, batch_size >= 2, lr > 0, hidden_dim and depth >= 1; "
-                             f"got {self.steps}, {self.batch_size}, {self.lr}, {self.hidden_dim}, {self.depth}")
+        check_training_budget("policy", self)
         if self.labels < 1:
             raise ValueError(f"policy.labels must be >= 1; got {self.labels}")
         if self.goal not in GOAL_RELABELLING:

@@ -58,3 +58,20 @@ def reacher_env(reacher_env_cfg):
     env = make_env(reacher_env_cfg)
     yield env
     env.close()
+
+
+def kill_training_at(monkeypatch, trainer_class, step: int):
+    """Make ``trainer_class.train`` raise KeyboardInterrupt once it has reported ``step`` (a Ctrl-C there);
+    returns the real ``train``, to put back with ``monkeypatch.setattr``."""
+    real_train = trainer_class.train
+
+    def killed(self, until, progress=None):
+        def kill(done, loss):
+            progress(done, loss)
+            if done == step:
+                raise KeyboardInterrupt
+
+        return real_train(self, until, kill)
+
+    monkeypatch.setattr(trainer_class, "train", killed)
+    return real_train

@@ -10,6 +10,7 @@ from jepa_wm import load_world_model
 from jepa_wm.config import compose
 from jepa_wm.learned_cost import CostTrainer, LearnedCost, default_settings, train_learned_cost
 from jepa_wm.pipeline import train_cost_for_checkpoint
+from tests.conftest import kill_training_at
 from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
 
 
@@ -115,24 +116,12 @@ def test_train_cost_stores_the_cost_in_the_checkpoint_and_resumes_after_a_kill(t
     settings = default_settings("hilbert", steps=30, batch_size=32)
     state_path = path.with_name(".last.ckpt.learned_cost-state")
 
-    import jepa_wm.learned_cost
-
-    real_train = jepa_wm.learned_cost.CostTrainer.train
-
-    def killed_at_step_20(self, until, progress=None):
-        def kill(step, loss):
-            progress(step, loss)
-            if step == 20:
-                raise KeyboardInterrupt
-
-        return real_train(self, until, kill)
-
-    monkeypatch.setattr(jepa_wm.learned_cost.CostTrainer, "train", killed_at_step_20)
+    real_train = kill_training_at(monkeypatch, CostTrainer, 20)
     with pytest.raises(KeyboardInterrupt):
         train_cost_for_checkpoint(path, settings, progress=False, save_every=10)
     assert state_path.is_file() and load_world_model(path).learned_cost is None
     assert torch.load(state_path, weights_only=True)["step"] == 20
-    monkeypatch.setattr(jepa_wm.learned_cost.CostTrainer, "train", real_train)
+    monkeypatch.setattr(CostTrainer, "train", real_train)
     metrics = train_cost_for_checkpoint(path, settings, progress=False, save_every=10)
     assert not state_path.exists() and math.isfinite(metrics["true_distance_rank_correlation"])
     resumed = load_world_model(path).learned_cost

@@ -15,6 +15,7 @@ from jepa_wm import load_world_model
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.pipeline import train_policy_for_checkpoint
 from jepa_wm.policy import GoalPolicy, PolicySettings, PolicyTrainer, default_policy_settings, relabelled_examples
+from tests.conftest import kill_training_at
 
 
 def pushed_point_episodes(episodes=200, steps=40, features=6, seed=0):
@@ -178,24 +179,12 @@ def test_train_policy_ships_in_the_checkpoint_resumes_and_acts_in_every_mode(tmp
 
     settings = default_policy_settings("gcbc", steps=30, batch_size=32, labels=300, hidden_dim=16)
     train_policy = partial(train_policy_for_checkpoint, horizon=2)  # the fixture's episodes are short: 2 of 5 steps
-    import jepa_wm.policy
-
-    real_train = jepa_wm.policy.PolicyTrainer.train
-
-    def killed_at_step_20(self, until, progress=None):
-        def kill(step, loss):
-            progress(step, loss)
-            if step == 20:
-                raise KeyboardInterrupt
-
-        return real_train(self, until, kill)
-
-    monkeypatch.setattr(jepa_wm.policy.PolicyTrainer, "train", killed_at_step_20)
+    real_train = kill_training_at(monkeypatch, PolicyTrainer, 20)
     with pytest.raises(KeyboardInterrupt):
         train_policy(path, settings, progress=False, save_every=10)
     state_path = path.with_name(".last.ckpt.policy-state")
     assert state_path.is_file() and load_world_model(path).policy is None  # nothing half-written
-    monkeypatch.setattr(jepa_wm.policy.PolicyTrainer, "train", real_train)
+    monkeypatch.setattr(PolicyTrainer, "train", real_train)
     metrics = train_policy(path, settings, progress=False, save_every=10)
     assert not state_path.exists() and math.isfinite(metrics["validation_mse"])
     fresh_path = tmp_path / "fresh.ckpt"
