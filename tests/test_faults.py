@@ -33,7 +33,11 @@ from tests.test_training import ROOT, checkpoint_step, metric_rows, run_script, 
 
 
 def snapshot(directory: Path) -> dict:
-    """Every file under a directory with its bytes: what 'nothing changed' means."""
+    """Every file under a directory with its bytes: what 'nothing changed' means. W&B's service process
+    appends to its own debug logs in a run directory after the run has ended: it is stopped first, so that
+    the snapshot is of a finished directory."""
+    if "wandb" in sys.modules:
+        sys.modules["wandb"].teardown()
     return {str(path.relative_to(directory)): path.read_bytes() for path in sorted(directory.rglob("*")) if path.is_file()}
 
 
