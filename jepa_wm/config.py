@@ -86,6 +86,25 @@ def parse_overrides(arguments: Iterable[str]) -> list[tuple[str, str]]:
     return pairs
 
 
+def decode_value(text: str) -> Any:
+    """A command-line value as ``compose`` reads it (YAML: numbers, lists, quoted strings with their escapes
+    decoded), with nothing resolved: ``"${oc.env:X}"`` stays that text."""
+    try:
+        return OmegaConf.to_container(OmegaConf.from_dotlist([f"_={text}"]), resolve=False)["_"]
+    except Exception:  # noqa: BLE001 - text YAML cannot read: compose will say so where it came from
+        return text
+
+
+def is_plain_value(value: Any) -> bool:
+    """A number, a word, a boolean, null or a list of those, with no interpolation in any string: a value that
+    means itself, whatever the environment or the rest of the config holds."""
+    if isinstance(value, list):
+        return all(not isinstance(item, (list, dict)) and is_plain_value(item) for item in value)
+    if isinstance(value, str):
+        return "${" not in value and "\n" not in value
+    return value is None or isinstance(value, (bool, int, float))
+
+
 def _at_least(minimum: int) -> tuple[Callable[[Any], bool], str]:
     return (lambda value: value >= minimum), f"an integer >= {minimum}"
 

@@ -18,7 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from tqdm.auto import tqdm
 
 from jepa_wm.checkpoint import read_checkpoint
-from jepa_wm.config import as_overrides, compose, parse_overrides, to_dict
+from jepa_wm.config import as_overrides, compose, decode_value, is_plain_value, parse_overrides, to_dict
 from jepa_wm.data.collect import collect_from_config
 from jepa_wm.data.datamodule import TrajectoryDataModule
 from jepa_wm.errors import ConfigError
@@ -50,7 +50,9 @@ def task_train_overrides(dataset) -> list[str]:
     """``train_overrides`` of the env config a dataset was collected with: model settings its task needs.
 
     A dataset is input from anyone: each override must set a ``model.`` key to a plain value, or the whole
-    dataset is refused (``DatasetError``) before anything is trained or written.
+    dataset is refused (``DatasetError``) before anything is trained or written. The value is judged as the
+    config will read it (YAML-decoded, so an escape such as ``"\\u0024{...}"`` is seen as the ``${...}`` it
+    becomes), never on its raw text.
     """
     from jepa_wm.data.storage import DatasetError, load_manifest
 
@@ -64,7 +66,7 @@ def task_train_overrides(dataset) -> list[str]:
     for item in overrides:
         key, equals, value = str(item).partition("=")
         if not (isinstance(item, str) and equals and TASK_OVERRIDE_KEY.fullmatch(key.strip())
-                and "${" not in value and "\n" not in value):
+                and is_plain_value(decode_value(value))):
             raise DatasetError(f"{dataset}/manifest.json: env.train_overrides item {str(item)[:80]!r} is refused: a "
                                f"dataset may only set model.* keys to plain values (no interpolations)")
     return list(overrides)

@@ -230,8 +230,14 @@ def test_resume_refuses_another_dataset_of_the_same_task(tmp_path, reacher_env_c
 
 
 # ------------------------------------------------------------------------------------------------ leaks
-@pytest.mark.parametrize("override", ["out=ELSEWHERE", "wandb.name=${oc.env:SECRET_TOKEN}",
-                                      "model.encoder.name=${oc.env:SECRET_TOKEN}", "+trainer.default_root_dir=/tmp"])
+@pytest.mark.parametrize("override", [
+    "out=ELSEWHERE", "wandb.name=${oc.env:SECRET_TOKEN}", "model.encoder.name=${oc.env:SECRET_TOKEN}",
+    "+trainer.default_root_dir=/tmp",
+    # YAML escapes that decode to an interpolation once the config reads them
+    'model.encoder.name="\\u0024{oc.env:SECRET_TOKEN}"', 'model.encoder.name="\\x24{oc.env:SECRET_TOKEN}"',
+    'model.encoder.name="\\U00000024{oc.env:SECRET_TOKEN}"', 'model.encoder.channels=[16,"\\u0024{oc.env:SECRET_TOKEN}"]',
+    "model.encoder.name={secret: ${oc.env:SECRET_TOKEN}}",
+])
 def test_a_dataset_cannot_steer_training_or_pull_the_environment_into_a_run(
         override, tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
     dataset = shutil.copytree(reacher_pixel_dataset, tmp_path / "hostile")
