@@ -25,6 +25,7 @@ from jepa_wm.data.storage import (
     MANIFEST_NAME,
     DatasetError,
     check_header_types,
+    check_shard_names,
     expected_arrays,
     file_sha256,
     header_sha256,
@@ -142,6 +143,7 @@ def convert_dataset(path, out=None) -> dict[str, Any]:
         raise DatasetError(f"{source / MANIFEST_NAME} has format_version {version!r}; only format-1 datasets can be converted")
     require_fields(source / MANIFEST_NAME, manifest, (*HEADER_FIELDS, "shards"))
     check_header_types(source / MANIFEST_NAME, manifest, (*HEADER_FIELDS, "shards"))
+    check_shard_names(source / MANIFEST_NAME, manifest["shards"], suffix=".npz")
     if target != source:
         check_output_directory(target)
         if (target / MANIFEST_NAME).exists():

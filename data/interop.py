@@ -48,19 +48,30 @@ from jepa_wm.data.storage import (
     ARRAY_DTYPES,
     DATASET_FILES,
     MANIFEST_NAME,
+    HEADER_FIELDS,
     DatasetError,
     check_header_types,
+    check_shard_names,
     load_manifest,
     new_manifest,
     remove_partial_files,
+    require_fields,
     sealed,
+    shard_file,
     shard_name,
     verify_shards,
     write_shard,
 )
 
 from jepa_wm.errors import ConfigError
-from jepa_wm.files import DirectoryLock, atomic_path, check_output_directory, is_temporary_of, write_json_atomic
+from jepa_wm.files import (
+    DirectoryLock,
+    atomic_path,
+    check_output_directory,
+    is_temporary_of,
+    remove_temporaries,
+    write_json_atomic,
+)
 
 MANIFEST_ATTR = "jepa_wm_manifest"
 INDEX_COLUMNS = ("ep_len", "ep_offset")
@@ -106,6 +117,9 @@ def export_hdf5(dataset: str | Path, out: str | Path, physics_split: tuple[int, 
         raise ConfigError(f"out={out} must end in .h5 or .hdf5 (stable-worldmodel detects HDF5 files by suffix)")
     if out.is_dir():
         raise ConfigError(f"out={out} is a directory; pass the path of the .h5 file to write")
+    if out.exists() and not _is_an_export(out):
+        raise ConfigError(f"out={out} already exists and was not written by jepa-wm convert; it is left as it is: "
+                          f"pass the path of a new .h5 file")
     manifest = load_manifest(dataset)
     finished = sum(last - first for first, last in (record["episodes"] for record in manifest["shards"].values()))
     if finished < manifest["episodes"]:
@@ -131,6 +145,7 @@ def export_hdf5(dataset: str | Path, out: str | Path, physics_split: tuple[int, 
         columns["qvel"] = ((int(physics_split[1]),), np.float32)
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out.parent, [out.name])  # of an export that was killed
     with atomic_path(out) as temporary:
         with h5py.File(temporary, "w", libver="latest") as file:
             file.attrs[MANIFEST_ATTR] = json.dumps(manifest, sort_keys=True)
@@ -160,6 +175,16 @@ def export_hdf5(dataset: str | Path, out: str | Path, physics_split: tuple[int, 
                     data["episode_idx"][where] = np.full(rows, int(episode), np.int64)
                     data["step_idx"][where] = np.arange(rows, dtype=np.int32)
     return out
+
+
+def _is_an_export(path: Path) -> bool:
+    """Whether ``path`` is an HDF5 file that ``export_hdf5`` wrote (it carries our manifest): the only kind of
+    existing file an export may replace."""
+    try:
+        with _h5py().File(path, "r") as file:
+            return MANIFEST_ATTR in file.attrs
+    except OSError:
+        return False
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -192,8 +217,12 @@ def read_hdf5_layout(path: str | Path) -> dict[str, Any]:
         raise DatasetError(f"{path}: column(s) {', '.join(short)} hold fewer rows than ep_len adds up to ({rows})")
     if isinstance(manifest, bytes):
         manifest = manifest.decode()
+    try:
+        manifest = json.loads(manifest) if manifest is not None else None
+    except (TypeError, ValueError) as error:
+        raise DatasetError(f"{path}: its {MANIFEST_ATTR} attribute is not JSON ({error}); the file was damaged") from None
     return {"lengths": lengths, "offsets": offsets, "columns": {name: value[:2] for name, value in columns.items()},
-            "manifest": json.loads(manifest) if manifest is not None else None}
+            "manifest": manifest}
 
 
 def _imported_header(path: Path, env: dict[str, Any] | None, steps: int, mapping: dict[str, Any], seed: int,
@@ -238,7 +267,7 @@ def import_hdf5(path: str | Path, out: str | Path, env: dict[str, Any] | None = 
     lengths, offsets = layout["lengths"], layout["offsets"]
     manifest = layout["manifest"]
     if manifest is not None:
-        header = {key: value for key, value in manifest.items() if key not in ("shards", "header_sha256")}
+        header = _embedded_header(path, manifest)
         if steps_per_episode is not None and steps_per_episode != header["steps_per_episode"]:
             raise ConfigError(f"{path} was exported with {header['steps_per_episode']} steps per episode; "
                               f"steps_per_episode={steps_per_episode} cannot change an exported dataset")
@@ -268,18 +297,59 @@ def import_hdf5(path: str | Path, out: str | Path, env: dict[str, Any] | None = 
         raise DatasetError(f"{path} has episodes shorter than {steps + 1} rows ({steps} actions)")
 
     h5py = _h5py()
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     with DirectoryLock(out, "a dataset"):
         remove_partial_files(out)
         manifest_out = new_manifest(header)
-        write_json_atomic(out / MANIFEST_NAME, manifest_out)
-        with h5py.File(path, "r") as file:
-            for name, first, last in shards:
-                arrays = _read_shard(file, mapping, offsets, first, last, steps, header)
-                manifest_out["shards"][name] = sealed(manifest_out, name, write_shard(out, name, arrays))
-                write_json_atomic(out / MANIFEST_NAME, manifest_out)
-    load_manifest(out)  # the result reads back as a dataset: header seal and shard seals
+        try:
+            write_json_atomic(out / MANIFEST_NAME, manifest_out)
+            with h5py.File(path, "r") as file:
+                for name, first, last in shards:
+                    arrays = _read_shard(file, mapping, offsets, first, last, steps, header)
+                    manifest_out["shards"][name] = sealed(manifest_out, name, write_shard(out, name, arrays))
+                    write_json_atomic(out / MANIFEST_NAME, manifest_out)
+            load_manifest(out)  # the result reads back as a dataset: header seal and shard seals
+        except BaseException:
+            # A refused or interrupted import leaves out= as it found it, so that its rerun starts afresh.
+            _remove_import(out, [name for name, _, _ in shards], created)
+            raise
     return out
+
+
+def _remove_import(out: Path, shards: list[str], created: bool) -> None:
+    """Delete the files an unfinished import wrote (its manifest, its shards' files) and nothing else; the
+    directory too if the import created it and nothing else is in it."""
+    (out / MANIFEST_NAME).unlink(missing_ok=True)
+    for name in shards:
+        for key in ARRAY_DTYPES:
+            (out / shard_file(name, key)).unlink(missing_ok=True)
+    remove_partial_files(out)
+    if created and not any(out.iterdir()):
+        out.rmdir()
+
+
+def _embedded_header(path: Path, manifest: Any) -> dict[str, Any]:
+    """The header of the manifest an exported file carries, checked like a dataset's own before anything is
+    written: every field with its type, plain shard names, and shard records that cover the episodes once."""
+    where = f"{path} ({MANIFEST_ATTR})"
+    if not isinstance(manifest, dict):
+        raise DatasetError(f"{where} is not a JSON object: the file was damaged or not written by jepa-wm convert")
+    require_fields(where, manifest, (*HEADER_FIELDS, "shards"))
+    header = {key: value for key, value in manifest.items() if key not in ("shards", "header_sha256")}
+    check_header_types(where, {**new_manifest(header), "shards": manifest["shards"]})
+    check_shard_names(where, manifest["shards"])
+    covered = 0
+    for name, record in sorted(manifest["shards"].items()):
+        episodes = record.get("episodes") if isinstance(record, dict) else None
+        if not (isinstance(episodes, list) and len(episodes) == 2 and episodes[0] == covered
+                and all(isinstance(n, int) and not isinstance(n, bool) for n in episodes) and episodes[1] > covered):
+            raise DatasetError(f"{where}: shard {name} lists episodes {str(episodes)[:40]}, not the next [first, last) "
+                               f"after episode {covered}: the manifest was damaged")
+        covered = episodes[1]
+    if covered != header["episodes"]:
+        raise DatasetError(f"{where}: its shards hold {covered} episodes, its header says {header['episodes']}")
+    return header
 
 
 def _default_columns(found: dict[str, Any], columns: dict[str, Any]) -> dict[str, Any]:

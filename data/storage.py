@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,12 +62,31 @@ class DatasetError(Exception):
     """A dataset file is missing, corrupt, or does not match its manifest."""
 
 
+# A shard's name as collection writes it. Names read from a file (a manifest, an HDF5 file's manifest) become
+# file names inside the dataset directory, so they must be exactly this: never a path that leads elsewhere.
+SHARD_NAME = re.compile(r"shard-[0-9]{5,9}")
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}"
 
 
+def check_shard_names(path: Path, names, suffix: str = "") -> None:
+    """Refuse, naming the first offender, shard names that are not plain ``shard-NNNNN{suffix}`` names (e.g.
+    ``../victim/shard-00000`` or an absolute path): reading, writing or deleting them would touch files outside
+    the dataset."""
+    for name in names:
+        if not (isinstance(name, str) and name.endswith(suffix) and SHARD_NAME.fullmatch(name.removesuffix(suffix))):
+            raise DatasetError(f"{path} lists a shard named {str(name)[:80]!r}; shard names are shard-NNNNN{suffix} "
+                               f"inside the dataset directory: the manifest was damaged or not written by jepa-wm")
+
+
 def shard_file(shard: str, key: str) -> str:
-    """File name of one array of a shard, e.g. ``shard-00003.pixels.npy``."""
+    """File name of one array of a shard, e.g. ``shard-00003.pixels.npy``: the one place a shard's name and an
+    array's name become a file name, so neither may be anything but a plain name of this dataset."""
+    if not (isinstance(shard, str) and SHARD_NAME.fullmatch(shard)) or key not in ARRAY_DTYPES:
+        raise DatasetError(f"shard {str(shard)[:80]!r} array {str(key)[:40]!r} is not a file name of a jepa-wm dataset "
+                           f"(shard-NNNNN and one of {', '.join(ARRAY_DTYPES)}); the manifest was damaged")
     return f"{shard}.{key}.npy"
 
 
@@ -187,6 +207,7 @@ def load_manifest(directory: Path) -> dict[str, Any]:
         raise DatasetError(f"{path} has format_version {version!r}; this code reads format_version {FORMAT_VERSION}")
     require_fields(path, manifest, (*HEADER_FIELDS, "shards", "header_sha256"))
     check_header_types(path, manifest)
+    check_shard_names(path, manifest["shards"])
     if header_sha256(manifest) != manifest["header_sha256"]:
         raise DatasetError(
             f"{path} was edited after collection (its header no longer matches header_sha256); restore the "

@@ -336,3 +336,131 @@ def test_an_upload_without_network_or_token_is_one_line(tmp_path, capsys, monkey
                               monkeypatch, tmp_path)
     assert code == 2 and "cannot upload to Hugging Face repository 'me/model'" in stderr, stderr[-2000:]
     assert "Traceback" not in stderr and len([line for line in stderr.splitlines() if line.startswith("error:")]) == 1
+
+
+# ------------------------------------------------------------------------------ names read from files
+HOSTILE_SHARD_NAMES = ["../victim/shard-00000", "/tmp/shard-00000", "shard-00000/../../victim", "..", ""]
+
+
+def hostile_export(source: Path, out: Path, shard: str) -> Path:
+    """An exported HDF5 file whose embedded manifest names its first shard ``shard``."""
+    import h5py
+    from jepa_wm.data.interop import MANIFEST_ATTR, export_hdf5
+
+    path = export_hdf5(source, out)
+    with h5py.File(path, "r+") as file:
+        manifest = json.loads(file.attrs[MANIFEST_ATTR])
+        manifest["shards"][shard] = manifest["shards"].pop("shard-00000")
+        file.attrs[MANIFEST_ATTR] = json.dumps(manifest)
+    return path
+
+
+@pytest.mark.parametrize("shard", HOSTILE_SHARD_NAMES)
+def test_shard_names_from_an_hdf5_file_never_write_outside_the_dataset(shard, tmp_path, reacher_env_cfg,
+                                                                       reacher_pixel_dataset, capsys, monkeypatch):
+    victim = small_collection(reacher_env_cfg, tmp_path / "victim")
+    before = snapshot(victim)
+    h5 = hostile_export(reacher_pixel_dataset, tmp_path / "hostile.h5", shard)
+    out = tmp_path / "sub" / "imported"
+    code, stderr = run_script("convert_dataset", [f"path={h5}", "from=hdf5", f"out={out}"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and "shard" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert snapshot(victim) == before
+    assert not out.exists() and sorted(path.name for path in tmp_path.iterdir()) == ["hostile.h5", "victim"]
+
+
+@pytest.mark.parametrize("shard", ["../outside.npz", "/tmp/outside.npz", "shard-00000.npz/../../outside.npz"])
+def test_shard_names_of_a_format1_manifest_never_delete_or_write_outside_the_dataset(shard, tmp_path,
+                                                                                     reacher_pixel_dataset):
+    from jepa_wm.data.convert import convert_dataset
+    from tests.test_storage import write_format1
+
+    old = write_format1(reacher_pixel_dataset, tmp_path / "old")
+    (tmp_path / "outside.npz").write_bytes(b"the user's file")
+    manifest = json.loads((old / MANIFEST_NAME).read_text())
+    manifest["shards"][shard] = manifest["shards"].pop("shard-00000.npz")
+    (old / MANIFEST_NAME).write_text(json.dumps(manifest))
+    before = snapshot(old)
+    with pytest.raises(DatasetError, match="shard names are shard-NNNNN.npz inside the dataset directory"):
+        convert_dataset(old)
+    assert snapshot(old) == before and (tmp_path / "outside.npz").read_bytes() == b"the user's file"
+
+
+@pytest.mark.parametrize("shard", HOSTILE_SHARD_NAMES)
+def test_shard_names_of_a_dataset_manifest_are_refused_before_any_file_is_read(shard, tmp_path, reacher_pixel_dataset):
+    dataset = shutil.copytree(reacher_pixel_dataset, tmp_path / "hostile")
+    reseal(dataset, lambda manifest: manifest["shards"].update({shard: manifest["shards"].pop("shard-00000")}))
+    with pytest.raises(DatasetError, match="shard names are shard-NNNNN inside the dataset directory"):
+        load_episodes(dataset, "pixels")
+
+
+def test_an_export_replaces_only_an_earlier_export_and_clears_a_killed_ones_temporaries(
+        tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    import h5py
+
+    theirs = tmp_path / "results.h5"
+    with h5py.File(theirs, "w") as file:
+        file["table"] = np.arange(3)
+    before = theirs.read_bytes()
+    code, stderr = run_script("convert_dataset", [f"path={reacher_pixel_dataset}", "to=hdf5", f"out={theirs}"],
+                              capsys, monkeypatch, tmp_path)
+    assert code == 2 and "was not written by jepa-wm convert" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert theirs.read_bytes() == before
+
+    ours = tmp_path / "export.h5"
+    (tmp_path / ".export.h5.k1ll3d.partial").write_bytes(b"left by a killed export")
+    (tmp_path / ".thesis.h5.x.partial").write_bytes(b"the user's")
+    for _ in range(2):  # the second replaces the first: an export is ours to replace
+        code, stderr = run_script("convert_dataset", [f"path={reacher_pixel_dataset}", "to=hdf5", f"out={ours}"],
+                                  capsys, monkeypatch, tmp_path)
+        assert code == 0, stderr[-2000:]
+    assert not (tmp_path / ".export.h5.k1ll3d.partial").exists() and (tmp_path / ".thesis.h5.x.partial").exists()
+
+
+@pytest.mark.parametrize("damage", ["not an object", "no episodes", "shard overlap", "episodes of another type"])
+def test_a_refused_import_leaves_nothing_and_its_rerun_is_not_told_out_is_not_empty(
+        damage, tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    import h5py
+    from jepa_wm.data.interop import MANIFEST_ATTR, export_hdf5
+
+    h5 = export_hdf5(reacher_pixel_dataset, tmp_path / "damaged.h5")
+    with h5py.File(h5, "r+") as file:
+        manifest = json.loads(file.attrs[MANIFEST_ATTR])
+        if damage == "not an object":
+            manifest = [manifest]
+        elif damage == "no episodes":
+            del manifest["episodes"]
+        elif damage == "shard overlap":
+            manifest["shards"]["shard-00001"]["episodes"] = [0, 4]
+        else:
+            manifest["shards"]["shard-00001"]["episodes"] = "2-4"
+        file.attrs[MANIFEST_ATTR] = json.dumps(manifest)
+    out = tmp_path / "imported"
+    for _ in range(2):
+        code, stderr = run_script("convert_dataset", [f"path={h5}", "from=hdf5", f"out={out}"], capsys, monkeypatch,
+                                  tmp_path)
+        assert code == 2 and "Traceback" not in stderr and "not empty" not in stderr, stderr[-2000:]
+        assert not out.exists()
+
+
+def test_an_import_that_fails_half_way_removes_what_it_wrote(tmp_path, reacher_pixel_dataset, monkeypatch):
+    import jepa_wm.data.interop as interop
+
+    h5 = interop.export_hdf5(reacher_pixel_dataset, tmp_path / "ok.h5")
+    out = tmp_path / "imported"
+    out.mkdir()
+    real = interop._read_shard
+    calls = []
+
+    def fails_on_the_second_shard(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(interop, "_read_shard", fails_on_the_second_shard)
+    with pytest.raises(OSError):
+        interop.import_hdf5(h5, out)
+    assert list(out.iterdir()) == []  # the directory was the user's: it stays, empty as it was
+    monkeypatch.setattr(interop, "_read_shard", real)
+    interop.import_hdf5(h5, out)  # the rerun
+    assert load_episodes(out, "pixels").num_episodes == 6
