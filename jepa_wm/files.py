@@ -190,3 +190,28 @@ def check_output_directory(path, key: str = "out") -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"{key}={path} is not writable ({existing} does not let this user write); choose another {key}=")
     return path
+
+
+def strangers(directory: Path, own: Iterable[str]) -> list[str]:
+    """Names of the entries of ``directory`` that match none of the ``own`` patterns (nor a temporary of one):
+    what a writer of ``directory`` did not write and must neither delete nor replace."""
+    own = list(own)
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(entry.name for entry in directory.iterdir()
+                  if not any(fnmatch.fnmatchcase(entry.name, pattern) for pattern in own)
+                  and not is_temporary_of(entry.name, own))
+
+
+def remove_own_directories(directories: dict[Path, Iterable[str]], why: str) -> None:
+    """Delete each directory whose entries all match its own patterns (see ``strangers``); if any of them holds
+    something else, delete nothing and raise ``ConfigError`` naming it. Only what jepa-wm wrote is ever deleted."""
+    for directory, own in directories.items():
+        found = strangers(directory, own)
+        if found:
+            raise ConfigError(f"{directory} holds files jepa-wm did not write ({', '.join(found[:3])}); {why} deletes "
+                              f"only jepa-wm's own files: move them away, or choose another out=")
+    for directory in directories:
+        if Path(directory).is_dir():
+            shutil.rmtree(directory)

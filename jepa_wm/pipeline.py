@@ -7,7 +7,6 @@ done from Python (e.g. in a notebook) with ``jepa_wm.config.compose`` and these 
 from __future__ import annotations
 
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +21,13 @@ from jepa_wm.config import as_overrides, compose, decode_value, is_plain_value, 
 from jepa_wm.data.collect import collect_from_config
 from jepa_wm.data.datamodule import TrajectoryDataModule
 from jepa_wm.errors import ConfigError
-from jepa_wm.files import DirectoryLock, check_output_directory, save_torch_atomic
+from jepa_wm.data.storage import DATASET_FILES
+from jepa_wm.files import DirectoryLock, check_output_directory, remove_own_directories, save_torch_atomic
 from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record
 from jepa_wm.planning.callbacks import GoalReachingEvalCallback
-from jepa_wm.planning.experiment import run_plan
+from jepa_wm.planning.experiment import PLAN_FILES, run_plan
 from jepa_wm.policy import PolicySettings, PolicyTrainer, relabelled_examples
-from jepa_wm.training import fit
+from jepa_wm.training import RUN_FILES, fit
 
 
 def datamodule_from_config(cfg: DictConfig) -> TrajectoryDataModule:
@@ -148,6 +148,8 @@ def train_stage(dataset: Path, run_dir: Path, overrides=(), seed: int = 0) -> Pa
     cfg = train_config(arguments)
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     done = trained_steps(checkpoint)
+    if done:
+        check_reusable(checkpoint, cfg)
     if done < cfg.trainer.max_steps:
         train_from_config(train_config([*arguments, "resume=true"]) if done else cfg)
     else:
@@ -155,6 +157,28 @@ def train_stage(dataset: Path, run_dir: Path, overrides=(), seed: int = 0) -> Pa
         if settings is not None:  # a run finished before its learned cost was (or with other cost settings)
             add_learned_costs(run_dir, settings, progress=False)
     return checkpoint
+
+
+# What a run reused by a later stage must have been trained with, as the stage asks now: the model, its data
+# and seed. (Trainer settings, the step count and the learned cost are applied to the run as it stands.)
+def _reuse_relevant(flat: dict) -> dict:
+    return {key: value for key, value in flat.items()
+            if key == "seed" or key.startswith("model.") or key.startswith("data.") and key not in ("data.path", "data.num_workers")}
+
+
+def check_reusable(checkpoint: Path, cfg: DictConfig) -> None:
+    """Refuse to reuse (or continue) a run trained with other model, data or seed settings than ``cfg``: it would
+    plan with a model that is not the one asked for."""
+    from jepa_wm.training import flatten
+
+    before = _reuse_relevant(flatten(read_checkpoint(checkpoint)["hyper_parameters"].get("run_config") or {}))
+    after = _reuse_relevant(flatten(to_dict(cfg)))
+    # Keys one side lacks are settings of another version of jepa-wm, not a choice made here.
+    changed = sorted(key for key in set(before) & set(after) if before[key] != after[key])
+    if changed:
+        details = "; ".join(f"{key}: {before.get(key)!r} -> {after.get(key)!r}" for key in changed[:4])
+        raise ConfigError(f"{checkpoint.parent.parent} holds a model trained with other settings ({details}); pass "
+                          f"fresh=true to train it anew, or choose another out=")
 
 
 def run_quickstart(cfg: DictConfig) -> dict:
@@ -165,8 +189,8 @@ def run_quickstart(cfg: DictConfig) -> dict:
     size = cfg.full_size if cfg.full else cfg.small
     out = Path(cfg.out)
     dataset, run_dir = out / "dataset", out / "train"
-    if cfg.fresh:
-        shutil.rmtree(out, ignore_errors=True)
+    if cfg.fresh:  # each stage's own files, and only if nothing else is among them
+        remove_own_directories({dataset: DATASET_FILES, run_dir: RUN_FILES, out / "plan": PLAN_FILES}, "fresh=true")
 
     print(f"[1/3] collecting {size.collect.episodes} {cfg.env.name} episodes into {dataset}")
     collect_stage(cfg.env, dataset, as_overrides(size.collect), cfg.seed, cfg.workers)
@@ -244,15 +268,20 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
     path = Path(path)
     target = Path(out) if out else path
     check_output_directory(target.parent, "out")
-    checkpoint = read_checkpoint(path)
-    model = model_from_checkpoint(checkpoint, path).eval().requires_grad_(False)
-    store = load_episodes(dataset or recorded_dataset(model, path), model.cfg["obs_type"])
-    run = model.hparams.get("run_config") or {}
-    train_ids, val_ids = split_episodes(store.num_episodes, run.get("data", {}).get("val_fraction", 0.1),
-                                        run.get("seed", 0))
+    read_checkpoint(path)  # a missing or damaged checkpoint is named before anything is created
     target.parent.mkdir(parents=True, exist_ok=True)
     run_directory = target.parent.parent if target.parent.name == "checkpoints" else target.parent
+    # Read under the lock what is written under it: another head trained into the same checkpoint meanwhile is kept.
     with DirectoryLock(run_directory, "a checkpoint"):
+        checkpoint = read_checkpoint(path)
+        if target != path and (target.exists() or target.is_symlink()):
+            checkpoint = _checkpoint_to_extend(target, checkpoint)
+        model = model_from_checkpoint(checkpoint, path).eval().requires_grad_(False)
+        store = load_episodes(dataset or recorded_dataset(model, path), model.cfg["obs_type"])
+        check_same_task(model, store, dataset)
+        run = model.hparams.get("run_config") or {}
+        train_ids, val_ids = split_episodes(store.num_episodes, run.get("data", {}).get("val_fraction", 0.1),
+                                            run.get("seed", 0))
         state_path = target.with_name(f".{target.name}.{key}-state")
         trainer, steps, what, finish = build(model, store, train_ids, val_ids)
         if state_path.is_file():
@@ -279,6 +308,34 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
         save_torch_atomic(target, checkpoint)
         state_path.unlink(missing_ok=True)
     return metrics
+
+
+def _checkpoint_to_extend(target: Path, checkpoint: dict) -> dict:
+    """``out=`` that exists already: it is replaced only if it is a checkpoint of this very world model (its other
+    heads are kept); anything else is left as it is."""
+    from jepa_wm.checkpoint import CheckpointError
+
+    try:
+        existing = read_checkpoint(target) if target.is_file() and not target.is_symlink() else None
+    except CheckpointError:
+        existing = None
+    if existing is None or not _same_weights(existing.get("state_dict") or {}, checkpoint["state_dict"]):
+        raise ConfigError(f"out={target} exists and is not a checkpoint of this world model; it is left as it is: "
+                          f"pass a new file name, or the checkpoint itself (drop out=)")
+    return existing
+
+
+def check_same_task(model, store, dataset) -> None:
+    """A head learns from the episodes of its world model's task: data of another task (another env, action
+    size or observation) would train it on what the model never saw."""
+    if dataset is None:
+        return
+    trained, given = model.hparams["env"].get("config") or {}, store.manifest["env"]
+    keys = [key for key in ("domain", "task", "action_repeat", "image_size", "camera_id") if trained.get(key) != given.get(key)]
+    if keys:
+        details = ", ".join(f"{key} {given.get(key)!r} (model: {trained.get(key)!r})" for key in keys)
+        raise ConfigError(f"data.path={dataset} is not data of the world model's task ({details}); pass a dataset "
+                          f"of the same task, or drop data.path to use the one the model was trained on")
 
 
 def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None, out=None,

@@ -19,6 +19,7 @@ import csv
 import datetime
 import inspect
 import os
+import re
 import shutil
 import signal
 import threading
@@ -183,7 +184,8 @@ class RunRecord(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             truncate_metric_history(self.out / "csv" / "metrics.csv", self.keep_rows_until)
-            write_text_atomic(self.out / "config.yaml", OmegaConf.to_yaml(self.cfg))
+            write_text_atomic(self.out / "config.yaml", f"{RUN_CONFIG_HEADER} (jepa-wm train; resume=true continues "
+                                                          f"this run)\n{OmegaConf.to_yaml(self.cfg)}")
         self.started = True
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
@@ -247,9 +249,10 @@ def build_loggers(cfg: DictConfig, out: Path) -> list:
     loggers = [HistoryCSVLogger(save_dir=str(out), name="csv", version="")]
     mode = os.environ.get("WANDB_MODE", cfg.wandb.mode)
     if mode != "disabled":
-        # Reuse the run id on resume so W&B continues the same run instead of starting a new one.
+        # Reuse the run id on resume so W&B continues the same run instead of starting a new one; a fresh start
+        # (after one that saved nothing) is a new W&B run.
         id_file = out / "wandb_run_id.txt"
-        run_id = id_file.read_text().strip() if id_file.is_file() else None
+        run_id = id_file.read_text().strip() if cfg.resume and id_file.is_file() else None
         logger = WandbLogger(
             project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.name or out.name,
             tags=list(cfg.wandb.tags), save_dir=str(out), offline=mode == "offline", id=run_id,
@@ -285,12 +288,13 @@ def build_trainer(cfg: DictConfig, out: Path, callbacks=(), loggers=None) -> pl.
 
 
 # ----------------------------------------------------------------------------------------- resume
-def _flatten(tree, prefix: str = "") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
+    """``{a: {b: 1}}`` -> ``{"a.b": 1}``."""
     if not isinstance(tree, dict):
         return {prefix[:-1]: tree}
     flat = {}
     for key, value in tree.items():
-        flat.update(_flatten(value, f"{prefix}{key}."))
+        flat.update(flatten(value, f"{prefix}{key}."))
     return flat
 
 
@@ -301,8 +305,8 @@ def check_resume(checkpoint: dict, cfg: DictConfig, model: JEPAWorldModel, data_
     shapes and the dataset are fixed by the checkpoint; every other setting (learning rate, schedule, loss
     and regularizer weights, batch size, Trainer settings...) is applied from the new config.
     """
-    before = _flatten(checkpoint["hyper_parameters"].get("run_config") or {})
-    after = _flatten(to_dict(cfg))
+    before = flatten(checkpoint["hyper_parameters"].get("run_config") or {})
+    after = flatten(to_dict(cfg))
     differing = sorted(key for key in set(before) | set(after) if before.get(key) != after.get(key))
     changed = [key for key in differing if key in FIXED_ON_RESUME]
     old_shapes = {name: tuple(tensor.shape) for name, tensor in upgrade_state_dict(checkpoint["state_dict"]).items()}
@@ -366,6 +370,33 @@ def hangup_as_termination():
 
 # The files of a run directory that are written atomically, by folder: their temporaries are cleared on start.
 RUN_TEMPORARIES = {".": ("config.yaml", "wandb_run_id.txt"), "checkpoints": ("*.ckpt",), "csv": ("metrics.csv",)}
+# Everything a run writes at the top of its directory (W&B's folder included): what may be deleted as a run's.
+RUN_FILES = ("config.yaml", "wandb_run_id.txt", "checkpoints", "csv", "wandb")
+# The first line of every config.yaml a run writes: how a fresh start knows the file is a run's, not a user's.
+RUN_CONFIG_HEADER = "# jepa-wm run config"
+
+
+def is_run_config(path: Path) -> bool:
+    """Whether ``path`` is a config.yaml a run wrote: with its header line, or (runs before the header) a YAML
+    mapping with the training config's sections."""
+    try:
+        text = path.read_text()
+        if text.startswith(RUN_CONFIG_HEADER):
+            return True
+        loaded = OmegaConf.create(text)
+    except Exception:  # noqa: BLE001 - unreadable or not YAML: not a run's
+        return False
+    return isinstance(loaded, DictConfig) and {"data", "model", "trainer", "wandb"} <= set(loaded.keys())
+
+
+def is_metric_history(path: Path) -> bool:
+    """Whether ``path`` is a metrics.csv a run wrote (Lightning's header starts with its columns, ``step`` among them)."""
+    try:
+        with open(path, newline="") as file:
+            header = next(csv.reader(file), [])
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return False
+    return "step" in header
 
 
 def check_fresh_start(out: Path) -> None:
@@ -379,6 +410,16 @@ def check_fresh_start(out: Path) -> None:
     if checkpoints:
         raise ConfigError(f"{out} holds checkpoints of an earlier run ({', '.join(checkpoints)}) but no last.ckpt to "
                           f"resume from; choose another out=, or move those files away first")
+    # Files a run would replace must be a run's own: a user's config.yaml or metrics.csv in out= stays as it is.
+    config, history = out / "config.yaml", out / "csv" / "metrics.csv"
+    foreign = [path for path, ours in ((config, is_run_config), (history, is_metric_history))
+               if (path.exists() or path.is_symlink()) and not (path.is_file() and not path.is_symlink() and ours(path))]
+    run_id = out / "wandb_run_id.txt"
+    if run_id.exists() and not (run_id.is_file() and re.fullmatch(r"[A-Za-z0-9_-]{1,64}\s*", run_id.read_text(errors="replace"))):
+        foreign.append(run_id)
+    if foreign:
+        raise ConfigError(f"out={out} holds {', '.join(str(path.relative_to(out)) for path in foreign)} that jepa-wm "
+                          f"did not write, which a run would replace; choose another out= (a new directory)")
 
 
 def check_trainer_settings(cfg: DictConfig) -> dict:

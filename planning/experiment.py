@@ -175,6 +175,10 @@ def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict,
     return controllers, planner_names
 
 
+# What a planning report directory holds (W&B's folder when it logs): what may be deleted as a report's.
+PLAN_FILES = ("report.json", "plot.png", "episodes.gif", "wandb")
+
+
 def plan_config(overrides=()) -> DictConfig:
     """``configs/plan.yaml`` with overrides: for callers that plan without a command line."""
     return compose("plan", list(overrides))

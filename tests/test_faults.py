@@ -464,3 +464,126 @@ def test_an_import_that_fails_half_way_removes_what_it_wrote(tmp_path, reacher_p
     monkeypatch.setattr(interop, "_read_shard", real)
     interop.import_hdf5(h5, out)  # the rerun
     assert load_episodes(out, "pixels").num_episodes == 6
+
+
+# ------------------------------------------------------------------ only jepa-wm's own files are replaced
+def test_a_fresh_training_run_never_replaces_a_users_config_yaml_or_metrics(tmp_path, reacher_pixel_dataset, capsys,
+                                                                            monkeypatch):
+    for name, text in (("config.yaml", "project: my thesis\nauthor: me\n"), ("csv/metrics.csv", "a,b\n1,2\n"),
+                       ("wandb_run_id.txt", "my notes about runs\nsecond line\n")):
+        project = tmp_path / name.replace("/", "-")
+        (project / name).parent.mkdir(parents=True)
+        (project / name).write_text(text)
+        before = snapshot(project)
+        code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, project, steps=2), capsys, monkeypatch, tmp_path)
+        assert code == 2 and f"holds {name} that jepa-wm did not write" in stderr and "Traceback" not in stderr, stderr[-2000:]
+        assert snapshot(project) == before
+
+
+def test_a_fresh_start_after_one_that_saved_nothing_is_a_new_wandb_run(tmp_path, reacher_pixel_dataset):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "wandb_run_id.txt").write_text("oldrun123")  # left by a start that saved no checkpoint
+    train(reacher_pixel_dataset, run, "wandb.mode=offline", steps=2, every=2)
+    assert (run / "wandb_run_id.txt").read_text().strip() != "oldrun123"
+    assert (run / "config.yaml").read_text().startswith("# jepa-wm run config")
+
+
+@pytest.mark.parametrize("command", ["train-cost", "train-policy"])
+def test_a_head_is_written_only_over_a_checkpoint_of_the_same_model(command, tmp_path, reacher_pixel_dataset):
+    from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    notes, other = tmp_path / "notes.txt", save_model_checkpoint(tiny_pixel_model(), tmp_path / "other.ckpt")
+    notes.write_text("mine")
+    heads = ["learned_cost.steps=2", "learned_cost.batch_size=8"] if command == "train-cost" else [
+        "policy=gcbc", "policy.steps=2", "policy.labels=16", "policy.batch_size=8"]
+    for target in (notes, other):
+        before = target.read_bytes()
+        result = subprocess.run([sys.executable, "-m", "jepa_wm", command, f"checkpoint={checkpoint}", f"out={target}",
+                                 "progress=false", *heads], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert result.returncode == 2 and "is not a checkpoint of this world model" in result.stderr, result.stderr[-2000:]
+        assert target.read_bytes() == before
+
+
+def test_quickstart_fresh_deletes_only_its_stages_own_files(tmp_path, capsys, monkeypatch):
+    import jepa_wm.pipeline
+
+    out = tmp_path / "project"
+    (out / "train" / "checkpoints").mkdir(parents=True)
+    (out / "train" / "checkpoints" / "last.ckpt").write_bytes(b"an earlier run")
+    (out / "notes.txt").write_text("mine")
+    (out / "train" / "results.xlsx").write_text("mine too")
+    before = snapshot(out)
+    code, stderr = run_script("quickstart", [f"out={out}", "fresh=true"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and "results.xlsx" in stderr and "fresh=true deletes only" in stderr, stderr[-2000:]
+    assert snapshot(out) == before
+
+    (out / "train" / "results.xlsx").unlink()
+
+    def stop(*args, **kwargs):
+        raise SystemExit(7)
+
+    monkeypatch.setattr(jepa_wm.pipeline, "collect_stage", stop)
+    code, _ = run_script("quickstart", [f"out={out}", "fresh=true"], capsys, monkeypatch, tmp_path)
+    assert code == 7 and sorted(path.name for path in out.iterdir()) == ["notes.txt"]
+
+
+def test_a_finished_run_with_other_model_settings_is_not_reused(tmp_path, reacher_pixel_dataset):
+    from jepa_wm.pipeline import train_stage
+    from tests.test_training import TINY_MODEL
+
+    size = ["trainer.max_steps=2", "trainer.val_check_interval=2", "trainer.limit_val_batches=1", "data.batch_size=4",
+            "data.num_workers=0", "wandb.mode=disabled", "learned_cost=none", "best.metric=val/rollout_error_ratio",
+            "best.mode=min", "trainer.enable_progress_bar=false", *TINY_MODEL]
+    run = tmp_path / "train"
+    train_stage(reacher_pixel_dataset, run, size)
+    before = snapshot(run)
+    train_stage(reacher_pixel_dataset, run, size)  # the same settings: reused
+    with pytest.raises(ConfigError, match=r"holds a model trained with other settings \(model.predictor.hidden_dim: 16 -> 24"):
+        train_stage(reacher_pixel_dataset, run, [*size, "model.predictor.hidden_dim=24"])
+    assert snapshot(run) == before
+
+
+# ------------------------------------------------------------------------------ heads: lost and false
+def test_a_head_trained_while_another_trains_into_the_same_checkpoint_is_refused_not_lost(
+        tmp_path, reacher_pixel_dataset, monkeypatch):
+    from jepa_wm import load_world_model
+    from jepa_wm.learned_cost import CostTrainer, default_settings
+    from jepa_wm.pipeline import train_cost_for_checkpoint, train_policy_for_checkpoint
+    from jepa_wm.policy import default_policy_settings
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    policy = default_policy_settings("gcbc", steps=2, labels=16, batch_size=8)
+    real = CostTrainer.train
+    second = []
+
+    def train_meanwhile(self, until, advance):
+        try:  # the second writer reads the checkpoint only under the lock: it is refused, not silently stale
+            train_policy_for_checkpoint(checkpoint, policy, progress=False)
+        except ConfigError as error:
+            second.append(str(error))
+        return real(self, until, advance)
+
+    monkeypatch.setattr(CostTrainer, "train", train_meanwhile)
+    train_cost_for_checkpoint(checkpoint, default_settings("temporal", steps=2, batch_size=8), progress=False)
+    assert second and "is in use" in second[0]
+    monkeypatch.setattr(CostTrainer, "train", real)
+    train_policy_for_checkpoint(checkpoint, policy, progress=False)  # the rerun keeps the cost
+    model = load_world_model(checkpoint)
+    assert model.learned_cost is not None and model.policy is not None
+
+
+def test_a_head_is_not_trained_on_another_tasks_data(tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    from jepa_wm.config import load_group, to_dict
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    other = small_collection(to_dict(load_group("env", "point_mass-easy")), tmp_path / "point_mass")
+    before = snapshot(run)
+    for script in ("train_cost", "train_policy"):
+        code, stderr = run_script(script, [f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"data.path={other}",
+                                           "progress=false"], capsys, monkeypatch, tmp_path)
+        assert code == 2 and "is not data of the world model's task (domain 'point_mass'" in stderr, stderr[-2000:]
+        assert snapshot(run) == before
