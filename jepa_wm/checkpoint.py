@@ -107,11 +107,43 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
     for key, kind, command in (("learned_cost", LearnedCost, "train-cost"), ("policy", GoalPolicy, "train-policy")):
         if checkpoint.get(key) is not None:
             try:
-                setattr(model, key, kind.from_checkpoint(checkpoint[key]))
+                problem = unusable_head(checkpoint[key], model)
+                head = None if problem else kind.from_checkpoint(checkpoint[key])
             except Exception as error:  # a file from anyone
+                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise CheckpointError(f"{path}: its {key.replace('_', ' ')} cannot be rebuilt ({type(error).__name__}: "
-                                      f"{error}); retrain it with jepa-wm {command}") from error
+                                      f"{first_line}); retrain it with jepa-wm {command}") from error
+            if problem:
+                raise CheckpointError(f"{path}: its {key.replace('_', ' ')} {problem}; retrain it with "
+                                      f"jepa-wm {command}")
+            setattr(model, key, head)
     return model
+
+
+def unusable_head(entry: dict, model: WorldModel) -> str | None:
+    """Why a stored head (learned cost, policy) would plan or act with garbage, in words (None when usable).
+
+    A head whose weights are NaN, all zero, or scaled by a non-positive spread still runs and returns numbers,
+    so planning with it would report a success rate without error; a head built for another model's embeddings
+    or actions fails deep inside planning instead. Both are refused where the checkpoint is read.
+    """
+    weights = [value for value in entry["state_dict"].values() if value.is_floating_point()]
+    numbers = weights + [entry["input_mean"], entry["input_std"]]
+    numbers += [torch.tensor(float(entry[key])) for key in ("latent_scale", "learned_scale") if key in entry]
+    if not all(torch.isfinite(value).all() for value in numbers):
+        return "holds NaN or inf values (its training diverged or the file was edited)"
+    if not any(value.any() for value in weights):
+        return "has all-zero weights (it would give every state the same value)"
+    if not (entry["input_std"] > 0).all() or not all(float(entry.get(key, 1.0)) > 0 for key in ("latent_scale", "learned_scale")):
+        return "has a non-positive scale (the file was edited)"
+    features = model.num_tokens * model.embed_dim
+    if int(entry["input_mean"].shape[0]) != features:
+        return (f"reads {int(entry['input_mean'].shape[0])} embedding features, but this model's embeddings have "
+                f"{features} (it was trained on another model)")
+    action_dim = entry.get("shape", {}).get("action_dim", model.action_dim)
+    if int(action_dim) != model.action_dim:
+        return f"outputs {action_dim} action dimensions, but this model's task has {model.action_dim} (another task's policy)"
+    return None
 
 
 def state_dict_mismatch(saved, expected: dict) -> str | None:

@@ -7,6 +7,7 @@ done from Python (e.g. in a notebook) with ``jepa_wm.config.compose`` and these 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -284,13 +285,8 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
                                             run.get("seed", 0))
         state_path = target.with_name(f".{target.name}.{key}-state")
         trainer, steps, what, finish = build(model, store, train_ids, val_ids)
-        if state_path.is_file():
-            state = torch.load(state_path, map_location="cpu", weights_only=True)
-            if state.get("world_model_step") == checkpoint.get("global_step"):
-                try:
-                    trainer.load_state_dict(state)
-                except ValueError:  # started with other settings: start again
-                    pass
+        if state_path.is_file() and not _resume_head_training(trainer, state_path, checkpoint.get("global_step")):
+            trainer, steps, what, finish = build(model, store, train_ids, val_ids)  # a clean start, not a half-loaded one
         bar = tqdm(total=steps, initial=trainer.step, desc=what, unit="step", disable=not progress)
 
         def advance(step: int, loss: float) -> None:
@@ -308,6 +304,23 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
         save_torch_atomic(target, checkpoint)
         state_path.unlink(missing_ok=True)
     return metrics
+
+
+def _resume_head_training(trainer, state_path: Path, world_model_step) -> bool:
+    """Load a killed head training's saved state into ``trainer``; False when it cannot be resumed (another world
+    model step, other settings, or a damaged file), and the head's training starts again."""
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("world_model_step") != world_model_step:
+            return False
+        trainer.load_state_dict(state)
+        return True
+    except ValueError:  # started with other settings
+        return False
+    except Exception as error:  # a damaged or foreign state file: only progress is lost, so start again
+        print(f"note: {state_path} cannot be resumed from ({type(error).__name__}); training the head from the start",
+              file=sys.stderr)
+        return False
 
 
 def _checkpoint_to_extend(target: Path, checkpoint: dict) -> dict:

@@ -5,6 +5,7 @@ steered a run, and checks that it now ends with exit 2 (or 143 for SIGTERM) and 
 user wrote changed, and that nothing from the environment reached an artifact.
 """
 
+import copy
 import json
 import os
 import shutil
@@ -587,3 +588,61 @@ def test_a_head_is_not_trained_on_another_tasks_data(tmp_path, reacher_pixel_dat
                                            "progress=false"], capsys, monkeypatch, tmp_path)
         assert code == 2 and "is not data of the world model's task (domain 'point_mass'" in stderr, stderr[-2000:]
         assert snapshot(run) == before
+
+
+def test_a_stored_head_that_would_plan_with_garbage_is_refused_on_load(tmp_path, reacher_pixel_dataset, capsys,
+                                                                        monkeypatch):
+    from jepa_wm import load_world_model
+    from jepa_wm.checkpoint import CheckpointError
+    from jepa_wm.learned_cost import default_settings
+    from jepa_wm.pipeline import train_cost_for_checkpoint, train_policy_for_checkpoint
+    from jepa_wm.policy import default_policy_settings
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    train_cost_for_checkpoint(checkpoint, default_settings("temporal", steps=2, batch_size=8), progress=False)
+    train_policy_for_checkpoint(checkpoint, default_policy_settings("gcbc", steps=2, labels=16, batch_size=8),
+                                progress=False)
+    good = torch.load(checkpoint, weights_only=True)
+
+    def first_weight(entry):
+        return next(iter(entry["state_dict"].values()))
+
+    edits = {
+        "learned cost holds NaN or inf": lambda c: first_weight(c["learned_cost"]).fill_(float("nan")),
+        "policy holds NaN or inf": lambda c: c["policy"]["input_mean"].fill_(float("inf")),
+        "learned cost has all-zero weights": lambda c: [w.zero_() for w in c["learned_cost"]["state_dict"].values()],
+        "policy has a non-positive scale": lambda c: c["policy"]["input_std"].fill_(0.0),
+        "learned cost has a non-positive scale": lambda c: c["learned_cost"].update(learned_scale=-1.0),
+        "policy outputs 3 action dimensions": lambda c: c["policy"]["shape"].update(action_dim=3),
+    }
+    for problem, edit in edits.items():
+        broken = copy.deepcopy(good)
+        edit(broken)
+        path = tmp_path / "broken.ckpt"
+        torch.save(broken, path)
+        with pytest.raises(CheckpointError, match=problem):
+            load_world_model(path)
+    code, stderr = run_script("plan", [f"checkpoint={path}", "episodes=1", "progress=false"], capsys, monkeypatch,
+                              tmp_path)
+    assert code == 2 and "policy outputs 3 action dimensions" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert load_world_model(checkpoint).policy is not None  # the untouched checkpoint loads
+
+
+@pytest.mark.parametrize("garbage", [b"not a torch file", "pickle", "list"])
+def test_a_damaged_head_training_state_restarts_the_head_instead_of_failing(garbage, tmp_path, reacher_pixel_dataset):
+    from jepa_wm import load_world_model
+    from jepa_wm.learned_cost import default_settings
+    from jepa_wm.pipeline import train_cost_for_checkpoint
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    state = checkpoint.with_name(".last.ckpt.learned_cost-state")
+    if garbage == "pickle":
+        torch.save({"world_model_step": 2, "head": object()}, state)
+    elif garbage == "list":
+        torch.save([1, 2, 3], state)
+    else:
+        state.write_bytes(garbage)
+    train_cost_for_checkpoint(checkpoint, default_settings("temporal", steps=2, batch_size=8), progress=False)
+    assert load_world_model(checkpoint).learned_cost is not None and not state.exists()
