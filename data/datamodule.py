@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -84,6 +85,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             num_workers=self.num_workers,
             collate_fn=collate_windows,
             persistent_workers=self.num_workers > 0,
+            worker_init_fn=_ignore_interrupts,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -91,3 +93,9 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
+
+
+def _ignore_interrupts(worker_id: int) -> None:
+    """Ctrl-C reaches every process of the terminal's group: a loader worker leaves it to the training process,
+    which stops after the batch in progress and saves it (see jepa_wm.training.stop_signals_as_termination)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)

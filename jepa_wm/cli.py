@@ -232,7 +232,10 @@ def run(name: str, argv: list[str]) -> int:
         cfg = compose_command(command, argv)
         if cfg is None:
             return 0
-        command.run(cfg)
+        from jepa_wm.stopping import termination_as_exception
+
+        with termination_as_exception():
+            command.run(cfg)
         return 0
     except KeyboardInterrupt as interrupt:
         print(f"interrupted: {str(interrupt) or 'rerun the same command to continue where it stopped'}", file=sys.stderr)

@@ -21,13 +21,14 @@ from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.config import as_overrides, compose, decode_value, is_plain_value, parse_overrides, to_dict
 from jepa_wm.data.collect import collect_from_config
 from jepa_wm.data.datamodule import TrajectoryDataModule
-from jepa_wm.errors import ConfigError
+from jepa_wm.errors import ConfigError, TrainingTerminated
 from jepa_wm.data.storage import DATASET_FILES
 from jepa_wm.files import DirectoryLock, check_output_directory, remove_own_directories, save_torch_atomic
 from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record
 from jepa_wm.planning.callbacks import GoalReachingEvalCallback
 from jepa_wm.planning.experiment import PLAN_FILES, run_plan
 from jepa_wm.policy import PolicySettings, PolicyTrainer, relabelled_examples
+from jepa_wm.stopping import StepBoundaryStops
 from jepa_wm.training import RUN_FILES, fit
 
 
@@ -289,17 +290,31 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
             trainer, steps, what, finish = build(model, store, train_ids, val_ids)  # a clean start, not a half-loaded one
         bar = tqdm(total=steps, initial=trainer.step, desc=what, unit="step", disable=not progress)
 
+        def save_state() -> None:
+            save_torch_atomic(state_path, {**trainer.state_dict(), "world_model_step": checkpoint.get("global_step")})
+
         def advance(step: int, loss: float) -> None:
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")
             if save_every and step % save_every == 0 and step < steps:
-                save_torch_atomic(state_path, {**trainer.state_dict(), "world_model_step": checkpoint.get("global_step")})
+                save_state()
+            stops.check()
 
-        try:
-            trainer.train(steps, advance)
-        finally:
-            bar.close()
+        with StepBoundaryStops() as stops:
+            try:
+                trainer.train(steps, advance)
+            except (KeyboardInterrupt, TrainingTerminated) as stop:
+                bar.close()
+                if stops.at_boundary:  # a finished step: keep it
+                    save_state()
+                saved = int(torch.load(state_path, weights_only=True)["step"]) if state_path.is_file() else 0
+                how = (f"{what} stopped at step {trainer.step} of {steps}; "
+                       + (f"step {saved} is saved: " if saved else "nothing was saved: ")
+                       + "rerun the same command to continue")
+                raise type(stop)(f"{stop}; {how}" if isinstance(stop, TrainingTerminated) else how) from None
+            finally:
+                bar.close()
         checkpoint[key], metrics = finish(trainer)
         save_torch_atomic(target, checkpoint)
         state_path.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ import inspect
 import os
 import re
 import shutil
+import sys
 import signal
 import threading
 from pathlib import Path
@@ -34,7 +35,7 @@ from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities import rank_zero_warn
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from jepa_wm.checkpoint import read_checkpoint
+from jepa_wm.checkpoint import export_weights, read_checkpoint
 from jepa_wm.config import to_dict
 from jepa_wm.errors import ConfigError, TrainingTerminated, did_you_mean
 from jepa_wm.files import (
@@ -341,31 +342,55 @@ def fit(cfg: DictConfig, datamodule, callbacks=()) -> Path:
     """
     out = run_directory(cfg)
     last = out / "checkpoints" / "last.ckpt"
+    received = []  # the stop signals that arrived, in order
     try:
-        with hangup_as_termination():
+        with stop_signals_as_termination(received):
             return _fit(cfg, datamodule, callbacks, out)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before training started
         how = f"rerun with resume=true out={out} to continue" if last.is_file() else "nothing was saved; rerun it"
         raise KeyboardInterrupt(f"training interrupted; {how}") from None
     except SIGTERMException:
         step = int(read_checkpoint(last).get("global_step", 0)) if last.is_file() else 0
         how = (f"last.ckpt holds step {step}: rerun with resume=true out={out} to continue" if last.is_file()
                else "nothing was saved; rerun it")
+        if signal.SIGINT in received:
+            raise KeyboardInterrupt(f"training interrupted (Ctrl-C); {how}") from None
         raise TrainingTerminated(f"training stopped by SIGTERM; {how}") from None
 
 
 @contextlib.contextmanager
-def hangup_as_termination():
-    """SIGHUP (the terminal or SSH session that started training closed) is handled like SIGTERM: the
-    current step is saved, instead of the process dying with everything since the last validation."""
-    if not hasattr(signal, "SIGHUP") or threading.current_thread() is not threading.main_thread():
+def stop_signals_as_termination(received: list):
+    """Ctrl-C (SIGINT) and SIGHUP (the terminal or SSH session that started training closed) are handled like
+    SIGTERM: Lightning stops after the batch in progress and ``last.ckpt`` keeps that step, instead of the
+    process dying with everything since the last validation. A second Ctrl-C stops at once; a signal before
+    Lightning listens for SIGTERM (setting up) interrupts as Python's default does. ``received`` collects them.
+    """
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
+    stops = [getattr(signal, name) for name in ("SIGINT", "SIGHUP") if hasattr(signal, name)]
+
+    def stop(signum, frame):
+        listening = signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN, None)
+        received.append(signum)
+        if signum == signal.SIGINT and (received.count(signal.SIGINT) > 1 or not listening):
+            raise KeyboardInterrupt
+        if not listening:
+            signal.raise_signal(signal.SIGTERM)
+            return
+        if signum == signal.SIGINT:
+            print("\nstopping after the current step and saving last.ckpt (Ctrl-C again to stop at once)",
+                  file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = {signum: signal.signal(signum, stop) for signum in stops}
+    # Lightning adds any SIGTERM handler it finds to its own: the command's (raise at once) must not run mid-step.
+    previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         yield
     finally:
-        signal.signal(signal.SIGHUP, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 # The files of a run directory that are written atomically, by folder: their temporaries are cleared on start.
@@ -489,6 +514,8 @@ def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
         if main_process:  # what a writer killed mid-write (kill -9, power loss) left next to its target
             for directory, targets in RUN_TEMPORARIES.items():
                 remove_temporaries(out / directory, targets)
+        if main_process and checkpoint is not None:
+            keep_stored_heads(out / "checkpoints")
         before = {entry.name for entry in out.iterdir()}
         trainer = None
         try:
@@ -505,6 +532,30 @@ def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
         finally:
             finish_wandb_runs(trainer)
     return out
+
+
+def keep_stored_heads(checkpoints: Path) -> None:
+    """Before a resume: a copy of ``last.ckpt`` / ``best.ckpt`` that holds heads (a learned cost or a policy
+    trained into it after training) is kept as ``<name>-step<N>-with-heads.ckpt``, ready to plan with.
+
+    Lightning rewrites both from its own state, which holds no heads; and a head fits the weights it was trained
+    on, not the ones training goes on to, so it is not carried over either: retrain it on the new checkpoint.
+    """
+    for name in ("last.ckpt", "best.ckpt"):
+        path = checkpoints / name
+        if not path.is_file():
+            continue
+        stored = read_checkpoint(path)
+        heads = [key.replace("_", " ") for key in ("learned_cost", "policy") if stored.get(key) is not None]
+        if not heads:
+            continue
+        step = int(stored.get("global_step", 0))
+        kept = checkpoints / f"{path.stem}-step{step}-with-heads.ckpt"
+        if not kept.exists():
+            export_weights(stored, kept)
+        print(f"note: {name} holds a {' and a '.join(heads)} for its step {step}; resuming rewrites it without them, "
+              f"so they are kept in {kept} (retrain them on the resumed checkpoint with jepa-wm train-cost / "
+              f"train-policy)", file=sys.stderr)
 
 
 def finish_wandb_runs(trainer: pl.Trainer | None) -> None:

@@ -87,8 +87,9 @@ def test_a_failed_start_keeps_the_traces_of_an_earlier_start_and_a_real_one_repl
     assert (run / "notes.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
-def test_sigterm_saves_the_current_step_exits_143_and_the_run_resumes(stop, tmp_path, reacher_pixel_dataset):
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP, signal.SIGINT], ids=["SIGTERM", "SIGHUP", "Ctrl-C"])
+def test_a_stop_signal_saves_the_current_step_says_how_to_go_on_and_the_run_resumes(stop, tmp_path,
+                                                                                      reacher_pixel_dataset):
     out = tmp_path / "run"
     # No validation before the end: whatever is saved at SIGTERM was saved because of it.
     script = [sys.executable, str(ROOT / "scripts" / "train.py")]
@@ -100,8 +101,8 @@ def test_sigterm_saves_the_current_step_exits_143_and_the_run_resumes(stop, tmp_
     time.sleep(1.0)
     process.send_signal(stop)
     code, stderr = process.wait(timeout=300), process.stderr.read()
-    assert code == 143, stderr[-2000:]
-    lines = [line for line in stderr.splitlines() if line.startswith("terminated:")]
+    assert code == (130 if stop == signal.SIGINT else 143), stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if line.startswith("interrupted:" if stop == signal.SIGINT else "terminated:")]
     step = checkpoint_step(out / "checkpoints" / "last.ckpt")
     assert 0 < step < 4000 and len(lines) == 1 and f"holds step {step}" in lines[0] and "resume=true" in lines[0]
     assert "Traceback" not in stderr
@@ -646,3 +647,78 @@ def test_a_damaged_head_training_state_restarts_the_head_instead_of_failing(garb
         state.write_bytes(garbage)
     train_cost_for_checkpoint(checkpoint, default_settings("temporal", steps=2, batch_size=8), progress=False)
     assert load_world_model(checkpoint).learned_cost is not None and not state.exists()
+
+
+def wait_for_text(path: Path, text: str, process, seconds: float = 300) -> None:
+    deadline = time.time() + seconds
+    while text not in (path.read_text(errors="replace") if path.is_file() else "") and process.poll() is None:
+        assert time.time() < deadline, path.read_text(errors="replace")[-2000:]
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("command,stop", [("train-cost", signal.SIGINT), ("train-policy", signal.SIGTERM),
+                                          ("train-cost", signal.SIGHUP)], ids=["cost-Ctrl-C", "policy-SIGTERM",
+                                                                                "cost-SIGHUP"])
+def test_a_head_stopped_by_a_signal_saves_its_last_step_says_so_and_its_rerun_is_accepted(
+        command, stop, tmp_path, reacher_pixel_dataset):
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    out = tmp_path / "heads" / "with-head.ckpt"
+    head = "learned_cost" if command == "train-cost" else "policy"
+    size = ["learned_cost.batch_size=8"] if command == "train-cost" else ["policy=gcbc", "policy.labels=16",
+                                                                         "policy.batch_size=8"]
+    argv = [sys.executable, "-m", "jepa_wm", command, f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"out={out}",
+            *size]
+    stderr_file = tmp_path / "stderr.txt"
+    with open(stderr_file, "w") as stderr:
+        process = subprocess.Popen([*argv, f"{head}.steps=1000000"], stdout=subprocess.DEVNULL, stderr=stderr,
+                                   cwd=ROOT, env={**os.environ, "WANDB_MODE": "disabled"})
+        wait_for_text(stderr_file, "step/s", process)
+        process.send_signal(stop)
+        code = process.wait(timeout=120)
+    text = stderr_file.read_text(errors="replace")
+    word = "interrupted:" if stop == signal.SIGINT else "terminated:"
+    lines = [line for line in text.splitlines() if line.startswith(word)]
+    assert code == (130 if stop == signal.SIGINT else 143) and len(lines) == 1 and "Traceback" not in text, text[-2000:]
+    state = torch.load(out.with_name(f".{out.name}.{head}-state"), weights_only=True)
+    assert state["step"] > 0 and f"step {state['step']} is saved: rerun the same command to continue" in lines[0]
+    rerun = subprocess.run([*argv, f"{head}.steps=2", "progress=false"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP])
+def test_collect_stopped_by_sigterm_or_sighup_says_so_in_one_line_and_its_rerun_finishes(stop, tmp_path):
+    out = tmp_path / "data"
+    argv = [sys.executable, "-m", "jepa_wm", "collect", "env=reacher-easy", f"out={out}", "episodes=40",
+            "steps_per_episode=10", "workers=1", "episodes_per_shard=1"]
+    stderr_file = tmp_path / "stderr.txt"
+    with open(stderr_file, "w") as stderr:
+        process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, cwd=ROOT)
+        deadline = time.time() + 300
+        while not list(out.glob("shard-*")) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.1)
+        process.send_signal(stop)
+        code = process.wait(timeout=120)
+    text = stderr_file.read_text(errors="replace")
+    lines = [line for line in text.splitlines() if line.startswith("terminated:")]
+    assert code == 143 and len(lines) == 1 and "rerun the same command" in lines[0] and "Traceback" not in text, text
+    rerun = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert load_episodes(out, "pixels").num_episodes == 40
+
+
+def test_resuming_a_run_keeps_the_heads_stored_in_its_checkpoints(tmp_path, reacher_pixel_dataset):
+    from jepa_wm import load_world_model
+    from jepa_wm.pipeline import train_policy_for_checkpoint
+    from jepa_wm.policy import default_policy_settings
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    last = run / "checkpoints" / "last.ckpt"
+    train_policy_for_checkpoint(last, default_policy_settings("gcbc", steps=2, labels=16, batch_size=8), progress=False)
+    policy = torch.load(last, weights_only=True)["policy"]
+    train(reacher_pixel_dataset, run, "resume=true", steps=4, every=2)
+    assert checkpoint_step(last) == 4
+    kept = run / "checkpoints" / "last-step2-with-heads.ckpt"
+    model = load_world_model(kept)
+    assert model.policy is not None and checkpoint_step(kept) == 2
+    assert all(torch.equal(a, b) for a, b in zip(model.policy.net.state_dict().values(), policy["state_dict"].values()))
