@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from jepa_wm.data.actions import to_model_range
 from jepa_wm.data.storage import MANIFEST_NAME, ArrayFile, DatasetError, load_manifest, verify_shards
+from jepa_wm.errors import ConfigError
 from torch.utils.data import Dataset, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
@@ -242,7 +243,8 @@ def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[n
     if val_fraction > 0 and num_val == 0 and num_episodes > 1:
         num_val = 1
     if num_val >= num_episodes:
-        raise ValueError(f"val_fraction={val_fraction} leaves no training episodes out of {num_episodes}")
+        raise ConfigError(f"data.val_fraction={val_fraction} leaves no training episodes out of {num_episodes}; "
+                          f"lower it, or collect more episodes")
     return np.sort(order[num_val:]), np.sort(order[:num_val])
 
 

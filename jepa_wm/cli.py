@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 # Errors of the file system that come from where and how much the user asked to write, not from a bug.
-FILE_SYSTEM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR)
+FILE_SYSTEM_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EISDIR, errno.ENOTDIR,
+                      errno.ENAMETOOLONG, errno.EFBIG)
 PRINT_CONFIG = "print_config"
 
 
@@ -275,8 +276,11 @@ def report_error(error: Exception) -> int:
     if isinstance(error, OSError) and error.errno in FILE_SYSTEM_ERRORS:
         # A full disk, a read-only or forbidden place: what the user must fix; every write was atomic
         where = f" {error.filename}" if error.filename else ""
-        print(f"error: cannot write{where}: {error.strerror or error}; free space or choose another out=, "
-              f"then rerun the same command", file=sys.stderr)
+        advice = {errno.ENAMETOOLONG: "choose a shorter out=", errno.ENOSPC: "free space or choose another out=",
+                  errno.EDQUOT: "free space or choose another out=", errno.EFBIG: "choose another out="}
+        print(f"error: cannot write{where}: {error.strerror or error}; "
+              f"{advice.get(error.errno, 'choose a place this user may write (another out=)')}, then rerun the same "
+              f"command", file=sys.stderr)
         return 2
     if not isinstance(error, (ConfigError, DatasetError, CheckpointError, NonFiniteLossError)):
         raise error

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from jepa_wm.errors import ConfigError, did_you_mean
 
@@ -109,6 +109,12 @@ def _at_least(minimum: int) -> tuple[Callable[[Any], bool], str]:
     return (lambda value: value >= minimum), f"an integer >= {minimum}"
 
 
+def _seed() -> tuple[Callable[[Any], bool], str]:
+    # What every generator a run seeds accepts as it is: Lightning replaces a larger seed with a random one, and
+    # an environment's seed is taken modulo 2**32 (two seeds would give the same episodes).
+    return (lambda value: isinstance(value, int) and 0 <= value < 2**32), "an integer in [0, 2**32)"
+
+
 def _positive() -> tuple[Callable[[Any], bool], str]:
     return (lambda value: value > 0), "a number > 0"
 
@@ -135,7 +141,9 @@ def _fraction(open_low: bool) -> tuple[Callable[[Any], bool], str]:
 # Allowed values of settings wherever they appear (train, collect, plan, quickstart), beyond their type.
 # A key absent from a script's config is ignored; one home for every range check of the command line.
 VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
-    "seed": _at_least(0),
+    "seed": _seed(),
+    "learned_cost.seed": _seed(),
+    "policy.seed": _seed(),
     "episodes": _at_least(1),
     "steps_per_episode": _at_least(1),
     "episodes_per_shard": _at_least(1),
@@ -209,6 +217,12 @@ def _checked_value(key: str, default: Any, value: Any) -> Any:
 
 def check_values(cfg: DictConfig, script: str) -> None:
     """Apply ``VALUE_RULES`` and require every mandatory (``???``) value."""
+    try:  # an interpolation in an override (`out=${oc.env:RUNS}/a`) that does not resolve
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        where = f" in {error.full_key}" if getattr(error, "full_key", None) else ""
+        raise ConfigError(f"cannot resolve{where}: {str(error).splitlines()[0]}; check the ${{...}} in that "
+                          f"value, or write a literal $ as \\$") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         given = " ".join(f"{key}=VALUE" for key in missing)
@@ -255,8 +269,10 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
     for key, value in pairs:
         if key in group_picks:
             continue
-        parsed = OmegaConf.from_dotlist([f"_={value}"])["_"]
-        if isinstance(parsed, DictConfig) and not value.lstrip().startswith("{"):
+        # Unresolved: an interpolation is resolved in the composed config (where `${seed}` means its seed), an
+        # escaped one (`\${x}`) stays the literal text.
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"_={value}"]), resolve=False)["_"]
+        if isinstance(parsed, dict) and not value.lstrip().startswith("{"):
             parsed = value  # `checkpoint=pretrained:` is a reference, not the YAML mapping {pretrained: null}
         if key.startswith("+"):
             with open_dict(cfg):
@@ -296,8 +312,7 @@ def command_line(argv: Iterable[str], defaults: dict, flags: Iterable[str] = ("-
     for key, value in parse_overrides(argument for argument in arguments if "=" in argument):
         if key not in defaults:
             raise ConfigError(f"unknown option '{key}'{did_you_mean(key, defaults)} (choices: {', '.join(defaults)})")
-        parsed = OmegaConf.from_dotlist([f"_={value}"])["_"]
-        parsed = OmegaConf.to_container(parsed) if isinstance(parsed, (DictConfig, ListConfig)) else parsed
+        parsed = OmegaConf.to_container(OmegaConf.from_dotlist([f"_={value}"]), resolve=True)["_"]
         options[key] = _checked_value(key, defaults[key], value if isinstance(defaults[key], str) else parsed)
     return options, given_flags
 

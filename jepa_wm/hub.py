@@ -33,11 +33,18 @@ def upload_checkpoint(reference: str, repo: str, private: bool = False) -> str:
 
     from huggingface_hub import HfApi
 
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:  # the name first: a mistake in it costs no reading and no network
+        if not isinstance(repo, str) or repo.count("/") != 1 or not all(repo.split("/")):
+            raise HFValidationError("it must be OWNER/NAME")
+        validate_repo_id(repo)
+    except HFValidationError as error:
+        raise ConfigError(f"repo={repo} is not a Hugging Face repository name ({str(error).splitlines()[0]}); "
+                          f"use repo=OWNER/NAME") from None
     path = resolve_checkpoint(reference)
     checkpoint = read_checkpoint(path)
     card = pretrained_card(path.stem) if path.parent == references.PRETRAINED_DIR else None
-    if repo.count("/") != 1 or not all(repo.split("/")):
-        raise ConfigError(f"repo={repo} is not a Hugging Face repository name; use repo=OWNER/NAME")
     api = HfApi()
     with tempfile.TemporaryDirectory() as folder:
         export_weights(checkpoint, Path(folder) / HUB_FILENAME)

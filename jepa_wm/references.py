@@ -34,9 +34,35 @@ def pretrained_names() -> list[str]:
     return sorted(path.stem for path in PRETRAINED_DIR.glob("*.ckpt") if path.with_suffix(".json").is_file())
 
 
+# What every card must hold, by path: what listing, resolving and uploading shipped models read.
+CARD_FIELDS = {"task": str, "training_steps": int, "weights_sha256": str, "test_success": dict,
+               "test_success.rate": (int, float), "test_success.ci95": list, "test_success.episodes": int}
+
+
 def pretrained_card(name: str) -> dict:
-    """The card of a shipped model: task, command, data, steps, test success."""
-    return json.loads((PRETRAINED_DIR / f"{name}.json").read_text())
+    """The card of a shipped model: task, command, data, steps, test success; a damaged card is named."""
+    path = PRETRAINED_DIR / f"{name}.json"
+    try:
+        card = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} cannot be read ({type(error).__name__}: {error}); reinstall jepa-wm, or "
+                              f"rebuild the zoo with {REBUILD_ZOO}") from None
+    for field, kind in CARD_FIELDS.items():
+        value = card
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CheckpointError(f"{path} is not a model card: {field} is missing or not a {getattr(kind, '__name__', 'number')}; "
+                                  f"reinstall jepa-wm, or rebuild the zoo with {REBUILD_ZOO}")
+    low_high = card["test_success"]["ci95"]
+    if len(low_high) != 2 or not all(isinstance(bound, (int, float)) for bound in low_high):
+        raise CheckpointError(f"{path} is not a model card: test_success.ci95 is not [low, high]; reinstall jepa-wm")
+    if not all(card.get(key) is None or isinstance(card[key], (int, float)) for key in ("random_success", "oracle_success")):
+        raise CheckpointError(f"{path} is not a model card: random_success/oracle_success is not a number; "
+                              f"reinstall jepa-wm")
+    if not isinstance(card.get("data") or {}, dict):
+        raise CheckpointError(f"{path} is not a model card: data is not a mapping; reinstall jepa-wm")
+    return card
 
 
 def rate(value) -> str:

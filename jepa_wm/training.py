@@ -246,9 +246,25 @@ def write_metric_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
     atomic_write(path, write, text=True)
 
 
+def wandb_mode(cfg: DictConfig) -> str:
+    """The W&B mode a run logs in: ``WANDB_MODE`` from the environment wins over ``wandb.mode``."""
+    return os.environ.get("WANDB_MODE", cfg.wandb.mode)
+
+
+def check_wandb_login(cfg: DictConfig) -> None:
+    """Online logging needs an API key; without one W&B would prompt or fail after the run directory was made."""
+    if wandb_mode(cfg) != "online" or pl.utilities.rank_zero_only.rank != 0:
+        return
+    import wandb
+
+    if not wandb.login(prompt=False, verify=False):
+        raise ConfigError("wandb.mode=online needs a W&B API key: run `wandb login` or set WANDB_API_KEY; or log with "
+                          "wandb.mode=offline and upload later with `wandb sync`")
+
+
 def build_loggers(cfg: DictConfig, out: Path) -> list:
     loggers = [HistoryCSVLogger(save_dir=str(out), name="csv", version="")]
-    mode = os.environ.get("WANDB_MODE", cfg.wandb.mode)
+    mode = wandb_mode(cfg)
     if mode != "disabled":
         # Reuse the run id on resume so W&B continues the same run instead of starting a new one; a fresh start
         # (after one that saved nothing) is a new W&B run.
@@ -274,7 +290,19 @@ def trainer_arguments(cfg: DictConfig) -> dict:
     for name in trainer_args:
         if name not in valid:
             raise ConfigError(f"'trainer.{name}' is not a pytorch_lightning.Trainer argument{did_you_mean(name, valid)}")
+        if name in TRAINER_ARGUMENTS_OF_THE_RUN:
+            raise ConfigError(f"trainer.{name} is set by jepa-wm itself ({TRAINER_ARGUMENTS_OF_THE_RUN[name]}); "
+                              f"drop that override")
     return trainer_args
+
+
+# The Trainer arguments a run sets from its own settings: the one way to change each.
+TRAINER_ARGUMENTS_OF_THE_RUN = {
+    "default_root_dir": "it is out=",
+    "callbacks": "checkpoints, evaluation and metrics are the run's; see best.*, eval.*, checkpoints_at",
+    "logger": "CSV always, W&B by wandb.mode",
+    "enable_checkpointing": "last.ckpt and best.ckpt are always written: they are what resume and plan read",
+}
 
 
 def build_trainer(cfg: DictConfig, out: Path, callbacks=(), loggers=None) -> pl.Trainer:
@@ -478,6 +506,7 @@ def check_trainer_settings(cfg: DictConfig) -> dict:
 
 def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
     check_trainer_settings(cfg)  # fails early on a mistyped or refused Trainer argument
+    check_wandb_login(cfg)
     if cfg.best.mode not in ("min", "max"):
         raise ConfigError(f"best.mode must be min or max; got {cfg.best.mode!r}")
     if str(cfg.best.metric).startswith("eval/") and not cfg.eval.every_n_steps:

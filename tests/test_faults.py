@@ -722,3 +722,75 @@ def test_resuming_a_run_keeps_the_heads_stored_in_its_checkpoints(tmp_path, reac
     model = load_world_model(kept)
     assert model.policy is not None and checkpoint_step(kept) == 2
     assert all(torch.equal(a, b) for a, b in zip(model.policy.net.state_dict().values(), policy["state_dict"].values()))
+
+
+# ------------------------------------------------------------------------ mistakes: one line, exit 2, nothing written
+TRAINING_MISTAKES = {
+    "an interpolation that does not resolve": (["out=${nowhere}/run"], "cannot resolve in out: Interpolation key"),
+    "a seed no generator takes as it is": (["seed=4294967296"], "seed must be an integer in [0, 2**32)"),
+    "a trainer argument the run sets itself": (["+trainer.callbacks=[]"], "trainer.callbacks is set by jepa-wm itself"),
+    "a trainer logger": (["+trainer.logger=false"], "trainer.logger is set by jepa-wm itself"),
+    "no checkpointing": (["+trainer.enable_checkpointing=false"], "trainer.enable_checkpointing is set by jepa-wm"),
+    "no training episodes left": (["data.val_fraction=0.99"], "data.val_fraction=0.99 leaves no training episodes"),
+}
+
+
+@pytest.mark.parametrize("mistake", list(TRAINING_MISTAKES))
+def test_a_training_mistake_is_one_line_exit_2_and_writes_nothing(mistake, tmp_path, reacher_pixel_dataset, capsys,
+                                                                  monkeypatch):
+    overrides, expected = TRAINING_MISTAKES[mistake]
+    code, stderr = run_script("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", *overrides), capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and expected in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert [line for line in stderr.splitlines() if line.startswith("error:")] == [stderr.strip().splitlines()[-1]]
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+
+def test_an_escaped_dollar_in_a_value_stays_literal():
+    assert compose("collect", [r"out=runs/\${x}"]).out == "runs/${x}"
+    assert compose("collect", ["out=runs/${seed}", "seed=3"]).out == "runs/3"
+
+
+def test_online_logging_without_an_api_key_is_refused_before_anything_is_written(tmp_path, reacher_pixel_dataset):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path / "home"), NETRC=str(tmp_path / "home" / ".netrc"))
+    result = subprocess.run([sys.executable, "-m", "jepa_wm", "train",
+                             *tiny_run(reacher_pixel_dataset, tmp_path / "run", "wandb.mode=online")],
+                            capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    assert result.returncode == 2 and "wandb.mode=online needs a W&B API key" in result.stderr, result.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("card", ["{not json", "[]", '{"task": "reacher-easy"}', "CI"])
+def test_a_damaged_shipped_model_card_is_named_in_one_line(card, tmp_path, monkeypatch, capsys):
+    import jepa_wm.references
+
+    for source in jepa_wm.references.PRETRAINED_DIR.glob("reacher-easy.*"):
+        shutil.copy(source, tmp_path / source.name)
+    if card == "CI":  # a card whose interval is not [low, high]
+        loaded = json.loads((tmp_path / "reacher-easy.json").read_text())
+        loaded["test_success"]["ci95"] = "wide"
+        card = json.dumps(loaded)
+    (tmp_path / "reacher-easy.json").write_text(card)
+    monkeypatch.setattr(jepa_wm.references, "PRETRAINED_DIR", tmp_path)
+    for argv in (["checkpoint=pretrained:"], ["checkpoint=pretrained:reacher-easy", "episodes=1"]):
+        code, stderr = run_script("plan", argv, capsys, monkeypatch, tmp_path)
+        assert code == 2 and "reacher-easy.json" in stderr and "Traceback" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize("repo", ["", "null", "../outside", "a/b/c"])
+def test_upload_names_a_bad_repository_before_reading_or_sending_anything(repo, tmp_path, capsys, monkeypatch):
+    code, stderr = run_script("upload_checkpoint", [f"checkpoint={tmp_path / 'missing.ckpt'}", f"repo={repo}"], capsys,
+                              monkeypatch, tmp_path)
+    assert code == 2 and "is not a Hugging Face repository name" in stderr and "Traceback" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["collect", "train", "plan"])
+def test_an_overlong_output_path_is_one_line_exit_2(script, tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    out = tmp_path / ("x" * 300)
+    argv = {"collect": ["env=reacher-easy", "episodes=1", "steps_per_episode=5", "workers=1", f"out={out}"],
+            "train": tiny_run(reacher_pixel_dataset, out),
+            "plan": ["checkpoint=pretrained:reacher-easy", "episodes=1", f"out={out / 'plan'}"]}[script]
+    code, stderr = run_script(script, [*argv, "progress=false"] if script != "train" else argv, capsys, monkeypatch,
+                              tmp_path)
+    assert code == 2 and "File name too long; choose a shorter out=" in stderr and "Traceback" not in stderr, stderr[-2000:]
