@@ -111,7 +111,9 @@ def _convert(cfg) -> None:
         settings = load_manifest(cfg.path)["env"]
         written = interop.export_hdf5(cfg.path, cfg.out, physics_split=interop.physics_split_of(settings))
     elif source == "hdf5" and target == "jepa-wm":
-        written = interop.import_hdf5(cfg.path, cfg.out, env=to_dict(cfg.env) if cfg.env else None)
+        written = interop.import_hdf5(cfg.path, cfg.out, env=to_dict(cfg.env) if cfg.env else None,
+                                      columns=to_dict(cfg.columns) if cfg.columns else None,
+                                      episodes_per_shard=cfg.episodes_per_shard, steps_per_episode=cfg.steps_per_episode)
     else:
         raise ConfigError("from=hdf5 to=hdf5 converts nothing; one side must be jepa-wm")
     print(f"converted {cfg.path} ({source}) to {written} ({target})")

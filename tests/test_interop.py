@@ -13,6 +13,7 @@ from jepa_wm.data.interop import MANIFEST_ATTR, export_hdf5, import_hdf5, read_h
 from jepa_wm.data.storage import DatasetError, load_manifest, verify_shards
 
 from jepa_wm.errors import ConfigError
+from tests.test_training import run_script
 
 
 def dataset_arrays(path):
@@ -79,7 +80,8 @@ def write_foreign_h5(path, lengths, columns):
                             maxshape=(None,))
 
 
-def test_import_of_a_file_stable_worldmodel_wrote(reacher_pixel_dataset, reacher_env_cfg, tmp_path):
+def test_import_of_a_file_stable_worldmodel_wrote(reacher_pixel_dataset, reacher_env_cfg, tmp_path, capsys,
+                                                  monkeypatch):
     """Without our manifest: the header comes from the env config, physics from qpos + qvel (float64 there),
     position from a named column, the NaN action of each last row is dropped, and longer episodes are cropped."""
     source = {key: np.concatenate([arrays[key] for _, arrays in sorted(dataset_arrays(reacher_pixel_dataset).items())])
@@ -108,6 +110,12 @@ def test_import_of_a_file_stable_worldmodel_wrote(reacher_pixel_dataset, reacher
 
     out = import_hdf5(h5, tmp_path / "ours", env=reacher_env_cfg, steps_per_episode=30, episodes_per_shard=4,
                       columns={"position": "finger_pos"})
+    # What the errors advise is what the command takes: steps_per_episode=, episodes_per_shard=, columns=
+    code, stderr = run_script("convert_dataset", [f"path={h5}", f"out={tmp_path / 'by-command'}", "from=hdf5",
+                                                  "env=reacher-easy", "steps_per_episode=30", "episodes_per_shard=4",
+                                                  "columns={position: finger_pos}"], capsys, monkeypatch, tmp_path)
+    assert code == 0, stderr[-2000:]
+    assert dataset_arrays(tmp_path / "by-command").keys() == dataset_arrays(out).keys()
     manifest = load_manifest(out)
     assert manifest["observations"] == {"pixels": [64, 64, 3]}
     assert manifest["steps_per_episode"] == 30 and manifest["episodes"] == 6
