@@ -44,9 +44,11 @@ def _train(cfg) -> None:
 
     from jepa_wm.pipeline import train_from_config
 
+    from jepa_wm.training import checkpoint_summary
+
     out = train_from_config(cfg)
-    if rank_zero_only.rank == 0:  # one line per run, also when every process of a DDP run gets here
-        print(f"run: {out}\ncheckpoint: {out / 'checkpoints' / 'last.ckpt'}")
+    if rank_zero_only.rank == 0:  # once per run, also when every process of a DDP run gets here
+        print("\n".join([f"run: {out}", *checkpoint_summary(out, cfg.best.metric)]))
 
 
 def _train_cost(cfg) -> None:

@@ -587,6 +587,27 @@ def keep_stored_heads(checkpoints: Path) -> None:
               f"train-policy)", file=sys.stderr)
 
 
+def checkpoint_summary(out: Path, metric: str) -> list[str]:
+    """What a finished run says at its end: ``best.ckpt`` (the one to plan with) and ``last.ckpt``, each with
+    its step and its value of ``metric`` (from the metric history, the last validation at or before that step)."""
+    history = []
+    path = out / "csv" / "metrics.csv"
+    if path.is_file():
+        with open(path, newline="") as file:
+            history = [(int(float(row["step"])), float(row[metric])) for row in csv.DictReader(file)
+                       if row.get(metric) not in (None, "") and row.get("step") not in (None, "")]
+    lines = []
+    for name, use in (("best.ckpt", f"the best {metric}: plan with this one"), ("last.ckpt", "the newest")):
+        checkpoint = out / "checkpoints" / name
+        if not checkpoint.is_file():
+            continue
+        step = int(read_checkpoint(checkpoint).get("global_step", 0))
+        values = [value for logged, value in history if logged < step]  # a validation after step s logs at s - 1
+        score = f", {metric} {values[-1]:.3f}" if values else ""
+        lines.append(f"{name}: {checkpoint} (step {step}{score}; {use})")
+    return lines
+
+
 def finish_wandb_runs(trainer: pl.Trainer | None) -> None:
     """A training run is one W&B run: close it, so that what a notebook or script prints afterwards does not
     land in this run's log (Lightning leaves it open)."""

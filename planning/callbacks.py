@@ -36,8 +36,14 @@ class GoalReachingEvalCallback(pl.Callback):
         if step == 0 or step % self.every_n_steps != 0:
             return
         success_rate, final_distance, video = self.run_episodes(pl_module) if trainer.is_global_zero else (0.0, 0.0, None)
-        pl_module.log("eval/success_rate", success_rate, rank_zero_only=True)
-        pl_module.log("eval/final_distance", final_distance, rank_zero_only=True)
+        metrics = {"eval/success_rate": float(success_rate), "eval/final_distance": float(final_distance)}
+        # Straight to the loggers, once, at this step (the row a validation here gets): logged through
+        # `pl_module.log` in this hook, Lightning repeated the value on every later training row. Checkpoint
+        # selection (best.metric) reads it from the callback metrics.
+        trainer.callback_metrics.update({key: torch.tensor(value) for key, value in metrics.items()})
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics(metrics, step=step - 1)
         if video is not None:
             for logger in trainer.loggers:
                 if isinstance(logger, pl.loggers.WandbLogger):

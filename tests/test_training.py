@@ -354,3 +354,20 @@ def test_a_run_saved_in_the_previous_checkpoint_format_resumes_and_loads(tmp_pat
     encoded = load_world_model(last).encode(torch.zeros(1, 1, 64, 64, 3, dtype=torch.uint8))
     train(reacher_pixel_dataset, run, "resume=true", steps=8, every=4)
     assert checkpoint_step(last) == 8 and encoded.shape == (1, 1, 1, 8)
+
+
+def test_the_end_of_training_names_best_and_last_with_their_step_and_score(tmp_path, reacher_pixel_dataset, capsys,
+                                                                          monkeypatch):
+    from jepa_wm.cli import run
+
+    monkeypatch.chdir(tmp_path)
+    assert run("train", tiny_run(reacher_pixel_dataset, tmp_path / "run", steps=8, every=4)) == 0
+    lines = capsys.readouterr().out.strip().splitlines()[-3:]
+    rows = metric_rows(tmp_path / "run")
+    scores = {int(row["step"]) + 1: float(row["val/rollout_error_ratio"]) for row in rows if row.get("val/rollout_error_ratio")}
+    best_step = checkpoint_step(tmp_path / "run" / "checkpoints" / "best.ckpt")
+    assert lines[0] == f"run: {tmp_path / 'run'}"
+    assert lines[1].startswith(f"best.ckpt: {tmp_path / 'run' / 'checkpoints' / 'best.ckpt'} (step {best_step}, "
+                               f"val/rollout_error_ratio {scores[best_step]:.3f}; the best")
+    assert lines[2].startswith(f"last.ckpt: {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} (step 8, "
+                               f"val/rollout_error_ratio {scores[8]:.3f}; the newest")
