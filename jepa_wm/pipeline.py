@@ -26,7 +26,7 @@ from jepa_wm.data.storage import DATASET_FILES
 from jepa_wm.files import DirectoryLock, check_output_directory, remove_own_directories, save_torch_atomic
 from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record
 from jepa_wm.planning.callbacks import GoalReachingEvalCallback
-from jepa_wm.planning.experiment import PLAN_FILES, run_plan
+from jepa_wm.planning.experiment import PLAN_FILES, finished_report, run_plan
 from jepa_wm.policy import PolicySettings, PolicyTrainer, relabelled_examples
 from jepa_wm.stopping import StepBoundaryStops
 from jepa_wm.training import RUN_FILES, fit
@@ -194,19 +194,38 @@ def run_quickstart(cfg: DictConfig) -> dict:
     if cfg.fresh:  # each stage's own files, and only if nothing else is among them
         remove_own_directories({dataset: DATASET_FILES, run_dir: RUN_FILES, out / "plan": PLAN_FILES}, "fresh=true")
 
-    print(f"[1/3] collecting {size.collect.episodes} {cfg.env.name} episodes into {dataset}")
-    collect_stage(cfg.env, dataset, as_overrides(size.collect), cfg.seed, cfg.workers)
+    done = collected_episodes(dataset)
+    print(f"[1/3] reusing the dataset in {dataset} ({done} episodes)" if done >= size.collect.episodes else
+          f"[1/3] collecting {size.collect.episodes} {cfg.env.name} episodes into {dataset}")
+    collect_stage(cfg.env, dataset, as_overrides(size.collect), cfg.seed, cfg.workers, progress=cfg.progress)
 
-    print(f"[2/3] training a world model for {size.train.trainer.max_steps} steps into {run_dir} "
-          f"(a finished run is reused)")
-    checkpoint = train_stage(dataset, run_dir, as_overrides(size.train), cfg.seed).parent / size.checkpoint
+    train_overrides = [*as_overrides(size.train), f"trainer.enable_progress_bar={str(cfg.progress).lower()}"]
+    steps, done = size.train.trainer.max_steps, trained_steps(run_dir / "checkpoints" / "last.ckpt")
+    print(f"[2/3] reusing the world model trained in {run_dir} (step {done})" if done >= steps else
+          f"[2/3] training a world model for {steps} steps into {run_dir}" + (f" (from step {done})" if done else ""))
+    checkpoint = train_stage(dataset, run_dir, train_overrides, cfg.seed).parent / size.checkpoint
 
-    print(f"[3/3] planning on {size.plan.episodes} goal-reaching episodes: ours, random and oracle")
     plan_cfg = compose("plan", [f"checkpoint={checkpoint}", "baselines=true", f"seed={cfg.seed}",
-                                f"out={out / 'plan'}", *as_overrides(size.plan)])
-    result = run_plan(plan_cfg)
+                                f"out={out / 'plan'}", f"progress={str(cfg.progress).lower()}", *as_overrides(size.plan)])
+    result = finished_report(plan_cfg, out / "plan")
+    if result is not None:
+        print(f"[3/3] reusing the planning report in {out / 'plan'} (fresh=true plans again)")
+    else:
+        print(f"[3/3] planning on {size.plan.episodes} goal-reaching episodes: ours, random and oracle")
+        result = run_plan(plan_cfg)
     result["files"] = {"dataset": dataset, "checkpoint": checkpoint, **result["files"]}
     return result
+
+
+def collected_episodes(dataset: Path) -> int:
+    """How many episodes a dataset's manifest lists as finished (0 where there is none yet)."""
+    from jepa_wm.data.storage import load_manifest
+
+    try:
+        shards = load_manifest(dataset)["shards"]
+        return sum(last - first for first, last in (record["episodes"] for record in shards.values()))
+    except Exception:  # noqa: BLE001 - no dataset, or one collect will refuse with its own words
+        return 0
 
 
 # ------------------------------------------------------------------------------------------ learned costs

@@ -205,7 +205,8 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
     return path
 
 
-def write_report(path: Path, rows: list[dict], config: dict, cost: str | None = None) -> Path:
-    """The JSON report: ``{"results": [row, ...], "config": {...}, "cost": "what ours planned with"}``, atomically."""
-    write_json_atomic(path, {"results": rows, "config": config, **({"cost": cost} if cost else {})})
+def write_report(path: Path, rows: list[dict], config: dict, cost: str | None = None, **about) -> Path:
+    """The JSON report: ``{"results": [row, ...], "config": {...}, "cost": "what ours planned with", **about}``
+    (``about``: e.g. the distance unit and the checkpoint's sha256), atomically."""
+    write_json_atomic(path, {"results": rows, "config": config, **({"cost": cost} if cost else {}), **about})
     return path

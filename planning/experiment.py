@@ -7,6 +7,7 @@ the training-time evaluation callback and the benchmarks all build their control
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from pathlib import Path
 
@@ -28,9 +29,10 @@ from jepa_wm.planning.planners import PLANNERS, build_planner
 from omegaconf import DictConfig
 
 from jepa_wm.checkpoint import load_world_model
+from jepa_wm.references import resolve_checkpoint
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
-from jepa_wm.files import DirectoryLock, check_output_directory
+from jepa_wm.files import DirectoryLock, check_output_directory, file_sha256
 from jepa_wm.seeds import SPLIT_STREAMS
 
 METHODS = ("ours", "random", "oracle")
@@ -218,17 +220,44 @@ def run_plan(cfg) -> dict:
                            progress=cfg.progress, split=cfg.split)
         rows = [summarize(records[method], env.name, method, planner_names[method], cfg.seed, cfg.split)
                 for method in methods]
+        cost = controllers["ours"].cost_model.description if "ours" in controllers else None
         files = {
-            "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings},
-                                   cost=controllers["ours"].cost_model.description if "ours" in controllers else None),
+            "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings}, cost=cost,
+                                   unit=unit, checkpoint_sha256=checkpoint_sha256(cfg.checkpoint)),
             "plot": save_plot(rows, records, env.success_threshold, out / "plot.png", unit),
             "video": save_video(records, out / "episodes.gif", env.success_threshold) if cfg.videos else None,
         }
     env.close()
     log_to_wandb(cfg, rows, files)
-    cost = controllers["ours"].cost_model.description if "ours" in controllers else None
-    table = format_table(rows, unit) + (f"\nours plans with the {cost.removeprefix('cost: ')}" if cost else "")
-    return {"rows": rows, "table": table, "files": files, "records": records, "cost": cost}
+    return {"rows": rows, "table": report_table(rows, unit, cost), "files": files, "records": records, "cost": cost}
+
+
+def report_table(rows: list[dict], unit: str, cost: str | None) -> str:
+    """The printed result: the success table, and what ours planned with."""
+    return format_table(rows, unit) + (f"\nours plans with the {cost.removeprefix('cost: ')}" if cost else "")
+
+
+def checkpoint_sha256(reference) -> str | None:
+    """The sha256 of the checkpoint file a plan config names: which weights a report is about."""
+    return file_sha256(resolve_checkpoint(reference)) if reference else None
+
+
+def finished_report(cfg, out: Path) -> dict | None:
+    """The result of an earlier run of this very plan config in ``out`` (same settings, same checkpoint file
+    contents), as ``run_plan`` returns it (without per-episode records); None when there is none."""
+    try:
+        report = json.loads((out / "report.json").read_text())
+        config, rows, unit = report["config"], report["results"], report["unit"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    wanted = {key: value for key, value in to_dict(cfg).items() if key != "env"}
+    if {key: value for key, value in config.items() if key != "env"} != wanted or \
+            report.get("checkpoint_sha256") != checkpoint_sha256(cfg.checkpoint):
+        return None
+    files = {"report": out / "report.json", "plot": out / "plot.png", "video": out / "episodes.gif"}
+    files = {kind: path if path.is_file() else None for kind, path in files.items()}
+    return {"rows": rows, "table": report_table(rows, unit, report.get("cost")), "files": files,
+            "cost": report.get("cost")}
 
 
 def log_to_wandb(cfg, rows: list[dict], files: dict) -> None:

@@ -351,3 +351,20 @@ def test_gradient_planner_runs_ours_and_the_oracle_falls_back_to_cem(tmp_path):
                            "baselines=true", "videos=0", "progress=false", "env.episode_length=5", f"out={tmp_path}"])
     rows = run_plan(cfg)["rows"]
     assert {row["method"]: row["planner"] for row in rows} == {"ours": "gradient", "random": None, "oracle": "cem"}
+
+
+def test_a_finished_plan_report_is_found_only_for_the_same_settings_and_checkpoint(tmp_path):
+    from jepa_wm.planning.experiment import finished_report, run_plan
+
+    checkpoint = save_model_checkpoint(tiny_pixel_model(), tmp_path / "model.ckpt")
+    settings = [f"checkpoint={checkpoint}", "episodes=1", "videos=0", "progress=false", "env.episode_length=4",
+                "planner.samples=8", "planner.elites=2", "planner.iterations=1", f"out={tmp_path / 'plan'}"]
+    assert finished_report(compose("plan", settings), tmp_path / "plan") is None
+    result = run_plan(compose("plan", settings))
+    reused = finished_report(compose("plan", settings), tmp_path / "plan")
+    assert reused["rows"] == json.loads(json.dumps(result["rows"])) and reused["table"] == result["table"]
+    assert reused["files"]["report"] == result["files"]["report"]
+    assert finished_report(compose("plan", [*settings, "seed=1"]), tmp_path / "plan") is None
+    torch.manual_seed(1)
+    save_model_checkpoint(tiny_pixel_model(), checkpoint)  # other weights in the same file
+    assert finished_report(compose("plan", settings), tmp_path / "plan") is None
