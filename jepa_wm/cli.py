@@ -155,7 +155,7 @@ COMMANDS: dict[str, Command] = {
                     "jepa-wm plan checkpoint=pretrained:reacher-easy episodes=10 baselines=true", _plan),
     "quickstart": Command("quickstart", "collect, train and plan on reacher-easy in one command",
                           "jepa-wm quickstart", _quickstart),
-    "convert": Command("convert", "convert a format-1 dataset to format 2",
+    "convert": Command("convert", "convert datasets: format 1 to 2, and to or from stable-worldmodel's HDF5",
                        "jepa-wm convert path=datasets/old", _convert),
     "joints": Command("joints", "list a DeepMind Control domain's joints and qpos indices (for success_joints)",
                       "jepa-wm joints domain=walker", _joints),
@@ -193,6 +193,10 @@ def documented_keys(path: Path, prefix: str = "") -> list[tuple[str, str, str]]:
     return entries
 
 
+# The file whose keys a group left null (plan's env: the checkpoint's task) shows in --help.
+DEFAULT_EXAMPLE = {"env": "reacher-easy"}
+
+
 def help_text(name: str) -> str:
     """What ``jepa-wm NAME --help`` prints."""
     from jepa_wm.config import CONFIG_DIR, GROUPS, group_choices
@@ -202,18 +206,25 @@ def help_text(name: str) -> str:
     lines = [f"jepa-wm {name}: {command.summary}", "", f"usage: jepa-wm {name} [key=value ...] [print_config=true]",
              f"example: {command.example}", "", f"keys (configs/{command.config}.yaml; '+key=value' adds one it lacks):"]
     keys = documented_keys(path)
-    width = min(40, max(len(key) for key, _, _ in keys) + 2)
+    width = 28
+
+    def row(indent: str, shown: str, comment: str) -> None:
+        """``key=value`` and its comment in aligned columns; a longer ``key=value`` puts the comment below."""
+        column = width - len(indent) + 2
+        if len(shown) >= column and comment:
+            lines.extend([f"{indent}{shown}", f"{'':<{width + 2}} {comment}"])
+        else:
+            lines.append(f"{indent}{shown:<{column}} {comment}".rstrip())
+
     for key, value, comment in keys:
-        shown = f"{key}={value}" if value else f"{key}:"
-        lines.append(f"  {shown:<{width}} {comment}".rstrip())
-        if key in GROUPS:
+        row("  ", f"{key}={value}" if value else f"{key}:", comment)
+        if key in GROUPS and value:  # a group pick (collect's `policy:` is a mapping of its own, not the group)
             choices = group_choices(key)
-            shown_file = value if value in choices else choices[0]
+            shown_file = value if value in choices else DEFAULT_EXAMPLE.get(key, choices[0])
             lines.append(f"  {'':<{width}} choices: {', '.join(choices)}; keys of {key}/{shown_file}.yaml "
                          f"({key}.KEY=VALUE):")
             for sub_key, sub_value, sub_comment in documented_keys(CONFIG_DIR / key / f"{shown_file}.yaml", f"{key}."):
-                sub_shown = f"{sub_key}={sub_value}" if sub_value else f"{sub_key}:"
-                lines.append(f"    {sub_shown:<{width - 2}} {sub_comment}".rstrip())
+                row("    ", f"{sub_key}={sub_value}" if sub_value else f"{sub_key}:", sub_comment)
     return "\n".join(lines)
 
 
@@ -264,6 +275,14 @@ def compose_command(command: Command, argv: list[str]):
     else:
         cfg = compose(command.config, argv)
     if show and show[-1].split("=", 1)[1].lower() in ("true", "1", "yes"):
+        if "checkpoint" in cfg and "env" in cfg and cfg.checkpoint and cfg.checkpoint != "pretrained:":
+            from omegaconf import open_dict
+
+            from jepa_wm.checkpoint import load_world_model
+            from jepa_wm.planning.experiment import planning_env_settings
+
+            with open_dict(cfg):  # the task it plans: the checkpoint's, with the env.KEY overlays given
+                cfg.env = planning_env_settings(cfg.env, load_world_model(cfg.checkpoint))
         print(OmegaConf.to_yaml(cfg, resolve=True), end="")
         return None
     return cfg

@@ -151,7 +151,8 @@ def resolve_checkpoint(reference: str | Path) -> Path:
             return checkpoints[0]
         raise CheckpointError(f"{path} is a directory without a single .ckpt file; pass the checkpoint file itself")
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist (train one with jepa-wm train, or pass a wandb: artifact)")
+        raise CheckpointError(f"checkpoint {path} does not exist: train one with jepa-wm train, or pass a shipped "
+                              f"model (pretrained:NAME; pretrained: lists them), hf:OWNER/NAME or a wandb: artifact")
     return path
 
 

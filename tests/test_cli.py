@@ -37,6 +37,49 @@ def test_every_command_documents_its_keys_from_its_yaml(name):
     if name == "plan":
         assert "episodes=50" in text and "goal-reaching episodes per method" in text  # the YAML's own comment
         assert "choices: acrobot-swingup, cheetah-run" in text and "planner.samples=300" in text
+        assert "keys of env/reacher-easy.yaml" in text  # a null group shows the quickstart's task, not the first file
+        assert "pretrained:NAME" in text and "hf:OWNER/NAME" in text
+    if name == "collect":
+        assert "choices: distill" not in text  # its policy: is the collection policy, not the policy group
+
+
+# Words a sentence does not end on: a comment that stops there was cut off.
+DANGLING = ("within", "the", "of", "a", "an", "and", "or", "for", "with", "by", "at", "is", "its")
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_help_comments_are_whole_sentences_in_one_aligned_column(name):
+    text = help_text(name)
+    keys = text.split("keys (", 1)[1].splitlines()[1:]
+    columns = set()
+    for line in keys:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("choices:"):
+            continue
+        shown, _, comment = stripped.partition("  ")
+        if comment.strip():
+            columns.add(line.index(comment.strip()))
+            assert not comment.strip().rstrip(",:").split()[-1] in DANGLING, line
+        elif line.startswith(" " * 20):  # a comment on the line under a long key=value
+            columns.add(len(line) - len(line.lstrip()))
+    assert len(columns) == 1, (name, columns)
+
+
+def test_usage_and_missing_checkpoint_name_every_way_in(tmp_path):
+    from jepa_wm.cli import usage
+    from jepa_wm.checkpoint import load_world_model
+    from jepa_wm.errors import CheckpointError
+
+    assert "HDF5" in usage()
+    with pytest.raises(CheckpointError, match="pretrained:NAME.*hf:OWNER/NAME"):
+        load_world_model(tmp_path / "missing.ckpt")
+
+
+def test_print_config_of_a_plan_shows_the_checkpoints_task(tmp_path):
+    result = run([sys.executable, "-m", "jepa_wm", "plan", "checkpoint=pretrained:reacher-easy", "env.episode_length=70",
+                  "print_config=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "  name: reacher-easy" in result.stdout and "  episode_length: 70" in result.stdout
 
 
 def test_the_command_plans_from_a_directory_with_its_own_data_and_planning(tmp_path):
@@ -64,9 +107,11 @@ def test_print_config_prints_the_resolved_config_and_runs_nothing(tmp_path, reac
 def test_a_wheel_installs_everything_under_jepa_wm_and_runs_from_anywhere(tmp_path):
     """`pip install .` (not -e): configs and shipped models inside the package, no top-level data or planning."""
     wheels = tmp_path / "wheels"
+    left_before = {name: (ROOT / name).exists() for name in ("build", "jepa_wm.egg-info")}
     built = run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
                  "-w", str(wheels)], tmp_path)
     assert built.returncode == 0, built.stderr[-3000:]
+    assert {name: (ROOT / name).exists() for name in left_before} == left_before  # no build/ left in the tree
     wheel = next(wheels.glob("jepa_wm-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for member in ("jepa_wm/configs/plan.yaml", "jepa_wm/configs/env/reacher-easy.yaml", "jepa_wm/data/storage.py",
