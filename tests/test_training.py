@@ -238,7 +238,7 @@ MISTAKES = {
     "wandb mode misspelt": ("train", ["wandb.mode=onlin"], "wandb.mode must be one of offline, online, disabled"),
     "a transformer with heads that do not divide": ("train", ["model.predictor.name=transformer", "model.predictor.heads=3"],
                                                     "must be divisible by heads"),
-    "collect seed negative": ("collect", ["seed=-1"], "seed must be an integer >= 0; got -1"),
+    "collect seed negative": ("collect", ["seed=-1"], "seed must be an integer in [0, 2**32); got -1"),
     "collect unknown policy": ("collect", ["policy.name=gaussian"], "unknown policy.name 'gaussian'"),
     "collect camera out of range": ("collect", ["env.camera_id=99"], "camera_id 99 does not exist in reacher"),
     "collect unknown domain": ("collect", ["env.domain=nosuch"], "unknown dm_control task 'nosuch-easy'"),
