@@ -89,6 +89,16 @@ def _quickstart(cfg) -> None:
     print_result(result)
 
 
+def _sweep(cfg) -> None:
+    from jepa_wm.local_sweep import load_sweep_file, run_sweep, summary
+
+    sweep = load_sweep_file(cfg.config)
+    out = cfg.out or Path("runs") / "sweeps" / Path(cfg.config).stem
+    runs = run_sweep(cfg.config, out, cfg.runs, list(cfg.extra), progress=cfg.progress)
+    print(summary(runs, sweep["metric"]["name"], sweep["metric"].get("goal", "maximize")))
+    print(f"sweep: {Path(out) / 'sweep.json'}")
+
+
 FORMATS = ("jepa-wm", "hdf5")
 
 
@@ -155,6 +165,8 @@ COMMANDS: dict[str, Command] = {
                     "jepa-wm plan checkpoint=pretrained:reacher-easy episodes=10 baselines=true", _plan),
     "quickstart": Command("quickstart", "collect, train and plan on reacher-easy in one command",
                           "jepa-wm quickstart", _quickstart),
+    "sweep": Command("sweep", "run a W&B sweep file here, offline: W&B's search engine, no server or account",
+                     "jepa-wm sweep config=configs/sweeps/planner.yaml runs=12", _sweep),
     "convert": Command("convert", "convert datasets: format 1 to 2, and to or from stable-worldmodel's HDF5",
                        "jepa-wm convert path=datasets/old", _convert),
     "joints": Command("joints", "list a DeepMind Control domain's joints and qpos indices (for success_joints)",

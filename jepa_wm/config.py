@@ -145,6 +145,7 @@ VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "learned_cost.seed": _seed(),
     "policy.seed": _seed(),
     "episodes": _at_least(1),
+    "runs": _at_least(1),
     "steps_per_episode": _at_least(1),
     "episodes_per_shard": _at_least(1),
     "workers": _at_least(1),

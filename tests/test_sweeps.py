@@ -68,3 +68,40 @@ def test_sweep_file_is_valid_and_its_agent_command_runs_offline(path, tmp_path, 
     # records store keys as plain UTF-8).
     records = [path.read_bytes() for path in tmp_path.rglob("run-*.wandb")]
     assert records and any(config["metric"]["name"].encode() in record for record in records), config["metric"]
+
+
+def test_a_sweep_file_runs_offline_here_and_a_rerun_continues_it(tmp_path):
+    """The documented offline route: `jepa-wm sweep` proposes runs with W&B's engine, runs the file's command
+    (here the shipped planner sweep, with a tiny model and budget), reads each run's metric, and resumes."""
+    import json
+
+    from jepa_wm import JEPAWorldModel
+    from jepa_wm.config import load_group, model_config, to_dict
+
+    model_cfg = model_config("model.encoder.channels=[8,8,8,8]", "model.predictor.hidden_dim=32")
+    model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip,
+                           env={"config": to_dict(load_group("env", "reacher-easy"))})
+    checkpoint = tmp_path / "model.ckpt"
+    torch.save({"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}, checkpoint)
+    extra = f"extra=[checkpoint={checkpoint},episodes=2,env.episode_length=3,planner.iterations=1,progress=false]"
+    command = [sys.executable, "-m", "jepa_wm", "sweep", f"config={ROOT / 'configs' / 'sweeps' / 'planner.yaml'}",
+               "runs=2", extra, f"out={tmp_path / 'sweep'}", "progress=false"]
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}  # no key, no server
+    result = subprocess.run(command, cwd=tmp_path, env={**env, "WANDB_MODE": "offline"}, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    recorded = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert [run["name"] for run in recorded["runs"]] == ["run-000", "run-001"]
+    for run in recorded["runs"]:
+        report = json.loads((tmp_path / "sweep" / run["name"] / "report.json").read_text())
+        ours = next(row for row in report["results"] if row["method"] == "ours")
+        assert run["metric"] == ours["success_rate"] and run["exit_code"] == 0
+        assert all(report["config"][key.split(".")[0]] is not None for key in run["parameters"])
+    assert recorded["runs"][0]["parameters"] != recorded["runs"][1]["parameters"]  # the grid's next point
+    assert "success_rate" in result.stdout and "run-001" in result.stdout
+
+    again = subprocess.run([*command[:-4], "runs=3", *command[-3:]], cwd=tmp_path, env={**env, "WANDB_MODE": "offline"},
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    runs = json.loads((tmp_path / "sweep" / "sweep.json").read_text())["runs"]
+    assert [run["name"] for run in runs] == ["run-000", "run-001", "run-002"] and runs[:2] == recorded["runs"]
