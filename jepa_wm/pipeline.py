@@ -286,7 +286,7 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
     from jepa_wm.checkpoint import model_from_checkpoint, read_checkpoint
     from jepa_wm.data.dataset import load_episodes, split_episodes
 
-    path = Path(path)
+    path = checkpoint_to_extend(path, out)
     target = Path(out) if out else path
     check_output_directory(target.parent, "out")
     read_checkpoint(path)  # a missing or damaged checkpoint is named before anything is created
@@ -338,6 +338,22 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
         save_torch_atomic(target, checkpoint)
         state_path.unlink(missing_ok=True)
     return metrics
+
+
+def checkpoint_to_extend(reference, out) -> Path:
+    """The checkpoint file a head is trained for: a path, or a reference (``pretrained:NAME``, ``hf:``,
+    ``wandb:``) fetched first; a reference's file (shipped, or a download cache) is never written to: it needs
+    ``out=``."""
+    from jepa_wm.references import resolve_checkpoint
+
+    text = str(reference)
+    if not text.split(":", 1)[0] in ("pretrained", "hf", "wandb"):
+        return Path(reference)
+    if not out:
+        name = Path(text.split(":")[-1].split("@")[0]).stem or "model"
+        raise ConfigError(f"checkpoint={text} is not a file of yours to write into: pass out=FILE, e.g. "
+                          f"out=runs/policies/{name}.ckpt (a copy with the head)")
+    return resolve_checkpoint(text)
 
 
 def _resume_head_training(trainer, state_path: Path, world_model_step) -> bool:

@@ -127,6 +127,20 @@ def build_mpc(plan_cfg, planner_settings: dict | None, cost_model, action_dim: i
         raise ConfigError(f"mpc settings: {error}") from error
 
 
+def how_to_train_a_policy(checkpoint, model) -> str:
+    """The commands that give ``checkpoint`` a policy, with the time they take: a shipped or downloaded model
+    first needs its task's data (its own training data is not shipped) and a copy to store the policy in."""
+    reference = str(checkpoint)
+    if reference.split(":", 1)[0] not in ("pretrained", "hf", "wandb"):
+        return (f"train one with `jepa-wm train-policy checkpoint={reference}` (distill: about 2-5 minutes on 2 CPU "
+                f"cores)")
+    task = model.hparams.get("env", {}).get("config", {}).get("name", "TASK")
+    name = Path(reference.split(":")[-1].split("@")[0]).stem or task
+    return (f"train one (about 5-8 minutes on 2 CPU cores) with `jepa-wm collect env={task} out=datasets/{task}` and "
+            f"`jepa-wm train-policy checkpoint={reference} data.path=datasets/{task} out=runs/policies/{name}.ckpt`, "
+            f"then plan with checkpoint=runs/policies/{name}.ckpt")
+
+
 ACTING = ("planner", "policy", "policy+planner")  # act=: the slow system, the fast one, or the fast seeding the slow
 
 
@@ -135,6 +149,9 @@ def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str) ->
     seeding the planner (run with ``policy_planner``'s smaller budget)."""
     if plan_cfg.act not in ACTING:
         raise ConfigError(f"unknown act={plan_cfg.act}{did_you_mean(plan_cfg.act, ACTING)} (choices: {', '.join(ACTING)})")
+    if "policy" in plan_cfg.act and model.policy is None:
+        raise ConfigError(f"act={plan_cfg.act} needs a checkpoint with a policy, and {plan_cfg.checkpoint} has none: "
+                          f"{how_to_train_a_policy(plan_cfg.checkpoint, model)}; or plan with act=planner")
     try:
         cost = LatentGoalCost.from_config(model, plan_cfg.cost)
         proposer = PolicyProposer(model, cost, plan_cfg.mpc.horizon) if "policy" in plan_cfg.act else None
@@ -233,7 +250,10 @@ def run_plan(cfg) -> dict:
 
 
 def report_table(rows: list[dict], unit: str, cost: str | None) -> str:
-    """The printed result: the success table, and what ours planned with."""
+    """The printed result: the success table, and what ours planned with (or that its policy acted alone)."""
+    ours = next((row for row in rows if row["method"] == "ours"), None)
+    if ours is not None and ours.get("planner") == "policy":
+        return format_table(rows, unit) + "\nours acts with the checkpoint's policy alone (act=policy: no planner, no cost)"
     return format_table(rows, unit) + (f"\nours plans with the {cost.removeprefix('cost: ')}" if cost else "")
 
 

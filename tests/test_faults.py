@@ -794,3 +794,16 @@ def test_an_overlong_output_path_is_one_line_exit_2(script, tmp_path, reacher_pi
     code, stderr = run_script(script, [*argv, "progress=false"] if script != "train" else argv, capsys, monkeypatch,
                               tmp_path)
     assert code == 2 and "File name too long; choose a shorter out=" in stderr and "Traceback" not in stderr, stderr[-2000:]
+
+
+@pytest.mark.parametrize("script", ["train_cost", "train_policy"])
+def test_a_head_for_a_shipped_model_is_written_only_into_a_copy(script, tmp_path, capsys, monkeypatch):
+    import jepa_wm.references
+
+    before = snapshot(jepa_wm.references.PRETRAINED_DIR)
+    code, stderr = run_script(script, ["checkpoint=pretrained:reacher-easy"], capsys, monkeypatch, tmp_path)
+    assert code == 2 and "pass out=FILE, e.g. out=runs/policies/reacher-easy.ckpt" in stderr, stderr[-2000:]
+    code, stderr = run_script(script, ["checkpoint=pretrained:reacher-easy", f"out={tmp_path / 'copy.ckpt'}"], capsys,
+                              monkeypatch, tmp_path)  # the shipped model's data is not here: it says which to pass
+    assert code == 2 and "pass data.path=DATASET" in stderr and "Traceback" not in stderr, stderr[-2000:]
+    assert snapshot(jepa_wm.references.PRETRAINED_DIR) == before

@@ -172,8 +172,14 @@ def test_train_policy_ships_in_the_checkpoint_resumes_and_acts_in_every_mode(tmp
 
     from jepa_wm.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="act settings: .* train one with"):  # exit 2 from the command
-        build_ours(compose("plan", ["act=policy"]), model, model.action_dim, model.frameskip, "cpu")
+    with pytest.raises(ConfigError, match="has none: train one with `jepa-wm train-policy"):  # exit 2 from the command
+        build_ours(compose("plan", ["act=policy", f"checkpoint={path}"]), model, model.action_dim, model.frameskip,
+                   "cpu")
+    shipped = load_world_model("pretrained:reacher-offset25")  # its data is not shipped: the hint collects it first
+    with pytest.raises(ConfigError, match=r"`jepa-wm collect env=reacher-\S+ out=datasets/.*`jepa-wm train-policy "
+                                          r"checkpoint=pretrained:reacher-offset25 data.path=datasets/\S+ out="):
+        build_ours(compose("plan", ["act=policy", "checkpoint=pretrained:reacher-offset25"]), shipped,
+                   shipped.action_dim, shipped.frameskip, "cpu")
     with pytest.raises(ConfigError, match="unknown act=polcy.*policy"):
         build_ours(compose("plan", ["act=polcy"]), model, model.action_dim, model.frameskip, "cpu")
 
@@ -211,3 +217,14 @@ def test_train_policy_ships_in_the_checkpoint_resumes_and_acts_in_every_mode(tmp
         action = controller.act(reacher_env, obs)
         assert np.isfinite(action).all() and np.abs(action).max() <= 1
         assert len(controller.planning_seconds) == 1
+
+
+def test_the_result_of_the_policy_acting_alone_does_not_claim_a_planning_cost():
+    from jepa_wm.planning.experiment import report_table
+
+    row = {"env": "reacher-easy", "episodes": 2, "split": "dev", "seed": 0, "method": "ours", "planner": "policy",
+           "success_rate": 0.5, "ci95": [0.1, 0.9], "success_at_end_rate": 0.5, "final_distance": 0.1,
+           "ms_per_step": 1.0, "steps_to_success": 3}
+    text = report_table([row], "m", "cost: 1 x latent l2")
+    assert "acts with the checkpoint's policy alone" in text and "plans with" not in text
+    assert "plans with the 1 x latent l2" in report_table([{**row, "planner": "cem"}], "m", "cost: 1 x latent l2")
