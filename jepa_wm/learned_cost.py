@@ -12,6 +12,11 @@ trajectories the world model was trained on, over its frozen embeddings (no pixe
 - ``hilbert`` (HILP, Park et al. 2024): an embedding phi whose Euclidean distance is the temporal distance,
   learned as a goal-conditioned value V(s, g) = -||phi(s) - phi(g)|| with an expectile TD backup
   (target -1 + gamma V(s', g), upper expectile): a shortest-path distance, what a planner needs.
+- ``decoded`` (task-aware): a probe f decodes the task's success coordinates (the joints or position success
+  is measured on; hinge angles as sin and cos, standardised) from an embedding, and d(z, g) = ||f(z) - f(g)||.
+  The latent distance to a goal image asks for the whole picture (a torso's position, the finger's own pose)
+  where success asks for a few joints; this cost asks for those alone. The goal is still an image: its
+  coordinates are decoded from its embedding, never read from the simulator.
 
 A ``LearnedCost`` keeps the head with the input normalisation and the scales that make it summable with the
 latent distance; it is saved inside the checkpoint as tensors and plain values (loads with ``weights_only``).
@@ -74,6 +79,33 @@ class HilbertDistanceHead(nn.Module):
 
 
 
+@HEADS.register("decoded")
+class DecodedCoordinatesHead(nn.Module):
+    """d(z, g) = ||f(z) - f(g)||, f an MLP probe from an embedding to the standardised success coordinates."""
+
+    @classmethod
+    def from_settings(cls, settings, features: int) -> "DecodedCoordinatesHead":
+        if settings.decoded_outputs < 1:
+            raise ValueError("a decoded cost needs decoded_outputs >= 1 (the success coordinates, set from the data)")
+        return cls(features, settings.hidden_dim, settings.depth, settings.decoded_outputs)
+
+    def __init__(self, features: int, hidden_dim: int = 256, depth: int = 2, outputs: int = 2):
+        super().__init__()
+        self.decoder = mlp(features, hidden_dim, outputs, depth)
+
+    def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
+        return (self.decoder(z) - self.decoder(goal)).pow(2).sum(-1).add(1e-8).sqrt()
+
+
+def success_targets(coordinates: torch.Tensor, hinge) -> torch.Tensor:
+    """Success coordinates (..., C) as a probe's targets: hinge angles (``hinge`` (C,) True) as their sin and cos,
+    so that -pi and pi are one target; the others as they are."""
+    hinge = torch.as_tensor(hinge, dtype=torch.bool)
+    coordinates = coordinates.float()
+    parts = [coordinates[..., ~hinge], coordinates[..., hinge].sin(), coordinates[..., hinge].cos()]
+    return torch.cat([part for part in parts if part.shape[-1]], dim=-1)
+
+
 def check_training_budget(what: str, settings) -> None:
     """The checks every head trained on frozen embeddings shares (learned costs, policies): ``settings`` has
     ``steps``, ``batch_size``, ``lr``, ``hidden_dim`` and ``depth``."""
@@ -101,6 +133,7 @@ class CostTrainingSettings:
     goal_mix: tuple          # hilbert: goals = the state itself, a later state, any state
     negative_fraction: float  # temporal: pairs whose goal comes from another trajectory
     seed: int
+    decoded_outputs: int = 0  # decoded: size of the probe's targets (set from the data when it trains)
 
     def __post_init__(self):
         HEADS[self.kind]  # an unknown kind fails here, with the nearest one
@@ -115,7 +148,7 @@ class CostTrainingSettings:
     @classmethod
     def from_config(cls, cfg, **changes) -> "CostTrainingSettings":
         """From a ``configs/learned_cost/`` section (a mapping), with ``changes`` on top."""
-        values = {**{key: cfg[key] for key in cls.__dataclass_fields__}, **changes}
+        values = {**{key: cfg[key] for key in cls.__dataclass_fields__ if key in cfg}, **changes}
         return cls(**{key: list(value) if key == "goal_mix" else value for key, value in values.items()})
 
 
@@ -206,7 +239,14 @@ class CostTrainer:
     often, a killed training resumes exactly where it stopped (``load_state_dict``), as training runs do.
     """
 
-    def __init__(self, episodes: torch.Tensor, settings: CostTrainingSettings):
+    def __init__(self, episodes: torch.Tensor, settings: CostTrainingSettings, targets: torch.Tensor | None = None):
+        if settings.kind == "decoded":  # the probe's targets (E, T, C'): success_targets of the frames
+            if targets is None or targets.shape[:2] != episodes.shape[:2]:
+                raise ValueError("a decoded cost trains on the success coordinates of every frame (targets=)")
+            settings = CostTrainingSettings(**{**settings.__dict__, "decoded_outputs": int(targets.shape[-1])})
+            flat_targets = targets.float().flatten(0, 1)
+            self.target_mean, self.target_std = flat_targets.mean(0), flat_targets.std(0).clamp_min(1e-6)
+            self.targets = (targets.float() - self.target_mean) / self.target_std
         self.settings = settings
         self.generator = torch.Generator().manual_seed(settings.seed)
         episodes = episodes.float()
@@ -245,6 +285,8 @@ class CostTrainer:
         while self.step < until:
             if settings.kind == "hilbert":
                 loss = _hilbert_loss(self.head, self.target, self.pairs, batch, settings)
+            elif settings.kind == "decoded":
+                loss = _decoded_loss(self.head, self.pairs, self.targets, batch)
             else:
                 loss = _temporal_loss(self.head, self.pairs, batch, settings)
             self.optimizer.zero_grad(set_to_none=True)
@@ -272,6 +314,14 @@ class CostTrainer:
         return cost
 
 
+    def decoding_r2(self, episodes: torch.Tensor, coordinates: torch.Tensor, hinge) -> float:
+        """R^2 of the decoded cost's probe on held-out episodes (E', T', F) and their success coordinates."""
+        targets = (success_targets(coordinates, hinge) - self.target_mean) / self.target_std
+        with torch.no_grad():
+            decoded = self.head.decoder((episodes.float() - self.mean) / self.std)
+        return float(1 - (decoded - targets).pow(2).sum() / (targets - targets.mean((0, 1))).pow(2).sum())
+
+
 def settings_record(settings: CostTrainingSettings) -> dict:
     """Plain values (lists, not tuples): what checkpoints store and compare."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in settings.__dict__.items()}
@@ -297,6 +347,11 @@ def _temporal_loss(head, pairs: _Pairs, batch: int, settings: CostTrainingSettin
         goal = torch.where(negative[:, None], pairs.frames(other, pairs.integers(pairs.length, (batch,))), goal)
         label = torch.where(negative, math.log1p(2 * pairs.length), label)  # farther than anything in one episode
     return nn.functional.mse_loss(head.log_steps(z, goal), label)
+
+
+def _decoded_loss(head, pairs: _Pairs, targets: torch.Tensor, batch: int) -> torch.Tensor:
+    episode, time = pairs.integers(pairs.count, (batch,)), pairs.integers(pairs.length, (batch,))
+    return nn.functional.mse_loss(head.decoder(pairs.frames(episode, time)), targets[episode, time])
 
 
 def _hilbert_loss(head, target, pairs: _Pairs, batch: int, settings: CostTrainingSettings) -> torch.Tensor:

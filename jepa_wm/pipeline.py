@@ -24,7 +24,7 @@ from jepa_wm.data.datamodule import TrajectoryDataModule
 from jepa_wm.errors import ConfigError, TrainingTerminated
 from jepa_wm.data.storage import DATASET_FILES
 from jepa_wm.files import DirectoryLock, check_output_directory, remove_own_directories, save_torch_atomic
-from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record
+from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record, success_targets
 from jepa_wm.planning.callbacks import GoalReachingEvalCallback
 from jepa_wm.planning.experiment import PLAN_FILES, finished_report, run_plan
 from jepa_wm.policy import PolicySettings, PolicyTrainer, relabelled_examples
@@ -406,21 +406,38 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
     """Train a learned planning cost into a checkpoint (see ``train_into_checkpoint``); returns its metrics: rank
     correlations of the learned and of the latent distance with the true one, on held-out episodes."""
     def build(model, store, train_ids, val_ids):
+        hinge = success_hinges(store) if settings.kind == "decoded" else None
+
         def finish(trainer):
             held_out = embed_episodes(model, store, val_ids)
             cost = trainer.result(held_out.goals, held_out.coordinates)
+            if hinge is not None:  # how well the probe reads the success coordinates from an encoding
+                cost.metrics["probe_r2"] = trainer.decoding_r2(held_out.goals, held_out.coordinates, hinge)
             return cost.to_checkpoint(), cost.metrics
 
-        return (CostTrainer(embed_episodes(model, store, train_ids).goals, settings), settings.steps,
-                f"learned cost ({settings.kind})", finish)
+        training = embed_episodes(model, store, train_ids)
+        targets = None if hinge is None else success_targets(training.coordinates, hinge)
+        return (CostTrainer(training.goals, settings, targets), settings.steps, f"learned cost ({settings.kind})",
+                finish)
 
     return train_into_checkpoint(path, "learned_cost", build, dataset, out, progress, save_every)
+
+
+def success_hinges(store) -> np.ndarray:
+    """Which success coordinates of a dataset's task are hinge angles (what a decoded cost reads as sin, cos)."""
+    from jepa_wm.data.envs import make_env
+
+    env = make_env(store.manifest["env"])
+    try:
+        return env.hinge
+    finally:
+        env.close()
 
 
 def train_cost_from_config(cfg: DictConfig) -> dict:
     """What ``jepa-wm train-cost`` does, from a ``configs/train_cost.yaml``-style config."""
     if cfg.learned_cost.kind == "none":
-        raise ConfigError("learned_cost=none trains nothing; choose learned_cost=hilbert or learned_cost=temporal")
+        raise ConfigError("learned_cost=none trains nothing; choose learned_cost=temporal, hilbert or decoded")
     try:
         settings = CostTrainingSettings.from_config(to_dict(cfg.learned_cost))
     except ValueError as error:

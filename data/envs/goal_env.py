@@ -254,6 +254,11 @@ class GoalReachingEnv(gymnasium.Env):
         """The goal's success coordinates (fingertip or mass x-y, or joint positions)."""
         return self._goal_coordinates.copy()
 
+    @property
+    def hinge(self) -> np.ndarray:
+        """(C,) True where a success coordinate is a hinge angle (wrapped when distances are measured)."""
+        return self._hinge.copy()
+
     def position(self) -> np.ndarray:
         """The success coordinates of the current state."""
         return self.success.coordinates(self.physics)
