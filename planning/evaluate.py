@@ -136,24 +136,39 @@ def format_table(rows: list[dict], unit: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def labelled(frame: np.ndarray, text: str, reached: bool) -> np.ndarray:
-    """A frame with a header line: what it shows, and a green bar once the goal is reached (red before)."""
+# GIF frames are scaled up (nearest neighbour) to at least this width, so that their words can be read.
+READABLE_WIDTH = 384
+
+
+def labelled(frame: np.ndarray, text: str, reached: bool, panes: tuple[str, ...] = ("observation", "goal")) -> np.ndarray:
+    """A frame (panes side by side, e.g. the observation and the goal) scaled up to be read, under a header: what
+    it shows (``text``, `` | `` starting a new line where it does not fit) and a bar that turns green once the goal
+    is reached (red before), with each pane's name above it."""
     from PIL import Image, ImageDraw
 
-    header = 14
-    image = Image.new("RGB", (frame.shape[1], frame.shape[0] + header + 3), (0, 0, 0))
-    image.paste(Image.fromarray(frame), (0, header + 3))
+    scale = max(1, -(-READABLE_WIDTH // frame.shape[1]))
+    width, height = frame.shape[1] * scale, frame.shape[0] * scale
+    words, lines = text.split(" | "), [""]
+    for word in words:  # about 6 pixels per character in PIL's default font
+        candidate = f"{lines[-1]} | {word}" if lines[-1] else word
+        lines[-1:] = [candidate] if len(candidate) * 6 <= width - 6 else [lines[-1], word]
+    header = 12 * len(lines) + 2
+    image = Image.new("RGB", (width, height + header + 3 + 12), (0, 0, 0))
+    image.paste(Image.fromarray(frame).resize((width, height), Image.NEAREST), (0, header + 3 + 12))
     draw = ImageDraw.Draw(image)
-    draw.text((3, 1), text, fill=(255, 255, 255))
-    draw.rectangle([0, header, frame.shape[1], header + 2], fill=(40, 200, 60) if reached else (200, 50, 40))
+    for row, line in enumerate(lines):
+        draw.text((3, 1 + 12 * row), line, fill=(255, 255, 255))
+    draw.rectangle([0, header, width, header + 2], fill=(40, 200, 60) if reached else (200, 50, 40))
+    for index, name in enumerate(panes):
+        draw.text((3 + index * width // len(panes), header + 4), name, fill=(200, 200, 200))
     return np.asarray(image)
 
 
 def save_video(records: dict[str, list[EpisodeRecord]], path: Path, success_threshold: float | None = None,
                fps: int = 10) -> Path | None:
     """GIF of the recorded episodes, method after method. Each frame shows the observation (left, the goal's
-    marker drawn) beside the goal (right), under a line naming the method, episode, step and distance, and
-    a bar that turns green when the goal has been reached."""
+    marker drawn) beside the goal (right), each pane named, scaled up to be read, under lines naming the
+    method, episode, step and distance, and a bar that turns green when the goal has been reached."""
     import imageio.v2 as imageio
 
     frames = []
@@ -172,6 +187,11 @@ def save_video(records: dict[str, list[EpisodeRecord]], path: Path, success_thre
     return path
 
 
+def curve_label(method: str, length: int, budget: int) -> str:
+    """A distance curve's legend entry, saying why it ends before the others (every episode reached the goal)."""
+    return method + (f" (every episode reached the goal by step {length - 1})" if length < budget else "")
+
+
 def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success_threshold: float, path: Path,
               unit: str = "") -> Path:
     """Success rate with 95% intervals, and distance to goal over the episode, per method."""
@@ -188,14 +208,16 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
     bars.set_ylim(0, 1)
     bars.set_ylabel("success rate (95% CI)")
     bars.set_title(f"{rows[0]['env']}: {rows[0]['episodes']} {rows[0]['split']} episodes (plan seed {rows[0]['seed']})")
+    budget = max(len(record.distances) for method_records in records.values() for record in method_records)
     for method, method_records in records.items():
         length = max(len(record.distances) for record in method_records)
         # Episodes that ended early (success) keep their last distance.
         padded = np.array([record.distances + [record.distances[-1]] * (length - len(record.distances))
                            for record in method_records])
-        curves.plot(padded.mean(axis=0), label=method)
+        curves.plot(padded.mean(axis=0), label=curve_label(method, length, budget))
     curves.axhline(success_threshold, color="k", linestyle="--", linewidth=1, label="success threshold")
-    curves.set_xlabel("env step")
+    curves.set_xlabel("env step (an episode that reaches the goal ends there; its last distance is carried on)",
+                      fontsize=8)
     curves.set_ylabel(f"mean distance to goal{f' ({unit})' if unit else ''}")
     curves.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
     figure.tight_layout()

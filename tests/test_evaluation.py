@@ -368,3 +368,18 @@ def test_a_finished_plan_report_is_found_only_for_the_same_settings_and_checkpoi
     torch.manual_seed(1)
     save_model_checkpoint(tiny_pixel_model(), checkpoint)  # other weights in the same file
     assert finished_report(compose("plan", settings), tmp_path / "plan") is None
+
+
+def test_gif_frames_are_large_enough_to_read_and_name_their_panes():
+    from jepa_wm.planning.evaluate import READABLE_WIDTH, curve_label, labelled
+
+    frame = np.full((64, 128, 3), 90, np.uint8)  # observation | goal, 64 px each
+    short = labelled(frame, "ours | episode 0", reached=False)
+    long = labelled(frame, "ours | episode 12 | step 40 | distance 0.123 | reached | and more words here", True)
+    assert short.shape[1] >= READABLE_WIDTH and short.shape[1] % 128 == 0
+    assert long.shape[0] > short.shape[0]  # a header that does not fit one line takes two
+    width = short.shape[1]
+    label_rows = short[18:30]  # the row of pane names, under the one-line header and its bar
+    assert label_rows[:, : width // 2].max() > 150 and label_rows[:, width // 2:].max() > 150  # both panes named
+    assert curve_label("ours", 20, 50) == "ours (every episode reached the goal by step 19)"
+    assert curve_label("random", 50, 50) == "random"
