@@ -18,12 +18,14 @@ import contextlib
 import csv
 import datetime
 import inspect
+import logging
 import os
 import re
 import shutil
 import sys
 import signal
 import threading
+import warnings
 from pathlib import Path
 from weakref import proxy
 
@@ -246,6 +248,23 @@ def write_metric_rows(path: Path, fields: list[str], rows: list[dict]) -> None:
     atomic_write(path, write, text=True)
 
 
+class _WithoutAdvertisements(logging.Filter):
+    """Lightning's '💡 Tip: ... try installing litlogger/litmodels' lines: nothing a run's user needs to act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).lstrip().startswith("💡")
+
+
+def quiet_third_party_notices() -> None:
+    """Silence what a user can do nothing about: Lightning's tips and a deprecation inside Lightning itself
+    (``isinstance(treespec, LeafSpec)``). Lightning's own warnings about the run (a logging interval larger than
+    the epoch, ...) stay: they name a setting the user can change."""
+    rank_zero = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    if not any(isinstance(existing, _WithoutAdvertisements) for existing in rank_zero.filters):
+        rank_zero.addFilter(_WithoutAdvertisements())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
 def wandb_mode(cfg: DictConfig) -> str:
     """The W&B mode a run logs in: ``WANDB_MODE`` from the environment wins over ``wandb.mode``."""
     return os.environ.get("WANDB_MODE", cfg.wandb.mode)
@@ -276,6 +295,7 @@ def build_loggers(cfg: DictConfig, out: Path) -> list:
             resume="allow" if run_id else None, log_model="all" if cfg.wandb.log_checkpoints and mode == "online" else False,
             config=to_dict(cfg),
         )
+        logger._wandb_init.pop("anonymous", None)  # W&B warns that the setting Lightning always passes does nothing
         if run_id is None and pl.utilities.rank_zero_only.rank == 0:
             write_text_atomic(id_file, logger.experiment.id)
         loggers.append(logger)
@@ -507,6 +527,7 @@ def check_trainer_settings(cfg: DictConfig) -> dict:
 def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
     check_trainer_settings(cfg)  # fails early on a mistyped or refused Trainer argument
     check_wandb_login(cfg)
+    quiet_third_party_notices()
     if cfg.best.mode not in ("min", "max"):
         raise ConfigError(f"best.mode must be min or max; got {cfg.best.mode!r}")
     if str(cfg.best.metric).startswith("eval/") and not cfg.eval.every_n_steps:

@@ -35,7 +35,10 @@ class GoalReachingEvalCallback(pl.Callback):
         step = trainer.global_step
         if step == 0 or step % self.every_n_steps != 0:
             return
-        success_rate, final_distance, video = self.run_episodes(pl_module) if trainer.is_global_zero else (0.0, 0.0, None)
+        # Its own progress bar where training shows one: the evaluation takes minutes where a step takes a second.
+        shown = trainer.progress_bar_callback is not None
+        success_rate, final_distance, video = (self.run_episodes(pl_module, progress=shown) if trainer.is_global_zero
+                                               else (0.0, 0.0, None))
         metrics = {"eval/success_rate": float(success_rate), "eval/final_distance": float(final_distance)}
         # Straight to the loggers, once, at this step (the row a validation here gets): logged through
         # `pl_module.log` in this hook, Lightning repeated the value on every later training row. Checkpoint
@@ -49,7 +52,7 @@ class GoalReachingEvalCallback(pl.Callback):
                 if isinstance(logger, pl.loggers.WandbLogger):
                     logger.log_video("eval/episodes", [str(video)], step=step, format=["gif"])
 
-    def run_episodes(self, model) -> tuple[float, float, Path | None]:
+    def run_episodes(self, model, progress: bool = False) -> tuple[float, float, Path | None]:
         if self._env is None:
             self._env = make_env(planning_env_settings(self.plan_cfg.env, model))  # eval.plan may set env.KEY=...
         controllers, _ = build_controllers(self.plan_cfg, ["ours"], model, self._env, str(model.device))
@@ -57,7 +60,7 @@ class GoalReachingEvalCallback(pl.Callback):
         model.eval()
         with torch.inference_mode(False):
             records = evaluate(self._env, controllers, self.episodes, self.seed, split="dev",
-                               record_episodes=1 if self.video else 0, progress=False)["ours"]
+                               record_episodes=1 if self.video else 0, progress=progress)["ours"]
         model.train(was_training)
         video = None
         if self.video:

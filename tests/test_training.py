@@ -371,3 +371,13 @@ def test_the_end_of_training_names_best_and_last_with_their_step_and_score(tmp_p
                                f"val/rollout_error_ratio {scores[best_step]:.3f}; the best")
     assert lines[2].startswith(f"last.ckpt: {tmp_path / 'run' / 'checkpoints' / 'last.ckpt'} (step 8, "
                                f"val/rollout_error_ratio {scores[8]:.3f}; the newest")
+
+
+def test_training_prints_no_third_party_notice_a_user_cannot_act_on(tmp_path, reacher_pixel_dataset):
+    env = {key: value for key, value in os.environ.items() if key != "WANDB_MODE"}
+    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"),
+                             *tiny_run(reacher_pixel_dataset, tmp_path / "run", "wandb.mode=offline", steps=2, every=2)],
+                            capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for notice in ("anonymous setting has no effect", "💡 Tip", "LeafSpec"):
+        assert notice not in result.stderr + result.stdout, notice
