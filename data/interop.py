@@ -39,6 +39,7 @@ dataset directory's lock, exactly as a collection does.
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,7 @@ from jepa_wm.files import (
     DirectoryLock,
     atomic_path,
     check_output_directory,
+    free_bytes,
     is_temporary_of,
     remove_temporaries,
     write_json_atomic,
@@ -146,6 +148,14 @@ def export_hdf5(dataset: str | Path, out: str | Path, physics_split: tuple[int, 
 
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_temporaries(out.parent, [out.name])  # of an export that was killed
+    # Refused up front: HDF5 that hits a full disk half-way leaves its library in a state that crashes the
+    # process on exit (after the error line), so an export must not start without the room it needs.
+    needed = total * sum(int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                         for shape, dtype in columns.values()) * 1.05 + (1 << 20)
+    free = free_bytes(out.parent)
+    if needed > free:
+        raise OSError(errno.ENOSPC, f"No space left on device: the export needs {needed / 1e6:.1f} MB, "
+                                    f"{out.parent} has {free / 1e6:.1f} MB free", str(out))
     with atomic_path(out) as temporary:
         with h5py.File(temporary, "w", libver="latest") as file:
             file.attrs[MANIFEST_ATTR] = json.dumps(manifest, sort_keys=True)

@@ -313,7 +313,8 @@ def report_error(error: Exception) -> int:
         where = f" {error.filename}" if error.filename else ""
         advice = {errno.ENAMETOOLONG: "choose a shorter out=", errno.ENOSPC: "free space or choose another out=",
                   errno.EDQUOT: "free space or choose another out=", errno.EFBIG: "choose another out="}
-        print(f"error: cannot write{where}: {error.strerror or error}; "
+        reason = str(error.strerror or error).strip().splitlines()[0]  # HDF5 explains a full disk in many lines
+        print(f"error: cannot write{where}: {reason}; "
               f"{advice.get(error.errno, 'choose a place this user may write (another out=)')}, then rerun the same "
               f"command", file=sys.stderr)
         return 2

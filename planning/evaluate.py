@@ -7,6 +7,7 @@ planner budget).
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from jepa_wm.files import atomic_path, write_json_atomic
+from jepa_wm.files import write_bytes_atomic, write_json_atomic
 from jepa_wm.seeds import evaluation_seed
 
 
@@ -182,8 +183,9 @@ def save_video(records: dict[str, list[EpisodeRecord]], path: Path, success_thre
                                               f"{' | reached' if reached else ''}", reached))
     if not frames:
         return None
-    with atomic_path(path) as temporary:
-        imageio.mimsave(temporary, frames, format="GIF", duration=1000 / fps, loop=0)
+    # Encoded in memory, then written atomically: an encoder that fails on a full disk would try again from its
+    # destructor (an 'Exception ignored' traceback after the error line).
+    write_bytes_atomic(path, imageio.mimwrite("<bytes>", frames, format="GIF", duration=1000 / fps, loop=0))
     return path
 
 
@@ -221,9 +223,10 @@ def save_plot(rows: list[dict], records: dict[str, list[EpisodeRecord]], success
     curves.set_ylabel(f"mean distance to goal{f' ({unit})' if unit else ''}")
     curves.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # beside, not over
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=100, format="png")
+    encoded = io.BytesIO()
+    figure.savefig(encoded, dpi=100, format="png")
     plt.close(figure)
+    write_bytes_atomic(path, encoded.getvalue())
     return path
 
 

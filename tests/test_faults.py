@@ -807,3 +807,29 @@ def test_a_head_for_a_shipped_model_is_written_only_into_a_copy(script, tmp_path
                               monkeypatch, tmp_path)  # the shipped model's data is not here: it says which to pass
     assert code == 2 and "pass data.path=DATASET" in stderr and "Traceback" not in stderr, stderr[-2000:]
     assert snapshot(jepa_wm.references.PRETRAINED_DIR) == before
+
+
+def test_a_full_disk_stops_an_export_before_it_starts_and_a_plans_video_with_one_line(
+        tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
+    import jepa_wm.data.interop
+    import jepa_wm.planning.evaluate
+
+    monkeypatch.setattr(jepa_wm.data.interop, "free_bytes", lambda directory: 1000)
+    code, stderr = run_script("convert_dataset", [f"path={reacher_pixel_dataset}", f"out={tmp_path / 'x.h5'}", "to=hdf5"],
+                              capsys, monkeypatch, tmp_path)
+    assert code == 2 and "No space left on device: the export needs" in stderr and "Traceback" not in stderr, stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
+
+    real_write = jepa_wm.planning.evaluate.write_bytes_atomic
+
+    def full_disk_for_videos(path, data):
+        if Path(path).suffix == ".gif":
+            raise OSError(28, "No space left on device", str(path))
+        return real_write(path, data)
+
+    monkeypatch.setattr(jepa_wm.planning.evaluate, "write_bytes_atomic", full_disk_for_videos)
+    code, stderr = run_script("plan", ["checkpoint=pretrained:reacher-easy", "episodes=1", "videos=1", "progress=false",
+                                       "env.episode_length=3", f"out={tmp_path / 'plan'}"], capsys, monkeypatch, tmp_path)
+    lines = [line for line in stderr.strip().splitlines() if line]
+    assert code == 2 and len(lines) == 1 and "episodes.gif: No space left on device" in lines[0], stderr
+    assert not (tmp_path / "plan" / "episodes.gif").exists()
