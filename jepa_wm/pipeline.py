@@ -413,6 +413,8 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
             cost = trainer.result(held_out.goals, held_out.coordinates)
             if hinge is not None:  # how well the probe reads the success coordinates from an encoding
                 cost.metrics["probe_r2"] = trainer.decoding_r2(held_out.goals, held_out.coordinates, hinge)
+                for steps, r2 in enumerate(probe_r2_over_horizon(model, trainer, held_out, hinge), start=1):
+                    cost.metrics[f"probe_r2_predicted_{steps}"] = r2
             return cost.to_checkpoint(), cost.metrics
 
         training = embed_episodes(model, store, train_ids)
@@ -421,6 +423,28 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
                 finish)
 
     return train_into_checkpoint(path, "learned_cost", build, dataset, out, progress, save_every)
+
+
+def probe_r2_over_horizon(model, trainer, episodes: EmbeddedEpisodes, hinge, horizons: int = 5, count: int = 512,
+                          seed: int = 0) -> list[float]:
+    """R^2 of a decoded cost's probe on the world model's predictions 1..``horizons`` model steps ahead (open
+    loop from true history frames, with the episode's own actions), against the true success coordinates there:
+    how much of what success measures prediction keeps, step by step (the probe itself read encodings)."""
+    frames = episodes.history.shape[1]
+    horizons = min(horizons, (frames - 2) // model.frameskip)
+    scores = []
+    for steps in range(1, horizons + 1):
+        def sample(goals):  # the same draws for embeddings and coordinates
+            return relabelled_examples(episodes.history, goals, episodes.actions, count, model.history, steps,
+                                       model.frameskip, torch.Generator().manual_seed(seed), goal="block")
+
+        examples, truth = sample(episodes.goals), sample(episodes.coordinates).goal
+        z_history = examples.z_history.reshape(count, model.history, model.num_tokens, model.embed_dim)
+        with torch.no_grad():
+            predicted = model.rollout(z_history.to(model.device), examples.actions.to(model.device),
+                                      examples.past_actions.to(model.device))[:, -1].flatten(1).float().cpu()
+        scores.append(trainer.decoding_r2(predicted[None], truth[None], hinge))
+    return scores
 
 
 def success_hinges(store) -> np.ndarray:

@@ -200,6 +200,8 @@ def test_train_cost_decoded_stores_a_task_aware_cost_that_plans(tmp_path, reache
     path = run / "checkpoints" / "last.ckpt"
     metrics = train_cost_for_checkpoint(path, default_settings("decoded", steps=30, batch_size=32), progress=False)
     assert math.isfinite(metrics["probe_r2"]) and math.isfinite(metrics["true_distance_rank_correlation"])
+    predicted = [key for key in metrics if key.startswith("probe_r2_predicted_")]  # the fixture: 30-step episodes
+    assert predicted and all(math.isfinite(metrics[key]) for key in predicted), metrics
     model = load_world_model(path)
     assert model.learned_cost.kind == "decoded" and model.learned_cost.settings["decoded_outputs"] == 2  # finger x-y
     result = run_plan(compose("plan", [f"checkpoint={path}", "cost.name=learned", "episodes=1", "videos=0",
