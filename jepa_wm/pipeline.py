@@ -303,8 +303,12 @@ def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progres
         run = model.hparams.get("run_config") or {}
         train_ids, val_ids = split_episodes(store.num_episodes, run.get("data", {}).get("val_fraction", 0.1),
                                             run.get("seed", 0))
+        if not len(train_ids) or not len(val_ids):
+            raise ConfigError(f"{store.path} has {store.num_episodes} episode(s) for the world model's train/held-out "
+                              f"split: a head needs episodes on both sides (one to learn from, one to measure it); "
+                              f"collect more episodes")
         state_path = target.with_name(f".{target.name}.{key}-state")
-        trainer, steps, what, finish = build(model, store, train_ids, val_ids)
+        trainer, steps, what, finish = _built_head(build, model, store, train_ids, val_ids)
         if state_path.is_file() and not _resume_head_training(trainer, state_path, checkpoint.get("global_step")):
             trainer, steps, what, finish = build(model, store, train_ids, val_ids)  # a clean start, not a half-loaded one
         bar = tqdm(total=steps, initial=trainer.step, desc=what, unit="step", disable=not progress)
@@ -354,6 +358,17 @@ def checkpoint_to_extend(reference, out) -> Path:
         raise ConfigError(f"checkpoint={text} is not a file of yours to write into: pass out=FILE, e.g. "
                           f"out=runs/policies/{name}.ckpt (a copy with the head)")
     return resolve_checkpoint(text)
+
+
+def _built_head(build, model, store, train_ids, val_ids):
+    """``build``'s trainer, or one line saying why this data cannot train the head (episodes too short for the
+    policy's horizon, settings the trainer refuses)."""
+    try:
+        return build(model, store, train_ids, val_ids)
+    except ConfigError:
+        raise
+    except ValueError as error:
+        raise ConfigError(f"{store.path} cannot train this head: {error}") from None
 
 
 def _resume_head_training(trainer, state_path: Path, world_model_step) -> bool:

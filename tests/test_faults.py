@@ -833,3 +833,20 @@ def test_a_full_disk_stops_an_export_before_it_starts_and_a_plans_video_with_one
     lines = [line for line in stderr.strip().splitlines() if line]
     assert code == 2 and len(lines) == 1 and "episodes.gif: No space left on device" in lines[0], stderr
     assert not (tmp_path / "plan" / "episodes.gif").exists()
+
+
+def test_a_head_on_data_that_cannot_train_it_is_one_line_and_writes_nothing(tmp_path, reacher_pixel_dataset,
+                                                                            reacher_env_cfg, capsys, monkeypatch):
+    run = train(reacher_pixel_dataset, tmp_path / "run", steps=2, every=2)
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    one = small_collection(reacher_env_cfg, tmp_path / "one", episodes=1, steps_per_episode=20)
+    short = small_collection(reacher_env_cfg, tmp_path / "short", episodes=4, steps_per_episode=4)
+    before = snapshot(run)
+    for script, data, expected in (("train_cost", one, "has 1 episode(s) for the world model's train/held-out split"),
+                                   ("train_policy", one, "has 1 episode(s)"),
+                                   ("train_policy", short, "cannot train this head: episodes of 4 steps are too short")):
+        code, stderr = run_script(script, [f"checkpoint={checkpoint}", f"data.path={data}", f"out={tmp_path / 'h.ckpt'}",
+                                           "progress=false", *(["policy=gcbc"] if script == "train_policy" else [])],
+                                  capsys, monkeypatch, tmp_path)
+        assert code == 2 and expected in stderr and "Traceback" not in stderr, stderr[-2000:]
+        assert not (tmp_path / "h.ckpt").exists() and snapshot(run) == before
