@@ -92,9 +92,13 @@ class DecodedCoordinatesHead(nn.Module):
     def __init__(self, features: int, hidden_dim: int = 256, depth: int = 2, outputs: int = 2):
         super().__init__()
         self.decoder = mlp(features, hidden_dim, outputs, depth)
+        # The targets' spread: the decoder predicts standardised targets (every coordinate learned alike); the
+        # distance is measured back in the task's units (metres; for a hinge, the chord of its angle), as success is.
+        self.register_buffer("target_std", torch.ones(outputs))
 
     def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-        return (self.decoder(z) - self.decoder(goal)).pow(2).sum(-1).add(1e-8).sqrt()
+        difference = (self.decoder(z) - self.decoder(goal)) * self.target_std
+        return difference.pow(2).sum(-1).add(1e-8).sqrt()
 
 
 def success_targets(coordinates: torch.Tensor, hinge) -> torch.Tensor:
@@ -256,6 +260,8 @@ class CostTrainer:
         with torch.random.fork_rng():
             torch.manual_seed(settings.seed)
             self.head = build_head(settings, episodes.shape[-1])
+        if settings.kind == "decoded":
+            self.head.target_std.copy_(self.target_std)
         self.target = None
         if settings.kind == "hilbert":
             self.target = build_head(settings, episodes.shape[-1]).requires_grad_(False)
