@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from jepa_wm import references
-from jepa_wm.errors import CheckpointError
+from jepa_wm.errors import CheckpointError, first_line
 from jepa_wm.files import save_torch_atomic
 from jepa_wm.learned_cost import LearnedCost
 from jepa_wm.module import CHECKPOINT_FORMAT, READABLE_FORMATS, upgrade_state_dict
@@ -110,9 +110,8 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
                 problem = unusable_head(checkpoint[key], model)
                 head = None if problem else kind.from_checkpoint(checkpoint[key])
             except Exception as error:  # a file from anyone
-                first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
                 raise CheckpointError(f"{path}: its {key.replace('_', ' ')} cannot be rebuilt ({type(error).__name__}: "
-                                      f"{first_line}); retrain it with jepa-wm {command}") from error
+                                      f"{first_line(error)}); retrain it with jepa-wm {command}") from error
             if problem:
                 raise CheckpointError(f"{path}: its {key.replace('_', ' ')} {problem}; retrain it with "
                                       f"jepa-wm {command}")

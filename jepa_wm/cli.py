@@ -303,7 +303,7 @@ def compose_command(command: Command, argv: list[str]):
 def report_error(error: Exception) -> int:
     """One line and exit code 2 for what the user can fix; anything else is a bug and raises."""
     from jepa_wm.data.storage import DatasetError
-    from jepa_wm.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingTerminated
+    from jepa_wm.errors import CheckpointError, ConfigError, NonFiniteLossError, TrainingTerminated, first_line
 
     if isinstance(error, TrainingTerminated):
         print(f"terminated: {error}", file=sys.stderr)
@@ -313,7 +313,7 @@ def report_error(error: Exception) -> int:
         where = f" {error.filename}" if error.filename else ""
         advice = {errno.ENAMETOOLONG: "choose a shorter out=", errno.ENOSPC: "free space or choose another out=",
                   errno.EDQUOT: "free space or choose another out=", errno.EFBIG: "choose another out="}
-        reason = str(error.strerror or error).strip().splitlines()[0]  # HDF5 explains a full disk in many lines
+        reason = first_line(error.strerror or error)  # HDF5 explains a full disk in many lines
         print(f"error: cannot write{where}: {reason}; "
               f"{advice.get(error.errno, 'choose a place this user may write (another out=)')}, then rerun the same "
               f"command", file=sys.stderr)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from jepa_wm.errors import ConfigError, did_you_mean
+from jepa_wm.errors import ConfigError, did_you_mean, first_line
 
 
 def _config_dir() -> Path:
@@ -222,7 +222,7 @@ def check_values(cfg: DictConfig, script: str) -> None:
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as error:
         where = f" in {error.full_key}" if getattr(error, "full_key", None) else ""
-        raise ConfigError(f"cannot resolve{where}: {str(error).splitlines()[0]}; check the ${{...}} in that "
+        raise ConfigError(f"cannot resolve{where}: {first_line(error)}; check the ${{...}} in that "
                           f"value, or write a literal $ as \\$") from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:

@@ -22,6 +22,13 @@ class NonFiniteLossError(RuntimeError):
     """Training produced NaN/inf: continuing would only write a broken checkpoint."""
 
 
+def first_line(error) -> str:
+    """The first line of an error's message ("" for none): libraries explain some failures over many lines (HDF5,
+    OmegaConf, Hugging Face), and a user's mistake is reported in one."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def did_you_mean(name: str, choices: Iterable[str], cutoff: float = 0.5) -> str:
     """``"; did you mean 'cem'?"`` for the choice nearest to ``name``, or ``""`` when none is close.
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from jepa_wm import references
 from jepa_wm.checkpoint import export_weights, read_checkpoint
-from jepa_wm.errors import ConfigError
+from jepa_wm.errors import ConfigError, first_line
 from jepa_wm.references import HUB_FILENAME, pretrained_card, resolve_checkpoint
 
 
@@ -40,7 +40,7 @@ def upload_checkpoint(reference: str, repo: str, private: bool = False) -> str:
             raise HFValidationError("it must be OWNER/NAME")
         validate_repo_id(repo)
     except HFValidationError as error:
-        raise ConfigError(f"repo={repo} is not a Hugging Face repository name ({str(error).splitlines()[0]}); "
+        raise ConfigError(f"repo={repo} is not a Hugging Face repository name ({first_line(error)}); "
                           f"use repo=OWNER/NAME") from None
     path = resolve_checkpoint(reference)
     checkpoint = read_checkpoint(path)
@@ -56,7 +56,7 @@ def upload_checkpoint(reference: str, repo: str, private: bool = False) -> str:
             api.upload_folder(repo_id=repo, folder_path=folder, repo_type="model",
                               commit_message=f"jepa-wm checkpoint {Path(reference).name}")
         except Exception as error:  # no token, no network, no permission: the user's setup, said in one line
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = first_line(error) or type(error).__name__
             raise ConfigError(f"cannot upload to Hugging Face repository '{repo}' ({type(error).__name__}: "
-                              f"{first_line}); log in with `hf auth login` or set HF_TOKEN, and check the network") from None
+                              f"{reason}); log in with `hf auth login` or set HF_TOKEN, and check the network") from None
     return f"https://huggingface.co/{repo}"

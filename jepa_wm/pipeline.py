@@ -348,13 +348,13 @@ def checkpoint_to_extend(reference, out) -> Path:
     """The checkpoint file a head is trained for: a path, or a reference (``pretrained:NAME``, ``hf:``,
     ``wandb:``) fetched first; a reference's file (shipped, or a download cache) is never written to: it needs
     ``out=``."""
-    from jepa_wm.references import resolve_checkpoint
+    from jepa_wm.references import is_reference, reference_name, resolve_checkpoint
 
     text = str(reference)
-    if not text.split(":", 1)[0] in ("pretrained", "hf", "wandb"):
+    if not is_reference(text):
         return Path(reference)
     if not out:
-        name = Path(text.split(":")[-1].split("@")[0]).stem or "model"
+        name = reference_name(text) or "model"
         raise ConfigError(f"checkpoint={text} is not a file of yours to write into: pass out=FILE, e.g. "
                           f"out=runs/policies/{name}.ckpt (a copy with the head)")
     return resolve_checkpoint(text)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from jepa_wm.errors import CheckpointError, did_you_mean
+from jepa_wm.errors import CheckpointError, did_you_mean, first_line
 from jepa_wm.files import file_sha256
 
 PRETRAINED_PREFIX = "pretrained:"
@@ -27,6 +27,17 @@ PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 HUB_FILENAME = "model.ckpt"
 REBUILD_ZOO = "python benchmarks/zoo.py"
 ARTIFACT_PREFIX = "wandb:"
+
+
+def is_reference(checkpoint) -> bool:
+    """Whether ``checkpoint`` names a model to fetch (shipped, Hub, W&B) rather than a file of the user's."""
+    return str(checkpoint).startswith((PRETRAINED_PREFIX, HUB_PREFIX, ARTIFACT_PREFIX))
+
+
+def reference_name(checkpoint) -> str:
+    """A reference's model name, for file names: ``pretrained:reacher-easy`` -> ``reacher-easy``
+    (``hf:OWNER/NAME@REVISION`` -> ``NAME``); "" when it names none."""
+    return Path(str(checkpoint).split(":")[-1].split("@")[0]).stem
 
 
 def pretrained_names() -> list[str]:
@@ -126,9 +137,9 @@ def resolve_hub(reference: str) -> Path:
     try:
         return Path(hf_hub_download(repo, HUB_FILENAME, revision=revision or None))
     except (LocalEntryNotFoundError, RepositoryNotFoundError, HfHubHTTPError, OSError, ValueError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error) or type(error).__name__
         raise CheckpointError(f"cannot get {HUB_FILENAME} of Hugging Face repository '{repo}' "
-                              f"({type(error).__name__}: {first_line})") from error
+                              f"({type(error).__name__}: {reason})") from error
 
 
 def resolve_checkpoint(reference: str | Path) -> Path:

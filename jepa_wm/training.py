@@ -39,7 +39,7 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from jepa_wm.checkpoint import export_weights, read_checkpoint
 from jepa_wm.config import to_dict
-from jepa_wm.errors import ConfigError, TrainingTerminated, did_you_mean
+from jepa_wm.errors import ConfigError, TrainingTerminated, did_you_mean, first_line
 from jepa_wm.files import (
     DirectoryLock,
     atomic_path,
@@ -513,7 +513,7 @@ def check_trainer_settings(cfg: DictConfig) -> dict:
             pl.Trainer(**{**settings, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
                           "enable_model_summary": False})
     except Exception as error:
-        message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = first_line(error) or type(error).__name__
         named = [key for key in settings if key in message] or [
             key for key, value in settings.items() if value is not None and f"{value}" in message]
         given = ", ".join(f"trainer.{key}={settings[key]}" for key in named) or "the trainer settings"

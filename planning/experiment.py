@@ -29,7 +29,7 @@ from jepa_wm.planning.planners import PLANNERS, build_planner
 from omegaconf import DictConfig
 
 from jepa_wm.checkpoint import load_world_model
-from jepa_wm.references import resolve_checkpoint
+from jepa_wm.references import is_reference, reference_name, resolve_checkpoint
 from jepa_wm.config import compose, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
 from jepa_wm.files import DirectoryLock, check_output_directory, file_sha256
@@ -131,11 +131,11 @@ def how_to_train_a_policy(checkpoint, model) -> str:
     """The commands that give ``checkpoint`` a policy, with the time they take: a shipped or downloaded model
     first needs its task's data (its own training data is not shipped) and a copy to store the policy in."""
     reference = str(checkpoint)
-    if reference.split(":", 1)[0] not in ("pretrained", "hf", "wandb"):
+    if not is_reference(reference):
         return (f"train one with `jepa-wm train-policy checkpoint={reference}` (distill: about 2-5 minutes on 2 CPU "
                 f"cores)")
     task = model.hparams.get("env", {}).get("config", {}).get("name", "TASK")
-    name = Path(reference.split(":")[-1].split("@")[0]).stem or task
+    name = reference_name(reference) or task
     return (f"train one (about 5-8 minutes on 2 CPU cores) with `jepa-wm collect env={task} out=datasets/{task}` and "
             f"`jepa-wm train-policy checkpoint={reference} data.path=datasets/{task} out=runs/policies/{name}.ckpt`, "
             f"then plan with checkpoint=runs/policies/{name}.ckpt")
