@@ -84,6 +84,7 @@ def comparable(config: dict) -> dict:
     if settings["act"] != "policy+planner":
         settings.pop("policy_planner", None)
     settings.setdefault("oracle_planner", "cem")  # before the key, the oracle planned with ours' planner (cem)
+    settings.setdefault("oracle_cost", "success")  # before the key, the oracle measured the success coordinates
     if "ours" not in (settings.get("methods") or ["ours"]):  # random and the oracle use neither our cost nor act
         for key in ("cost", "act", "policy_planner"):
             settings.pop(key, None)

@@ -13,6 +13,7 @@ The settings come from the ``cost`` section of ``configs/plan.yaml`` (see ``jepa
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import mujoco
 import numpy as np
@@ -23,6 +24,7 @@ from mujoco import rollout as mujoco_rollout
 from jepa_wm.registry import Registry
 
 DISTANCES = ("l2", "cosine")
+ORACLE_POSES = ("success", "whole")  # what the oracle's distance is measured on (``oracle_cost`` of plan.yaml)
 STEP_WEIGHTINGS = ("final", "all")
 
 
@@ -205,11 +207,17 @@ class SimulatorCost:
     weighed over the horizon as ours is (``steps``), so with the same planner this is the ceiling a
     perfect world model could reach. Assumes the task writes actions straight to the actuators, as the
     suite's tasks do (``before_step`` sets ``data.ctrl``).
+
+    ``pose="whole"`` measures the distance on every joint of the pose (the task's metric over all of qpos,
+    hinges wrapped) instead of the success coordinates: what a cost asks for when it compares whole pictures
+    (the torso's position, the finger's own angle), with perfect dynamics. Success is still the task's.
     """
 
-    def __init__(self, frameskip: int, steps: str, threads: int | None = None):
+    def __init__(self, frameskip: int, steps: str, threads: int | None = None, pose: str = "success"):
         _check_steps(steps)
-        self.frameskip, self.steps = frameskip, steps
+        if pose not in ORACLE_POSES:
+            raise ValueError(f"oracle_cost must be one of {', '.join(ORACLE_POSES)}; got {pose!r}")
+        self.frameskip, self.steps, self.pose = frameskip, steps, pose
         self.threads = threads or min(8, os.cpu_count() or 1)
         self._model = None
 
@@ -221,7 +229,8 @@ class SimulatorCost:
             self._scratch = mujoco.MjData(model)
             self._state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
             self._state = np.empty(mujoco.mj_stateSize(model, self._state_spec))
-            self._hinge = env.success.hinge_mask(model)
+            self._criterion = env.success if self.pose == "success" else replace(env.success, geom=None, joints=None)
+            self._hinge = self._criterion.hinge_mask(model)
 
     def make_cost(self, env, observations: list[dict], actions: list[np.ndarray]):
         self._bind(env)
@@ -229,7 +238,8 @@ class SimulatorCost:
         mujoco.mj_getState(model, env.physics.data.ptr, self._state, self._state_spec)
         initial_state = self._state[None].copy()
         repeats = env.action_repeat * env.physics_substeps  # physics steps per env step
-        criterion, goal = env.success, env.goal_coordinates
+        criterion = self._criterion
+        goal = env.goal_coordinates if self.pose == "success" else env.goal_pose
         nq = model.nq
 
         def cost_fn(candidates: torch.Tensor) -> torch.Tensor:

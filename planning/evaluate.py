@@ -91,6 +91,7 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
         "final_distance": float(np.mean([record.final_distance for record in records])),
         "ms_per_step": float(np.mean(planning) * 1000) if planning else 0.0,
         "episodes": len(records),
+        "reached": [int(record.success) for record in records],  # per episode: totals compared episode by episode
         "seed": seed,
         "split": split,
     }

@@ -188,7 +188,10 @@ def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict,
             planner_names[method] = None
         else:
             settings = oracle_planner_settings(planner_settings, plan_cfg.oracle_planner)
-            cost = SimulatorCost(frameskip, plan_cfg.cost.steps)
+            try:
+                cost = SimulatorCost(frameskip, plan_cfg.cost.steps, pose=plan_cfg.oracle_cost)
+            except ValueError as error:
+                raise ConfigError(str(error)) from None
             controllers[method] = build_mpc(plan_cfg, settings, cost, action_dim, frameskip, "cpu")
             planner_names[method] = settings["name"]
     return controllers, planner_names

@@ -138,3 +138,27 @@ def test_baselines_are_reused_whatever_cost_ours_would_plan_with():
     assert suite.comparable(baselines) != suite.comparable({**baselines, "planner": {"name": "mppi"}})
     ours = {"methods": None, "planner": {"name": "cem"}, "cost": {"name": "l2"}}
     assert suite.comparable(ours) != suite.comparable({**ours, "cost": {"name": "auto"}})
+
+
+def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_the_decoded_cost_changed(tmp_path, monkeypatch):
+    import gap
+
+    from jepa_wm.config import compose
+
+    monkeypatch.setattr(gap, "FIGURE", tmp_path / "gap.png")
+    cfg = compose("gap", [f"out={tmp_path}", "tasks=[hopper-stand]"])
+    reached = {"ours": [1, 1, 0, 0], "ours-4x-budget": [1, 0, 0, 0], "ours-decoded": [0, 1, 1, 1]}
+    for name, episodes in reached.items():
+        write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", name),
+                     [{**row("ours", sum(episodes) / 4, episodes=4), "reached": episodes}])
+    write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", "baselines"),
+                 [row("random", 0.0, episodes=4), row("oracle", 1.0, episodes=4)])
+    write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", "oracle-whole-pose"),
+                 [row("oracle", 0.5, episodes=4)])
+    text = gap.report(cfg, tmp_path)
+    line = next(line for line in text.splitlines() if line.startswith("| hopper-stand"))
+    cells = [cell.strip() for cell in line.strip("|").split("|")]
+    assert cells[2:10] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1",
+                           "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
+    assert cells[10] == "- / - / -"  # no decoded head trained yet: no probe readings
+    assert (tmp_path / "gap.png").is_file()

@@ -141,6 +141,26 @@ def test_oracle_cost_on_joints_is_the_largest_joint_error():
     env.set_state(start)
 
 
+def test_whole_pose_oracle_measures_every_joint_where_the_success_oracle_measures_the_fingertip():
+    """reacher-easy succeeds on the fingertip's x-y; the whole-pose oracle compares both joint angles (wrapped)."""
+    env = make_env(env_config("reacher-easy", terminate_on_success=False))
+    env.reset(seed=5)
+    start = env.get_state()
+    candidates = torch.rand(4, 3, 2 * FRAMESKIP) * 2 - 1
+    whole = SimulatorCost(FRAMESKIP, "final", pose="whole").make_cost(env, [], [])(candidates)
+    success = SimulatorCost(FRAMESKIP, "final").make_cost(env, [], [])(candidates)
+    for i in range(len(candidates)):
+        env.set_state(start)
+        fingertip_distance = step_model_actions(env, candidates[i].numpy(), FRAMESKIP)[-1]
+        difference = env.physics.data.qpos - env.goal_pose
+        wrapped = (difference + np.pi) % (2 * np.pi) - np.pi  # both reacher joints are hinges
+        assert float(whole[i]) == pytest.approx(np.linalg.norm(wrapped), abs=1e-5)
+        assert float(success[i]) == pytest.approx(fingertip_distance, abs=1e-5)
+    assert not torch.allclose(whole, success)
+    with pytest.raises(ValueError, match="oracle_cost"):
+        SimulatorCost(FRAMESKIP, "final", pose="picture")
+
+
 class RecordingPlanner:
     """Returns a fixed plan and remembers the warm starts it was given."""
 
@@ -258,8 +278,10 @@ def test_plan_report_has_the_documented_schema(tmp_path):
     assert [row["method"] for row in report["results"]] == ["ours", "random", "oracle"]
     for row in report["results"]:
         assert set(row) == {"env", "method", "planner", "success_rate", "ci95", "success_at_end_rate", "ci95_at_end",
-                            "final_distance", "ms_per_step", "episodes", "seed", "split"}
+                            "final_distance", "ms_per_step", "episodes", "reached", "seed", "split"}
         assert row["episodes"] == 2 and row["env"] == "reacher-easy" and row["split"] == "test"
+        per_episode = [int(record.success) for record in result["records"][row["method"]]]
+        assert row["reached"] == per_episode and row["success_rate"] == sum(per_episode) / 2
     assert report["config"]["episodes"] == 2 and report["config"]["env"]["episode_length"] == 5
     assert (tmp_path / "plan" / "plot.png").stat().st_size > 0
     assert (tmp_path / "plan" / "episodes.gif").stat().st_size > 0

@@ -255,6 +255,11 @@ class GoalReachingEnv(gymnasium.Env):
         return self._goal_coordinates.copy()
 
     @property
+    def goal_pose(self) -> np.ndarray:
+        """The goal's joint positions (all of qpos): what a whole-pose distance compares."""
+        return self._goal_state[: self.physics.model.nq].copy()
+
+    @property
     def hinge(self) -> np.ndarray:
         """(C,) True where a success coordinate is a hinge angle (wrapped when distances are measured)."""
         return self._hinge.copy()

@@ -1,0 +1,202 @@
+"""Where does a world model fall short of the oracle? The gap, task by task, split into its parts.
+
+Every row plans the same test episodes as the suite (``configs/gap.yaml``):
+
+- ``ours``: the model with its default cost; ``ours-4x-budget``: the same with 4 x the planner's samples (if
+  this closes the gap, the planner is the limit);
+- ``ours-decoded``: the same model planning with the task-aware cost (``learned_cost=decoded``: a probe of the
+  success coordinates on the frozen embedding; if this closes the gap, the cost was the limit);
+- ``oracle``: the true simulator with the task's success distance (the ceiling of this planner budget), and
+  ``oracle-whole-pose``: the true simulator comparing every joint of the pose, as a cost that compares whole
+  pictures asks (if this falls short of the oracle, asking for the whole picture costs success even with
+  perfect dynamics); ``random``: the floor;
+- the probe's R^2 on encodings and on the model's own predictions 1..5 steps ahead (if R^2 falls along the
+  horizon, prediction is the limit; if it is low on encodings already, the encoding is).
+
+    python benchmarks/gap.py "tasks=[hopper-stand]"          # collects its data if missing; resumable
+    python benchmarks/gap.py stages=[report] --write          # the table into BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from _report import machine_description, pyplot, save_figure, update_benchmarks_section
+from suite import Timings, evaluate, report_rows, run_directory, task_groups
+
+from jepa_wm.checkpoint import read_checkpoint
+from jepa_wm.cli import benchmark
+from jepa_wm.config import as_overrides, compose, load_group, to_dict
+from jepa_wm.learned_cost import CostTrainingSettings
+from jepa_wm.pipeline import collect_stage, train_cost_for_checkpoint, train_stage
+from jepa_wm.planning.evaluate import wilson_interval
+
+STAGES = ("collect", "train", "heads", "evaluate", "report")
+FIGURE = Path(__file__).resolve().parent / "figures" / "gap.png"
+SECTION = "Where the gap to the oracle is (cpu)"
+OURS_ROWS = ("ours", "ours-4x-budget", "ours-decoded")  # rows planned by our model (the others: by the simulator)
+COLUMNS = ("random", "ours", "ours-4x-budget", "ours-decoded", "oracle-whole-pose", "oracle")
+
+
+def models(cfg, out: Path, group: str) -> dict[str, str]:
+    """``label -> checkpoint`` of the models measured for a dynamics group."""
+    if cfg.models == "pretrained":
+        return {"pretrained": f"pretrained:{group}"}
+    if cfg.models == "suite":
+        return {f"seed-{seed}": str(run_directory(out, group, "default", seed) / "checkpoints" / cfg.checkpoint)
+                for seed in cfg.seeds}
+    raise SystemExit(f"models={cfg.models}: choose pretrained (the shipped models) or suite (the suite's runs)")
+
+
+def with_head(out: Path, group: str, label: str, kind: str) -> Path:
+    """The copy of a model's checkpoint that carries the task-aware cost."""
+    return out / "gap" / "heads" / group / f"{label}-{kind}.ckpt"
+
+
+def main(argv: list[str]) -> None:
+    write = "--write" in argv
+    cfg = compose("gap", [arg for arg in argv if arg != "--write"])
+    unknown = sorted(set(cfg.stages) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
+    out = Path(cfg.out)
+    timings = Timings(out / "timings.json")
+    plan = as_overrides(cfg.plan)
+    kind = cfg.heads.learned_cost
+    for group, tasks in task_groups(list(cfg.tasks)).items():
+        dataset = out / group / "dataset"
+        if "collect" in cfg.stages:
+            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
+                        workers=cfg.workers, progress=False)
+        for label, checkpoint in models(cfg, out, group).items():
+            if cfg.models == "suite" and "train" in cfg.stages:  # the suite's run (reused when it is finished)
+                seed = int(label.removeprefix("seed-"))
+                timings.run(f"train {group} default seed {seed}", train_stage, dataset,
+                            run_directory(out, group, "default", seed), as_overrides(cfg.train), seed)
+            head = with_head(out, group, label, kind)
+            if "heads" in cfg.stages and not head.is_file():
+                settings = CostTrainingSettings.from_config(to_dict(load_group("learned_cost", kind)))
+                timings.run(f"gap head {kind} {group} {label}", train_cost_for_checkpoint, checkpoint, settings,
+                            dataset=dataset, out=head, progress=False)
+            if "evaluate" not in cfg.stages:
+                continue
+            for task in tasks:
+                for row, extra in cfg.rows.items():
+                    if row in OURS_ROWS:
+                        model = head if row == "ours-decoded" else checkpoint
+                        overrides = [f"checkpoint={model}", f"env={task}", *plan, *extra]
+                    else:  # the simulator's rows need no model: the task and the model's frameskip
+                        overrides = [f"env={task}", "baselines=true", f"mpc.frameskip={frameskip(checkpoint)}",
+                                     *plan, *extra]
+                    timings.run(f"gap {task} {label} {row}", evaluate, results_directory(out, task, label, row),
+                                overrides)
+    if "report" in cfg.stages:
+        text = report(cfg, out)
+        print(text)
+        if write:
+            update_benchmarks_section(SECTION, text, "python benchmarks/gap.py " + " ".join(argv),
+                                      machine_description("cpu"))
+
+
+def frameskip(checkpoint: str) -> int:
+    from jepa_wm.references import resolve_checkpoint
+
+    return int(read_checkpoint(resolve_checkpoint(checkpoint))["hyper_parameters"]["cfg"]["frameskip"])
+
+
+def results_directory(out: Path, task: str, label: str, row: str) -> Path:
+    return out / "gap" / "results" / task / label / row
+
+
+def probe_metrics(head: Path) -> dict:
+    """The decoded cost's probe R^2 (encodings, then 1..5 predicted steps) stored in its checkpoint."""
+    if not head.is_file():
+        return {}
+    return dict((read_checkpoint(head).get("learned_cost") or {}).get("metrics") or {})
+
+
+def task_rows(cfg, out: Path, task: str, label: str) -> dict:
+    """``column -> report row`` of one task and model, from the reports on disk."""
+    found = {}
+    for row in cfg.rows:
+        for method, values in report_rows(results_directory(out, task, label, row)).items():
+            found[row if method == "ours" or row == "oracle-whole-pose" else method] = values
+    return found
+
+
+def episodes_changed(first: dict, second: dict) -> tuple[int, int]:
+    """Episodes ``second`` reaches that ``first`` does not, and the other way round (same episodes, same order)."""
+    a, b = first.get("reached"), second.get("reached")
+    if not a or not b or len(a) != len(b):
+        return (0, 0)
+    return (sum(y and not x for x, y in zip(a, b)), sum(x and not y for x, y in zip(a, b)))
+
+
+def report(cfg, out: Path) -> str:
+    lines = [
+        f"Each row plans the same {cfg.plan.episodes} {cfg.plan.split} episodes (plan seed {cfg.plan.seed}, never "
+        f"used for tuning). Models: {'each task' + chr(39) + 's shipped model (training seed 0)' if cfg.models == 'pretrained' else 'the suite' + chr(39) + 's runs, seeds ' + ', '.join(map(str, cfg.seeds))}. "
+        "Success rate with its 95% Wilson interval; 4x budget: 4 x the CEM samples and elites; decoded: the same "
+        "model planning with the task-aware cost alone (a probe of the success coordinates on its frozen embedding, "
+        "trained on the model's own data); oracle whole-pose: the true simulator comparing every joint of the pose "
+        "instead of the success coordinates. Probe R^2: the decoded cost's probe on held-out encodings, and on the "
+        "model's own predictions 1 and 5 model steps ahead. decoded +/-: episodes the decoded cost reaches that the "
+        f"default does not / the other way round. Figure: [benchmarks/figures/gap.png](benchmarks/figures/gap.png).",
+        "",
+        "| task | model | random | ours | 4x budget | decoded | decoded +/- | oracle whole-pose | oracle | ours / oracle "
+        "| probe R^2 enc / 1 / 5 steps | ms / step ours / decoded |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    summaries = {}
+    for group, tasks in task_groups(list(cfg.tasks)).items():
+        for label in models(cfg, out, group):
+            probe = probe_metrics(with_head(out, group, label, cfg.heads.learned_cost))
+            for task in tasks:
+                rows = task_rows(cfg, out, task, label)
+                if not {"ours", "oracle"} <= set(rows):
+                    continue
+                summaries[(task, label)] = {column: rows[column]["success_rate"] for column in COLUMNS if column in rows}
+
+                def cell(column):
+                    if column not in rows:
+                        return "-"
+                    row = rows[column]
+                    low, high = row["ci95"]
+                    return f"{row['success_rate']:.0%} [{low:.0%}, {high:.0%}]"
+
+                oracle = rows["oracle"]["success_rate"]
+                ratio = f"{rows['ours']['success_rate'] / oracle:.2f}" if oracle else "-"
+                gained, lost = episodes_changed(rows["ours"], rows.get("ours-decoded", {}))
+                r2 = " / ".join(f"{probe[key]:.2f}" if key in probe else "-"
+                                for key in ("probe_r2", "probe_r2_predicted_1", "probe_r2_predicted_5"))
+                ms = " / ".join(f"{rows[c]['ms_per_step']:.0f}" if c in rows else "-" for c in ("ours", "ours-decoded"))
+                lines.append(f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
+                             f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('oracle-whole-pose')} | "
+                             f"{cell('oracle')} | {ratio} | {r2} | {ms} |")
+    if summaries:
+        plot(summaries, FIGURE)
+    return "\n".join(lines)
+
+
+def plot(summaries: dict, path: Path) -> None:
+    """Success per task and row: floor, ours and its variants, the two oracles."""
+    import numpy as np
+
+    plt = pyplot()
+    labels = [task if label == "pretrained" else f"{task}\n({label})" for task, label in summaries]
+    x = np.arange(len(labels))
+    width = 0.8 / len(COLUMNS)
+    figure, axis = plt.subplots(figsize=(max(6, 1.6 * len(labels)), 4))
+    for index, column in enumerate(COLUMNS):
+        values = [summary.get(column, np.nan) for summary in summaries.values()]
+        axis.bar(x + (index - (len(COLUMNS) - 1) / 2) * width, values, width, label=column, color=f"C{index}")
+    axis.set_xticks(x, labels, fontsize=8)
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("success rate (test episodes)")
+    axis.legend(fontsize=7, ncol=3)
+    save_figure(figure, path)
+
+
+if __name__ == "__main__":
+    benchmark(main)
