@@ -67,7 +67,9 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     denominator = 1 + z**2 / trials
     centre = (rate + z**2 / (2 * trials)) / denominator
     half_width = z * math.sqrt(rate * (1 - rate) / trials + z**2 / (4 * trials**2)) / denominator
-    return (max(0.0, centre - half_width), min(1.0, centre + half_width))
+    # At 0% and 100% the bound meets the rate; rounding can put it a hair past it (1 - 1e-16 at 6 of 6), which an
+    # error bar reads as negative: the interval always contains its rate.
+    return (max(0.0, min(rate, centre - half_width)), min(1.0, max(rate, centre + half_width)))
 
 
 def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner: str | None, seed: int,

@@ -41,6 +41,10 @@ def test_wilson_interval_contains_the_rate_and_stays_in_bounds():
     low, high = wilson_interval(10, 20)
     assert low < 0.5 < high and high - low == pytest.approx(0.40, abs=0.02)
     assert wilson_interval(20, 20)[1] == 1.0
+    for trials in range(1, 61):  # rounding never puts a bound past the rate (6 of 6 did: a plot's error bar refused it)
+        for successes in range(trials + 1):
+            low, high = wilson_interval(successes, trials)
+            assert 0.0 <= low <= successes / trials <= high <= 1.0, (successes, trials)
 
 
 def test_latent_distance_l2_and_cosine():
@@ -405,3 +409,22 @@ def test_gif_frames_are_large_enough_to_read_and_name_their_panes():
     assert label_rows[:, : width // 2].max() > 150 and label_rows[:, width // 2:].max() > 150  # both panes named
     assert curve_label("ours", 20, 50) == "ours (every episode reached the goal by step 19)"
     assert curve_label("random", 50, 50) == "random"
+
+
+def test_the_training_time_evaluation_plans_with_the_cost_and_planner_its_config_names(tmp_path, reacher_env,
+                                                                                        monkeypatch):
+    import jepa_wm.pipeline
+    from jepa_wm.planning.callbacks import GoalReachingEvalCallback
+
+    cfg = compose("train", ["data.path=unused", f"out={tmp_path}", "learned_cost=none", "eval.every_n_steps=3",
+                            "eval.plan=[cost.distance=cosine,cost.steps=final,planner=mppi,planner.samples=24,planner.elites=6]"])
+    monkeypatch.setattr(jepa_wm.pipeline, "datamodule_from_config", lambda cfg: None)
+    given = {}
+    monkeypatch.setattr(jepa_wm.pipeline, "fit", lambda cfg, datamodule, callbacks: given.update(callbacks=callbacks))
+    jepa_wm.pipeline.train_from_config(cfg)
+    (callback,) = given["callbacks"]
+    assert isinstance(callback, GoalReachingEvalCallback) and callback.every_n_steps == 3
+    controllers, _ = build_controllers(callback.plan_cfg, ["ours"], tiny_pixel_model(), reacher_env, "cpu")
+    ours = controllers["ours"]
+    assert ours.cost_model.objective.describe() == "latent cosine" and ours.cost_model.steps == "final"
+    assert type(ours.planner).__name__ == "MPPI" and ours.planner.samples == 24
