@@ -17,9 +17,8 @@ import torch
 from jepa_wm import references
 from jepa_wm.errors import CheckpointError, first_line
 from jepa_wm.files import save_torch_atomic
-from jepa_wm.learned_cost import LearnedCost
+from jepa_wm.heads import head_families, head_keys
 from jepa_wm.module import CHECKPOINT_FORMAT, READABLE_FORMATS, upgrade_state_dict
-from jepa_wm.policy import GoalPolicy
 from jepa_wm.references import REBUILD_ZOO, resolve_checkpoint
 from jepa_wm.world_model import WorldModel
 
@@ -104,23 +103,24 @@ def model_from_checkpoint(checkpoint: dict, path: Path | str = "checkpoint") -> 
         raise CheckpointError(f"{path}: weight {bad[0]} holds NaN or inf values (the run that wrote it diverged); "
                               f"use an earlier checkpoint of that run")
     model.load_state_dict(saved)
-    for key, kind, command in (("learned_cost", LearnedCost, "train-cost"), ("policy", GoalPolicy, "train-policy")):
-        if checkpoint.get(key) is not None:
-            try:
-                problem = unusable_head(checkpoint[key], model)
-                head = None if problem else kind.from_checkpoint(checkpoint[key])
-            except Exception as error:  # a file from anyone
-                raise CheckpointError(f"{path}: its {key.replace('_', ' ')} cannot be rebuilt ({type(error).__name__}: "
-                                      f"{first_line(error)}); retrain it with jepa-wm {command}") from error
-            if problem:
-                raise CheckpointError(f"{path}: its {key.replace('_', ' ')} {problem}; retrain it with "
-                                      f"jepa-wm {command}")
-            setattr(model, key, head)
+    for family in head_families():
+        entry = checkpoint.get(family.key)
+        if entry is None:
+            continue
+        try:
+            problem = unusable_head(entry, model) or family.stored.entry_problem(entry, model)
+            head = None if problem else family.stored.from_checkpoint(entry)
+        except Exception as error:  # a file from anyone
+            raise CheckpointError(f"{path}: its {family.description} cannot be rebuilt ({type(error).__name__}: "
+                                  f"{first_line(error)}); retrain it with jepa-wm {family.command}") from error
+        if problem:
+            raise CheckpointError(f"{path}: its {family.description} {problem}; retrain it with jepa-wm {family.command}")
+        setattr(model, family.key, head)
     return model
 
 
 def unusable_head(entry: dict, model: WorldModel) -> str | None:
-    """Why a stored head (learned cost, policy) would plan or act with garbage, in words (None when usable).
+    """Why a stored head (learned cost, policy, ...) would plan or act with garbage, in words (None when usable).
 
     A head whose weights are NaN, all zero, or scaled by a non-positive spread still runs and returns numbers,
     so planning with it would report a success rate without error; a head built for another model's embeddings
@@ -139,10 +139,7 @@ def unusable_head(entry: dict, model: WorldModel) -> str | None:
     if int(entry["input_mean"].shape[0]) != features:
         return (f"reads {int(entry['input_mean'].shape[0])} embedding features, but this model's embeddings have "
                 f"{features} (it was trained on another model)")
-    action_dim = entry.get("shape", {}).get("action_dim", model.action_dim)
-    if int(action_dim) != model.action_dim:
-        return f"outputs {action_dim} action dimensions, but this model's task has {model.action_dim} (another task's policy)"
-    return None
+    return None  # what only one family can check: its stored head's ``problem(model)``
 
 
 def state_dict_mismatch(saved, expected: dict) -> str | None:
@@ -162,7 +159,8 @@ def load_world_model(reference: str | Path, device: str | torch.device = "cpu") 
     """Checkpoint path (or ``wandb:`` artifact reference) -> world model in eval mode on ``device``."""
     path = resolve_checkpoint(reference)
     model = model_from_checkpoint(read_checkpoint(path), path)
-    for head in (model.learned_cost, model.policy):
+    for family in head_families():
+        head = getattr(model, family.key)
         if head is not None:
             head.to(device)
     return model.eval().requires_grad_(False).to(device)
@@ -173,7 +171,7 @@ def export_weights(checkpoint: dict, path: Path) -> Path:
     optimizer, scheduler or loop states: what ships and uploads. Written atomically."""
     slim = {"state_dict": checkpoint["state_dict"], "hyper_parameters": checkpoint["hyper_parameters"],
             "global_step": checkpoint.get("global_step", 0)}
-    for key in ("learned_cost", "policy"):
+    for key in head_keys():
         if checkpoint.get(key) is not None:
             slim[key] = checkpoint[key]
     path = Path(path)

@@ -51,24 +51,21 @@ def _train(cfg) -> None:
         print("\n".join([f"run: {out}", *checkpoint_summary(out, cfg.best.metric)]))
 
 
-def _train_cost(cfg) -> None:
-    import json
+def _train_head(key: str):
+    """``jepa-wm train-cost`` / ``train-policy``: a head of family ``key`` (jepa_wm.heads) into a checkpoint."""
 
-    from jepa_wm.pipeline import train_cost_from_config
+    def run(cfg) -> None:
+        import json
 
-    metrics = train_cost_from_config(cfg)
-    print(f"learned cost ({cfg.learned_cost.kind}) stored in {cfg.out or cfg.checkpoint}")
-    print(json.dumps({key: round(value, 3) for key, value in metrics.items()}))
+        from jepa_wm.heads import FAMILIES
+        from jepa_wm.pipeline import train_head_from_config
 
+        metrics = train_head_from_config(key, cfg)
+        family = FAMILIES[key]
+        print(f"{family.description} ({cfg[family.group].kind}) stored in {cfg.out or cfg.checkpoint}")
+        print(json.dumps({name: round(value, 4) for name, value in metrics.items()}))
 
-def _train_policy(cfg) -> None:
-    import json
-
-    from jepa_wm.pipeline import train_policy_from_config
-
-    metrics = train_policy_from_config(cfg)
-    print(f"policy ({cfg.policy.kind}) stored in {cfg.out or cfg.checkpoint}")
-    print(json.dumps({key: round(value, 4) for key, value in metrics.items()}))
+    return run
 
 
 def _plan(cfg) -> None:
@@ -158,9 +155,10 @@ COMMANDS: dict[str, Command] = {
     "train": Command("train", "train a JEPA world model on a dataset (then its learned planning cost)",
                      "jepa-wm train data.path=datasets/reacher-easy out=runs/reacher", _train),
     "train-cost": Command("train_cost", "train a learned planning cost for a trained world model, into its checkpoint",
-                          "jepa-wm train-cost checkpoint=runs/reacher/checkpoints/last.ckpt", _train_cost),
+                          "jepa-wm train-cost checkpoint=runs/reacher/checkpoints/last.ckpt", _train_head("learned_cost")),
     "train-policy": Command("train_policy", "train a goal-conditioned policy (the fast system) into a checkpoint",
-                            "jepa-wm train-policy checkpoint=runs/reacher/checkpoints/last.ckpt", _train_policy),
+                            "jepa-wm train-policy checkpoint=runs/reacher/checkpoints/last.ckpt",
+                            _train_head("policy")),
     "plan": Command("plan", "plan toward goals with a world model; success vs random and the oracle",
                     "jepa-wm plan checkpoint=pretrained:reacher-easy episodes=10 baselines=true", _plan),
     "quickstart": Command("quickstart", "collect, train and plan on reacher-easy in one command",

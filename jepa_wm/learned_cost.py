@@ -24,24 +24,79 @@ latent distance; it is saved inside the checkpoint as tensors and plain values (
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from jepa_wm.heads import FAMILIES, HeadFamily, HeadSettings, HeadTrainer, StoredHead
 from jepa_wm.layers import mlp
 from jepa_wm.metrics import rank_correlation
 from jepa_wm.registry import Registry
 
-# Learned costs by kind (configs/learned_cost/<kind>.yaml holds their settings); each head builds itself from
-# the settings and the embedding size (``from_settings``).
+# Learned costs by kind (configs/learned_cost/<kind>.yaml holds their settings). A kind is its head's class:
+# ``settings`` (its settings class), ``from_settings(settings, features)``, and ``loss(trainer)``, one training
+# step's loss on the trainer's samples (``CostTrainer``).
 HEADS = Registry("learned cost", "learned_cost=KIND, a file of configs/learned_cost/")
+
+
+@dataclass
+class CostTrainingSettings(HeadSettings):
+    """What ``CostTrainer`` does: the settings every learned cost has; a kind's class adds its own fields.
+    ``configs/learned_cost/<kind>.yaml`` holds the defaults and says what each is (``default_settings``)."""
+
+    family: ClassVar[Registry] = HEADS
+    what: ClassVar[str] = "learned cost"
+
+    @classmethod
+    def from_config(cls, cfg, **changes) -> "CostTrainingSettings":
+        """The settings of the kind ``cfg`` names (a ``configs/learned_cost/`` section or a stored record), with
+        ``changes`` on top: its own settings class reads the fields it has."""
+        kind = changes.get("kind", cfg["kind"])
+        settings_class = HEADS[kind].settings
+        return settings_class(**settings_class.fields_of(cfg, **changes))
+
+
+@dataclass
+class TemporalSettings(CostTrainingSettings):
+    negative_fraction: float = 0.25  # pairs whose goal comes from another trajectory
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.negative_fraction < 1:
+            raise ValueError(f"negative_fraction must be in [0, 1); got {self.negative_fraction}")
+
+
+@dataclass
+class HilbertSettings(CostTrainingSettings):
+    latent_dim: int = 32          # size of phi
+    discount: float = 0.99        # gamma of the TD backup
+    expectile: float = 0.9        # > 0.5 backs up the shortest path
+    target_update: float = 0.005  # EMA rate of the target phi
+    goal_mix: tuple = (0.2, 0.5, 0.3)  # goals = the state itself, a later state, any state
+
+    def __post_init__(self):
+        super().__post_init__()
+        self.goal_mix = tuple(float(p) for p in self.goal_mix)
+        if not 0 < self.discount < 1 or not 0 < self.expectile < 1:
+            raise ValueError(f"discount and expectile must be in (0, 1); got {self.discount}, {self.expectile}")
+        if len(self.goal_mix) != 3 or min(self.goal_mix) < 0 or sum(self.goal_mix) <= 0:
+            raise ValueError(f"goal_mix must be 3 non-negative weights; got {list(self.goal_mix)}")
+
+
+@dataclass
+class DecodedSettings(CostTrainingSettings):
+    decoded_outputs: int = 0  # size of the probe's targets (set from the data when it trains)
 
 
 @HEADS.register("temporal")
 class TemporalDistanceHead(nn.Module):
     """d(z, g) >= 0 in steps, from a pairwise MLP over (z, g, z - g) that predicts log(1 + steps)."""
+
+    settings = TemporalSettings
 
     @classmethod
     def from_settings(cls, settings, features: int) -> "TemporalDistanceHead":
@@ -59,10 +114,29 @@ class TemporalDistanceHead(nn.Module):
     def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         return torch.expm1(self.log_steps(z, goal))
 
+    def loss(self, trainer: "CostTrainer") -> torch.Tensor:
+        """log(1 + separation) of two frames of one episode, separations even on a log scale; goals of other
+        episodes (``negative_fraction``) as farther than any episode."""
+        pairs, batch = trainer.pairs, trainer.settings.batch_size
+        episode = pairs.integers(pairs.count, (batch,))
+        separation = pairs.log_spaced_separations(batch)
+        start = (torch.rand(batch, generator=pairs.generator) * (pairs.length - separation)).long()
+        z, goal = pairs.frames(episode, start), pairs.frames(episode, start + separation)
+        label = torch.log1p(separation.float())
+        negative = torch.rand(batch, generator=pairs.generator) < trainer.settings.negative_fraction
+        if negative.any():
+            other = (episode + 1 + pairs.integers(pairs.count - 1, (batch,))) % pairs.count
+            goal = torch.where(negative[:, None], pairs.frames(other, pairs.integers(pairs.length, (batch,))), goal)
+            label = torch.where(negative, math.log1p(2 * pairs.length), label)  # farther than anything in one episode
+        return nn.functional.mse_loss(self.log_steps(z, goal), label)
+
 
 @HEADS.register("hilbert")
 class HilbertDistanceHead(nn.Module):
     """d(z, g) = ||phi(z) - phi(g)||: a metric embedding whose distances are temporal distances (HILP)."""
+
+    settings = HilbertSettings
+    uses_target = True  # the TD backup reads an EMA copy of the head (``CostTrainer.target``)
 
     @classmethod
     def from_settings(cls, settings, features: int) -> "HilbertDistanceHead":
@@ -75,13 +149,35 @@ class HilbertDistanceHead(nn.Module):
     def forward(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         return (self.phi(z) - self.phi(goal)).pow(2).sum(-1).add(1e-8).sqrt()
 
-
-
+    def loss(self, trainer: "CostTrainer") -> torch.Tensor:
+        """Expectile TD on V(s, g) = -d(s, g): target -1 + gamma V(s', g) (0 at the goal itself)."""
+        pairs, settings, batch = trainer.pairs, trainer.settings, trainer.settings.batch_size
+        episode = pairs.integers(pairs.count, (batch,))
+        time = pairs.integers(pairs.length - 1, (batch,))
+        # Goals: the state itself (distance 0), a later state of the same episode (geometric offset), a random one.
+        kind = torch.multinomial(torch.tensor(settings.goal_mix, dtype=torch.float), batch, replacement=True,
+                                 generator=pairs.generator)
+        # Geometric offsets (success probability 1 - gamma) by inverse CDF, from the trainer's own generator.
+        uniform = torch.rand(batch, generator=pairs.generator).clamp_min(1e-12)
+        offset = (torch.log(uniform) / math.log(settings.discount)).floor().long() + 1
+        later = torch.minimum(time + offset, torch.tensor(pairs.length - 1))
+        goal_episode = torch.where(kind == 2, pairs.integers(pairs.count, (batch,)), episode)
+        goal_time = torch.where(kind == 0, time, torch.where(kind == 1, later, pairs.integers(pairs.length, (batch,))))
+        z, z_next = pairs.frames(episode, time), pairs.frames(episode, time + 1)
+        goal = pairs.frames(goal_episode, goal_time)
+        at_goal = (goal_episode == episode) & (goal_time == time)
+        with torch.no_grad():
+            next_value = -trainer.target(z_next, goal)
+            backup = torch.where(at_goal, torch.zeros_like(next_value), -1.0 + settings.discount * next_value)
+        return _expectile_loss(backup - (-self(z, goal)), settings.expectile)
 
 
 @HEADS.register("decoded")
 class DecodedCoordinatesHead(nn.Module):
     """d(z, g) = ||f(z) - f(g)||, f an MLP probe from an embedding to the standardised success coordinates."""
+
+    settings = DecodedSettings
+    needs_targets = True  # trains on the success coordinates of every frame (``CostTrainer(targets=)``)
 
     @classmethod
     def from_settings(cls, settings, features: int) -> "DecodedCoordinatesHead":
@@ -100,6 +196,11 @@ class DecodedCoordinatesHead(nn.Module):
         difference = (self.decoder(z) - self.decoder(goal)) * self.target_std
         return difference.pow(2).sum(-1).add(1e-8).sqrt()
 
+    def loss(self, trainer: "CostTrainer") -> torch.Tensor:
+        pairs, batch = trainer.pairs, trainer.settings.batch_size
+        episode, time = pairs.integers(pairs.count, (batch,)), pairs.integers(pairs.length, (batch,))
+        return nn.functional.mse_loss(self.decoder(pairs.frames(episode, time)), trainer.targets[episode, time])
+
 
 def success_targets(coordinates: torch.Tensor, hinge) -> torch.Tensor:
     """Success coordinates (..., C) as a probe's targets: hinge angles (``hinge`` (C,) True) as their sin and cos,
@@ -110,52 +211,6 @@ def success_targets(coordinates: torch.Tensor, hinge) -> torch.Tensor:
     return torch.cat([part for part in parts if part.shape[-1]], dim=-1)
 
 
-def check_training_budget(what: str, settings) -> None:
-    """The checks every head trained on frozen embeddings shares (learned costs, policies): ``settings`` has
-    ``steps``, ``batch_size``, ``lr``, ``hidden_dim`` and ``depth``."""
-    s = settings
-    if s.steps < 1 or s.batch_size < 2 or not s.lr > 0 or s.hidden_dim < 1 or s.depth < 1:
-        raise ValueError(f"{what} training needs steps >= 1, batch_size >= 2, lr > 0, hidden_dim and depth >= 1; "
-                         f"got {s.steps}, {s.batch_size}, {s.lr}, {s.hidden_dim}, {s.depth}")
-
-
-@dataclass
-class CostTrainingSettings:
-    """What ``CostTrainer`` does. ``configs/learned_cost/<kind>.yaml`` holds the defaults and says what each is
-    (``default_settings``)."""
-
-    kind: str
-    steps: int
-    batch_size: int
-    lr: float
-    hidden_dim: int
-    depth: int
-    latent_dim: int          # hilbert: size of phi
-    discount: float          # hilbert: gamma of the TD backup
-    expectile: float         # hilbert: > 0.5 backs up the shortest path
-    target_update: float     # hilbert: EMA rate of the target phi
-    goal_mix: tuple          # hilbert: goals = the state itself, a later state, any state
-    negative_fraction: float  # temporal: pairs whose goal comes from another trajectory
-    seed: int
-    decoded_outputs: int = 0  # decoded: size of the probe's targets (set from the data when it trains)
-
-    def __post_init__(self):
-        HEADS[self.kind]  # an unknown kind fails here, with the nearest one
-        self.goal_mix = tuple(float(p) for p in self.goal_mix)
-        check_training_budget("learned cost", self)
-        if not 0 < self.discount < 1 or not 0 < self.expectile < 1 or not 0 <= self.negative_fraction < 1:
-            raise ValueError(f"discount and expectile must be in (0, 1), negative_fraction in [0, 1); got "
-                             f"{self.discount}, {self.expectile}, {self.negative_fraction}")
-        if len(self.goal_mix) != 3 or min(self.goal_mix) < 0 or sum(self.goal_mix) <= 0:
-            raise ValueError(f"goal_mix must be 3 non-negative weights; got {list(self.goal_mix)}")
-
-    @classmethod
-    def from_config(cls, cfg, **changes) -> "CostTrainingSettings":
-        """From a ``configs/learned_cost/`` section (a mapping), with ``changes`` on top."""
-        values = {**{key: cfg[key] for key in cls.__dataclass_fields__ if key in cfg}, **changes}
-        return cls(**{key: list(value) if key == "goal_mix" else value for key, value in values.items()})
-
-
 def default_settings(kind: str = "hilbert", **changes) -> CostTrainingSettings:
     """The settings of ``configs/learned_cost/<kind>.yaml``, with ``changes``."""
     from jepa_wm.config import load_group, to_dict
@@ -164,51 +219,44 @@ def default_settings(kind: str = "hilbert", **changes) -> CostTrainingSettings:
 
 
 @dataclass
-class LearnedCost:
+class LearnedCost(StoredHead):
     """A trained head with what planning needs around it.
 
-    ``input_mean`` / ``input_std`` standardise flattened embeddings (F,); ``latent_scale`` and ``learned_scale``
-    are the mean latent (mean squared) and learned distances between random frames of the data, so that
-    ``latent / latent_scale + learned / learned_scale`` adds two costs of comparable size.
+    ``latent_scale`` and ``learned_scale`` are the mean latent (mean squared) and learned distances between random
+    frames of the data, so that ``latent / latent_scale + learned / learned_scale`` adds two costs of comparable
+    size.
     """
 
-    kind: str
-    head: nn.Module
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
-    latent_scale: float
-    learned_scale: float
-    settings: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
+    latent_scale: float = 1.0
+    learned_scale: float = 1.0
 
     def distance(self, z: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """Steps to the goal: z (..., F), goal (F,) or broadcastable -> (...)."""
-        mean, std = self.input_mean.to(z), self.input_std.to(z)
-        return self.head((z - mean) / std, (goal.to(z) - mean) / std)
+        return self.net(self.normalise(z), self.normalise(goal.to(z)))
 
-    def to(self, device) -> "LearnedCost":
-        self.head.to(device)
-        return self
+    def extra_entries(self) -> dict:
+        return {"latent_scale": float(self.latent_scale), "learned_scale": float(self.learned_scale)}
 
-    def to_checkpoint(self) -> dict:
-        """Tensors and plain values only: what ``torch.load(weights_only=True)`` reads back."""
-        return {"kind": self.kind, "state_dict": {k: v.detach().cpu() for k, v in self.head.state_dict().items()},
-                "input_mean": self.input_mean.cpu(), "input_std": self.input_std.cpu(),
-                "latent_scale": float(self.latent_scale), "learned_scale": float(self.learned_scale),
-                "settings": dict(self.settings), "metrics": dict(self.metrics)}
+    @staticmethod
+    def settings_class(record: dict) -> CostTrainingSettings:
+        return CostTrainingSettings.from_config(record)
 
     @classmethod
-    def from_checkpoint(cls, entry: dict) -> "LearnedCost":
-        settings = CostTrainingSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in entry["settings"].items()})
-        features = int(entry["input_mean"].shape[0])
-        head = build_head(settings, features)
-        head.load_state_dict(entry["state_dict"])
-        return cls(entry["kind"], head.eval().requires_grad_(False), entry["input_mean"], entry["input_std"],
-                   entry["latent_scale"], entry["learned_scale"], dict(entry["settings"]), dict(entry.get("metrics", {})))
+    def rebuild(cls, settings, entry: dict) -> nn.Module:
+        return build_head(settings, int(entry["input_mean"].shape[0]))
+
+    @classmethod
+    def from_entry(cls, entry: dict, net: nn.Module) -> "LearnedCost":
+        return cls(entry["kind"], net, entry["input_mean"], entry["input_std"], dict(entry["settings"]),
+                   dict(entry.get("metrics", {})), entry["latent_scale"], entry["learned_scale"])
 
 
 def build_head(settings: CostTrainingSettings, features: int) -> nn.Module:
     return HEADS[settings.kind].from_settings(settings, features)
+
+
+FAMILIES.register("learned_cost")(HeadFamily("learned_cost", "learned cost", "learned_cost", "train-cost", HEADS,
+                                             CostTrainingSettings, LearnedCost))
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -236,101 +284,73 @@ def _expectile_loss(difference: torch.Tensor, expectile: float) -> torch.Tensor:
     return (weight * difference.pow(2)).mean()
 
 
-class CostTrainer:
-    """Trains a learned cost on embedded episodes (E, T, F), whose frames are consecutive env steps.
-
-    Its whole state (weights, target, optimizer, random generator, step) is ``state_dict()``: saved every so
-    often, a killed training resumes exactly where it stopped (``load_state_dict``), as training runs do.
-    """
+class CostTrainer(HeadTrainer):
+    """Trains a learned cost on embedded episodes (E, T, F), whose frames are consecutive env steps: each step's
+    loss is the kind's (``loss(trainer)`` of its head class), on the trainer's ``pairs`` of frames. A kind that
+    ``needs_targets`` trains on ``targets`` (E, T, C'), the success coordinates of every frame; one that
+    ``uses_target`` gets an EMA copy of its head as ``target``."""
 
     def __init__(self, episodes: torch.Tensor, settings: CostTrainingSettings, targets: torch.Tensor | None = None):
-        if settings.kind == "decoded":  # the probe's targets (E, T, C'): success_targets of the frames
+        kind = HEADS[settings.kind]
+        if getattr(kind, "needs_targets", False):
             if targets is None or targets.shape[:2] != episodes.shape[:2]:
-                raise ValueError("a decoded cost trains on the success coordinates of every frame (targets=)")
-            settings = CostTrainingSettings(**{**settings.__dict__, "decoded_outputs": int(targets.shape[-1])})
+                raise ValueError(f"a {settings.kind} cost trains on the success coordinates of every frame (targets=)")
+            settings = dataclasses.replace(settings, decoded_outputs=int(targets.shape[-1]))
             flat_targets = targets.float().flatten(0, 1)
             self.target_mean, self.target_std = flat_targets.mean(0), flat_targets.std(0).clamp_min(1e-6)
             self.targets = (targets.float() - self.target_mean) / self.target_std
-        self.settings = settings
-        self.generator = torch.Generator().manual_seed(settings.seed)
         episodes = episodes.float()
         flat = episodes.flatten(0, 1)
         self.episodes, self.mean, self.std = episodes, flat.mean(0), flat.std(0).clamp_min(1e-6)
+        self.start(settings, lambda: build_head(settings, episodes.shape[-1]))
         self.pairs = _Pairs((episodes - self.mean) / self.std, self.generator)
-        with torch.random.fork_rng():
-            torch.manual_seed(settings.seed)
-            self.head = build_head(settings, episodes.shape[-1])
-        if settings.kind == "decoded":
-            self.head.target_std.copy_(self.target_std)
+        if hasattr(self.net, "target_std"):
+            self.net.target_std.copy_(self.target_std)
         self.target = None
-        if settings.kind == "hilbert":
+        if getattr(kind, "uses_target", False):
             self.target = build_head(settings, episodes.shape[-1]).requires_grad_(False)
-            self.target.load_state_dict(self.head.state_dict())
-        self.optimizer = torch.optim.Adam(self.head.parameters(), lr=settings.lr)
-        self.step = 0
+            self.target.load_state_dict(self.net.state_dict())
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "head": self.head.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "target": self.target.state_dict() if self.target is not None else None,
-                "generator": self.generator.get_state(), "settings": settings_record(self.settings)}
+    def loss(self) -> torch.Tensor:
+        return self.net.loss(self)
 
-    def load_state_dict(self, state: dict) -> None:
-        if state["settings"] != settings_record(self.settings):
-            raise ValueError("the saved learned-cost training was started with other settings")
-        self.step = int(state["step"])
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
+    def after_step(self) -> None:
+        if self.target is not None:
+            with torch.no_grad():
+                for target, online in zip(self.target.parameters(), self.net.parameters()):
+                    target.lerp_(online, self.settings.target_update)
+
+    def extra_state(self) -> dict:
+        return {"target": self.target.state_dict() if self.target is not None else None}
+
+    def load_extra_state(self, state: dict) -> None:
         if self.target is not None:
             self.target.load_state_dict(state["target"])
-        self.generator.set_state(state["generator"])
-
-    def train(self, until: int, progress=None) -> None:
-        """Optimise until step ``until``; ``progress(step, loss)`` after each step (a progress bar)."""
-        settings, batch = self.settings, self.settings.batch_size
-        self.head.train()
-        while self.step < until:
-            if settings.kind == "hilbert":
-                loss = _hilbert_loss(self.head, self.target, self.pairs, batch, settings)
-            elif settings.kind == "decoded":
-                loss = _decoded_loss(self.head, self.pairs, self.targets, batch)
-            else:
-                loss = _temporal_loss(self.head, self.pairs, batch, settings)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            if self.target is not None:
-                with torch.no_grad():
-                    for target, online in zip(self.target.parameters(), self.head.parameters()):
-                        target.lerp_(online, settings.target_update)
-            self.step += 1
-            if progress is not None:
-                progress(self.step, loss.item())
 
     def result(self, validation: torch.Tensor | None = None, coordinates: torch.Tensor | None = None) -> LearnedCost:
         """The trained cost, with its scales and, given held-out episodes (E', T', F) and the true goal
         coordinates of their frames (E', T', C), its metrics (see ``validation_metrics``)."""
         head = build_head(self.settings, self.episodes.shape[-1])
-        head.load_state_dict(self.head.state_dict())
-        cost = LearnedCost(self.settings.kind, head.eval().requires_grad_(False), self.mean, self.std, 1.0, 1.0,
-                           settings_record(self.settings))
+        head.load_state_dict(self.net.state_dict())
+        cost = LearnedCost(self.settings.kind, head.eval().requires_grad_(False), self.mean, self.std,
+                           self.settings.record())
         generator = torch.Generator().manual_seed(self.settings.seed + 1)
         cost.latent_scale, cost.learned_scale = _random_pair_scales(cost, self.episodes, generator)
         if validation is not None and coordinates is not None:
             cost.metrics = validation_metrics(cost, validation.float(), coordinates.float(), generator)
         return cost
 
-
     def decoding_r2(self, episodes: torch.Tensor, coordinates: torch.Tensor, hinge) -> float:
         """R^2 of the decoded cost's probe on held-out episodes (E', T', F) and their success coordinates."""
         targets = (success_targets(coordinates, hinge) - self.target_mean) / self.target_std
         with torch.no_grad():
-            decoded = self.head.decoder((episodes.float() - self.mean) / self.std)
+            decoded = self.net.decoder((episodes.float() - self.mean) / self.std)
         return float(1 - (decoded - targets).pow(2).sum() / (targets - targets.mean((0, 1))).pow(2).sum())
 
 
 def settings_record(settings: CostTrainingSettings) -> dict:
     """Plain values (lists, not tuples): what checkpoints store and compare."""
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in settings.__dict__.items()}
+    return settings.record()
 
 
 def train_learned_cost(episodes: torch.Tensor, settings: CostTrainingSettings, validation: torch.Tensor | None = None,
@@ -339,47 +359,6 @@ def train_learned_cost(episodes: torch.Tensor, settings: CostTrainingSettings, v
     trainer = CostTrainer(episodes, settings)
     trainer.train(settings.steps, progress)
     return trainer.result(validation, validation_coordinates)
-
-
-def _temporal_loss(head, pairs: _Pairs, batch: int, settings: CostTrainingSettings) -> torch.Tensor:
-    episode = pairs.integers(pairs.count, (batch,))
-    separation = pairs.log_spaced_separations(batch)
-    start = (torch.rand(batch, generator=pairs.generator) * (pairs.length - separation)).long()
-    z, goal = pairs.frames(episode, start), pairs.frames(episode, start + separation)
-    label = torch.log1p(separation.float())
-    negative = torch.rand(batch, generator=pairs.generator) < settings.negative_fraction
-    if negative.any():
-        other = (episode + 1 + pairs.integers(pairs.count - 1, (batch,))) % pairs.count
-        goal = torch.where(negative[:, None], pairs.frames(other, pairs.integers(pairs.length, (batch,))), goal)
-        label = torch.where(negative, math.log1p(2 * pairs.length), label)  # farther than anything in one episode
-    return nn.functional.mse_loss(head.log_steps(z, goal), label)
-
-
-def _decoded_loss(head, pairs: _Pairs, targets: torch.Tensor, batch: int) -> torch.Tensor:
-    episode, time = pairs.integers(pairs.count, (batch,)), pairs.integers(pairs.length, (batch,))
-    return nn.functional.mse_loss(head.decoder(pairs.frames(episode, time)), targets[episode, time])
-
-
-def _hilbert_loss(head, target, pairs: _Pairs, batch: int, settings: CostTrainingSettings) -> torch.Tensor:
-    episode = pairs.integers(pairs.count, (batch,))
-    time = pairs.integers(pairs.length - 1, (batch,))
-    # Goals: the state itself (distance 0), a later state of the same episode (geometric offset), a random one.
-    kind = torch.multinomial(torch.tensor(settings.goal_mix, dtype=torch.float), batch, replacement=True,
-                             generator=pairs.generator)
-    # Geometric offsets (success probability 1 - gamma) by inverse CDF, from the trainer's own generator.
-    uniform = torch.rand(batch, generator=pairs.generator).clamp_min(1e-12)
-    offset = (torch.log(uniform) / math.log(settings.discount)).floor().long() + 1
-    later = torch.minimum(time + offset, torch.tensor(pairs.length - 1))
-    goal_episode = torch.where(kind == 2, pairs.integers(pairs.count, (batch,)), episode)
-    goal_time = torch.where(kind == 0, time, torch.where(kind == 1, later, pairs.integers(pairs.length, (batch,))))
-    z, z_next = pairs.frames(episode, time), pairs.frames(episode, time + 1)
-    goal = pairs.frames(goal_episode, goal_time)
-    at_goal = (goal_episode == episode) & (goal_time == time)
-    with torch.no_grad():
-        next_value = -target(z_next, goal)
-        backup = torch.where(at_goal, torch.zeros_like(next_value), -1.0 + settings.discount * next_value)
-    value = -head(z, goal)
-    return _expectile_loss(backup - value, settings.expectile)
 
 
 def _random_pair_scales(cost: LearnedCost, episodes: torch.Tensor, generator: torch.Generator) -> tuple[float, float]:

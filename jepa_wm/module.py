@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from jepa_wm.decoder import PixelDecoder
 from jepa_wm.errors import NonFiniteLossError
+from jepa_wm.heads import head_keys
 from jepa_wm.metrics import distance_rank_correlation, effective_rank, embedding_std, linear_probe_r2
 from jepa_wm.regularizers import REGULARIZERS, token_groups
 from jepa_wm.world_model import WorldModel
@@ -80,8 +81,15 @@ class JEPAWorldModel(pl.LightningModule):
     rollout_steps = property(lambda self: self.world_model.rollout_steps)
     max_context = property(lambda self: self.world_model.max_context)
     frameskip = property(lambda self: self.world_model.frameskip)
-    learned_cost = property(lambda self: self.world_model.learned_cost)
-    policy = property(lambda self: self.world_model.policy)
+    def __getattr__(self, name: str):
+        """The world model's heads (``learned_cost``, ``policy``, ... of ``jepa_wm.heads``) read as the module's own,
+        so planning code takes either."""
+        try:
+            return super().__getattr__(name)  # parameters and submodules: the common case, first
+        except AttributeError:
+            if name in head_keys():
+                return getattr(self.world_model, name)
+            raise
 
     def encode(self, obs) -> torch.Tensor:
         return self.world_model.encode(obs)

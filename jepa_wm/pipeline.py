@@ -24,10 +24,10 @@ from jepa_wm.data.datamodule import TrajectoryDataModule
 from jepa_wm.errors import ConfigError, TrainingTerminated
 from jepa_wm.data.storage import DATASET_FILES
 from jepa_wm.files import DirectoryLock, check_output_directory, remove_own_directories, save_torch_atomic
-from jepa_wm.learned_cost import CostTrainer, CostTrainingSettings, settings_record, success_targets
+from jepa_wm.learned_cost import HEADS, CostTrainer, CostTrainingSettings, settings_record, success_targets
 from jepa_wm.planning.callbacks import GoalReachingEvalCallback
 from jepa_wm.planning.experiment import PLAN_FILES, finished_report, run_plan
-from jepa_wm.policy import PolicySettings, PolicyTrainer, relabelled_examples
+from jepa_wm.policy import POLICY_TARGETS, PolicySettings, PolicyTrainer, relabelled_examples
 from jepa_wm.stopping import StepBoundaryStops
 from jepa_wm.training import RUN_FILES, fit
 
@@ -421,7 +421,8 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
     """Train a learned planning cost into a checkpoint (see ``train_into_checkpoint``); returns its metrics: rank
     correlations of the learned and of the latent distance with the true one, on held-out episodes."""
     def build(model, store, train_ids, val_ids):
-        hinge = success_hinges(store) if settings.kind == "decoded" else None
+        # A kind that reads the success coordinates: its targets, and how well its probe reads them.
+        hinge = success_hinges(store) if getattr(HEADS[settings.kind], "needs_targets", False) else None
 
         def finish(trainer):
             held_out = embed_episodes(model, store, val_ids)
@@ -473,38 +474,7 @@ def success_hinges(store) -> np.ndarray:
         env.close()
 
 
-def train_cost_from_config(cfg: DictConfig) -> dict:
-    """What ``jepa-wm train-cost`` does, from a ``configs/train_cost.yaml``-style config."""
-    if cfg.learned_cost.kind == "none":
-        raise ConfigError("learned_cost=none trains nothing; choose learned_cost=temporal, hilbert or decoded")
-    try:
-        settings = CostTrainingSettings.from_config(to_dict(cfg.learned_cost))
-    except ValueError as error:
-        raise ConfigError(f"learned_cost settings: {error}") from error
-    return train_cost_for_checkpoint(cfg.checkpoint, settings, cfg.data.path, cfg.out, cfg.progress)
-
-
 # ---------------------------------------------------------------------------------------------- policies
-def planner_labels(model, examples, count: int, plan_overrides=(), seed: int = 0, progress: bool = True):
-    """The planner's K-step plans from ``count`` of the examples' states toward their goals: what ``distill``
-    regresses. The planner, horizon and cost are those of configs/plan.yaml (with ``plan_overrides``)."""
-    from jepa_wm.planning.costs import LatentGoalCost
-    from jepa_wm.planning.experiment import planner_from_settings
-
-    plan = compose("plan", list(plan_overrides))
-    horizon = examples.actions.shape[1]
-    planner = planner_from_settings(to_dict(plan.planner), horizon, model.action_dim, str(model.device), seed)
-    cost = LatentGoalCost.from_config(model, plan.cost)
-    shape = (model.num_tokens, model.embed_dim)
-    labels = []
-    for index in tqdm(range(count), desc="planner labels", unit="plan", disable=not progress):
-        z_history = examples.z_history[index].view(1, -1, *shape).to(model.device)
-        past = examples.past_actions[index][None].to(model.device)
-        cost_fn = cost.cost_of_embeddings(z_history, past, examples.goal[index].view(shape).to(model.device))
-        labels.append(planner.plan(cost_fn).actions.cpu())
-    return torch.stack(labels)  # (count, K, A)
-
-
 def train_policy_for_checkpoint(path, settings: PolicySettings, dataset=None, out=None, progress: bool = True,
                                 save_every: int = 500, horizon: int | None = None) -> dict:
     """Train a goal-conditioned policy into a checkpoint (see ``train_into_checkpoint``) on hindsight-relabelled
@@ -522,12 +492,13 @@ def train_policy_for_checkpoint(path, settings: PolicySettings, dataset=None, ou
 
         training = examples(embed_episodes(model, store, train_ids), settings.labels)
         held_out = examples(embed_episodes(model, store, val_ids), max(64, settings.labels // 10))
-        if settings.kind == "distill":  # the slow system's plans are the targets, on the same states
-            training.actions = planner_labels(model, training, settings.labels, seed=settings.seed, progress=progress)
-            count = min(len(held_out.goal), 200)
-            held_out = type(held_out)(held_out.z_history[:count], held_out.goal[:count],
-                                      planner_labels(model, held_out, count, seed=settings.seed + 1, progress=progress),
+        kind = POLICY_TARGETS[settings.kind]  # where the targets come from: the data's actions, the planner's plans
+        if kind.held_out_limit:  # targets that cost a planner call each: a smaller held-out set
+            count = min(len(held_out.goal), kind.held_out_limit)
+            held_out = type(held_out)(held_out.z_history[:count], held_out.goal[:count], held_out.actions[:count],
                                       held_out.past_actions[:count])
+        training.actions = kind.targets(model, training, settings, progress, seed=settings.seed)
+        held_out.actions = kind.targets(model, held_out, settings, progress, seed=settings.seed + 1)
 
         def finish(trainer):
             policy = trainer.result(held_out)
@@ -538,13 +509,26 @@ def train_policy_for_checkpoint(path, settings: PolicySettings, dataset=None, ou
     return train_into_checkpoint(path, "policy", build, dataset, out, progress, save_every)
 
 
-def train_policy_from_config(cfg: DictConfig) -> dict:
-    """What ``jepa-wm train-policy`` does, from a ``configs/train_policy.yaml``-style config."""
+def head_training() -> dict:
+    """How each family of heads trains into a checkpoint (``key -> train_*_for_checkpoint``)."""
+    return {"learned_cost": train_cost_for_checkpoint, "policy": train_policy_for_checkpoint}
+
+
+def train_head_from_config(key: str, cfg: DictConfig) -> dict:
+    """What ``jepa-wm train-cost`` / ``train-policy`` do, from their config: the head of family ``key`` (its kind
+    and settings in the config's section of that family's group) trained into ``cfg.checkpoint``."""
+    from jepa_wm.heads import FAMILIES
+
+    family = FAMILIES[key]
+    section = cfg[family.group]
+    if section.kind not in family.kinds:
+        raise ConfigError(f"{family.group}={section.kind} trains nothing; choose {family.group}="
+                          + " | ".join(family.kinds.names()))
     try:
-        settings = PolicySettings.from_config(to_dict(cfg.policy))
+        settings = family.settings.from_config(to_dict(section))
     except ValueError as error:
-        raise ConfigError(f"policy settings: {error}") from error
-    return train_policy_for_checkpoint(cfg.checkpoint, settings, cfg.data.path, cfg.out, cfg.progress)
+        raise ConfigError(f"{family.group} settings: {error}") from error
+    return head_training()[key](cfg.checkpoint, settings, cfg.data.path, cfg.out, cfg.progress)
 
 
 # ------------------------------------------------------------------------------------------- shipped models

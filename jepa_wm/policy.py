@@ -15,41 +15,60 @@ planner's ``act=policy`` uses it alone, ``act=policy+planner`` seeds the planner
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from jepa_wm.layers import mlp
-from jepa_wm.learned_cost import check_training_budget
+from jepa_wm.heads import FAMILIES, HeadFamily, HeadSettings, HeadTrainer, StoredHead
 from jepa_wm.registry import Registry
 
-# How a policy's training targets are made, by kind (configs/policy/<kind>.yaml holds the settings).
+# Policies by kind (configs/policy/<kind>.yaml holds the settings): a kind says where the training targets come
+# from, ``targets(model, examples, settings, progress, seed)`` -> (M, K, A) for the examples' states and goals, and
+# ``held_out_limit``, the most held-out examples it labels (None: all).
 POLICY_TARGETS = Registry("policy", "policy=KIND, a file of configs/policy/")
-POLICY_TARGETS.register("gcbc")("the actions the data took")
-POLICY_TARGETS.register("distill")("the planner's plans")
+
+
+@POLICY_TARGETS.register("gcbc")
+class DataActions:
+    """The actions the data took (hindsight-relabelled behaviour cloning)."""
+
+    held_out_limit = None
+
+    @staticmethod
+    def targets(model, examples: "PolicyExamples", settings, progress: bool = True, seed: int = 0) -> torch.Tensor:
+        return examples.actions
+
+
+@POLICY_TARGETS.register("distill")
+class PlannerPlans:
+    """The planner's own K-step plans from the same states toward the same goals (configs/plan.yaml's planner,
+    horizon and cost): a policy that imitates the slow system."""
+
+    held_out_limit = 200  # held-out examples: each is a planner call
+
+    @staticmethod
+    def targets(model, examples: "PolicyExamples", settings, progress: bool = True, seed: int = 0) -> torch.Tensor:
+        return planner_labels(model, examples, len(examples.goal), seed=seed, progress=progress)
 
 
 GOAL_RELABELLING = ("block", "future")
 
 
 @dataclass
-class PolicySettings:
+class PolicySettings(HeadSettings):
     """What ``PolicyTrainer`` does; ``configs/policy/<kind>.yaml`` holds the defaults and says what each is."""
 
-    kind: str
-    steps: int
-    batch_size: int
-    lr: float
-    hidden_dim: int
-    depth: int
-    labels: int            # relabelled examples (distill: the planner's calls)
-    goal: str              # block: the goal is the frame the K-step block ends on | future: any later frame
-    seed: int
+    labels: int = 20000    # relabelled examples (distill: the planner's calls)
+    goal: str = "block"    # block: the goal is the frame the K-step block ends on | future: any later frame
+
+    family: ClassVar[Registry] = POLICY_TARGETS
+    what: ClassVar[str] = "policy"
 
     def __post_init__(self):
-        POLICY_TARGETS[self.kind]  # an unknown kind fails here, with the nearest one
-        check_training_budget("policy", self)
+        super().__post_init__()
         if self.labels < 1:
             raise ValueError(f"policy.labels must be >= 1; got {self.labels}")
         if self.goal not in GOAL_RELABELLING:
@@ -57,7 +76,7 @@ class PolicySettings:
 
     @classmethod
     def from_config(cls, cfg, **changes) -> "PolicySettings":
-        return cls(**{**{key: cfg[key] for key in cls.__dataclass_fields__}, **changes})
+        return cls(**cls.fields_of(cfg, **changes))
 
 
 def default_policy_settings(kind: str = "gcbc", **changes) -> PolicySettings:
@@ -80,47 +99,48 @@ class GoalPolicyNet(nn.Module):
 
 
 @dataclass
-class GoalPolicy:
+class GoalPolicy(StoredHead):
     """A trained policy with its input normalisation (``input_mean`` / ``input_std`` over flattened embeddings)."""
-
-    kind: str
-    net: GoalPolicyNet
-    input_mean: torch.Tensor
-    input_std: torch.Tensor
-    settings: dict = field(default_factory=dict)
-    metrics: dict = field(default_factory=dict)
 
     def __call__(self, z_history: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
         """z_history (B, H, F) -> (B, K, A): the last ``history`` frames are used; fewer (the start of an episode)
         are padded with the first, as in training."""
-        mean, std = self.input_mean.to(z_history), self.input_std.to(z_history)
         missing = self.net.history - z_history.shape[1]
         if missing > 0:
             z_history = torch.cat([z_history[:, :1].expand(-1, missing, -1), z_history], dim=1)
         z_history = z_history[:, -self.net.history:]
-        return self.net((z_history - mean) / std, (goal.to(z_history) - mean) / std)
+        return self.net(self.normalise(z_history), self.normalise(goal.to(z_history)))
 
-    def to(self, device) -> "GoalPolicy":
-        self.net.to(device)
-        return self
-
-    def to_checkpoint(self) -> dict:
+    def extra_entries(self) -> dict:
         net = self.net
-        return {"kind": self.kind, "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
-                "shape": {"features": int(self.input_mean.shape[0]), "history": net.history, "horizon": net.horizon,
-                          "action_dim": net.action_dim},
-                "input_mean": self.input_mean.cpu(), "input_std": self.input_std.cpu(),
-                "settings": dict(self.settings), "metrics": dict(self.metrics)}
+        return {"shape": {"features": int(self.input_mean.shape[0]), "history": net.history, "horizon": net.horizon,
+                          "action_dim": net.action_dim}}
+
+    @staticmethod
+    def settings_class(record: dict) -> PolicySettings:
+        return PolicySettings.from_config(record)
 
     @classmethod
-    def from_checkpoint(cls, entry: dict) -> "GoalPolicy":
-        settings = PolicySettings(**entry["settings"])
+    def rebuild(cls, settings, entry: dict) -> nn.Module:
         shape = entry["shape"]
-        net = GoalPolicyNet(shape["features"], shape["history"], shape["horizon"], shape["action_dim"],
-                            settings.hidden_dim, settings.depth)
-        net.load_state_dict(entry["state_dict"])
-        return cls(entry["kind"], net.eval().requires_grad_(False), entry["input_mean"], entry["input_std"],
-                   dict(entry["settings"]), dict(entry.get("metrics", {})))
+        return GoalPolicyNet(shape["features"], shape["history"], shape["horizon"], shape["action_dim"],
+                             settings.hidden_dim, settings.depth)
+
+    @classmethod
+    def from_entry(cls, entry: dict, net: nn.Module) -> "GoalPolicy":
+        return cls(entry["kind"], net, entry["input_mean"], entry["input_std"], dict(entry["settings"]),
+                   dict(entry.get("metrics", {})))
+
+    @staticmethod
+    def entry_problem(entry: dict, model) -> str | None:
+        action_dim = int(entry["shape"]["action_dim"])
+        if action_dim != model.action_dim:
+            return f"outputs {action_dim} action dimensions, but this model's task has {model.action_dim} (another task's policy)"
+        return None
+
+
+FAMILIES.register("policy")(HeadFamily("policy", "policy", "policy", "train-policy", POLICY_TARGETS, PolicySettings,
+                                       GoalPolicy))
 
 
 @dataclass
@@ -166,50 +186,25 @@ def relabelled_examples(embeddings: torch.Tensor, goal_embeddings: torch.Tensor,
     return PolicyExamples(z_history, goal_embeddings[episode, goal_time], block, past)
 
 
-class PolicyTrainer:
-    """Regresses a policy on fixed examples; its whole state is ``state_dict()`` (a killed training resumes)."""
+class PolicyTrainer(HeadTrainer):
+    """Regresses a policy on fixed examples (see ``HeadTrainer``: a killed training resumes)."""
 
     def __init__(self, examples: PolicyExamples, settings: PolicySettings):
-        self.settings, self.examples = settings, examples
-        self.generator = torch.Generator().manual_seed(settings.seed)
+        self.examples = examples
         flat = torch.cat([examples.z_history.flatten(0, 1), examples.goal])
         self.mean, self.std = flat.mean(0), flat.std(0).clamp_min(1e-6)
         history, horizon, action_dim = examples.z_history.shape[1], *examples.actions.shape[1:]
-        with torch.random.fork_rng():
-            torch.manual_seed(settings.seed)
-            self.net = GoalPolicyNet(flat.shape[1], history, horizon, action_dim, settings.hidden_dim, settings.depth)
-        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=settings.lr)
-        self.step = 0
+        self.start(settings, lambda: GoalPolicyNet(flat.shape[1], history, horizon, action_dim, settings.hidden_dim,
+                                                   settings.depth))
 
-    def state_dict(self) -> dict:
-        return {"step": self.step, "net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "generator": self.generator.get_state(), "settings": dict(self.settings.__dict__)}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state["settings"] != dict(self.settings.__dict__):
-            raise ValueError("the saved policy training was started with other settings")
-        self.step = int(state["step"])
-        self.net.load_state_dict(state["net"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-
-    def loss(self, examples: PolicyExamples, index: torch.Tensor) -> torch.Tensor:
+    def examples_loss(self, examples: PolicyExamples, index: torch.Tensor) -> torch.Tensor:
         z_history = (examples.z_history[index] - self.mean) / self.std
         goal = (examples.goal[index] - self.mean) / self.std
         return nn.functional.mse_loss(self.net(z_history, goal), examples.actions[index])
 
-    def train(self, until: int, progress=None) -> None:
-        self.net.train()
-        size = len(self.examples.goal)
-        while self.step < until:
-            index = (torch.rand(self.settings.batch_size, generator=self.generator) * size).long()
-            loss = self.loss(self.examples, index)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            self.step += 1
-            if progress is not None:
-                progress(self.step, loss.item())
+    def loss(self) -> torch.Tensor:
+        index = (torch.rand(self.settings.batch_size, generator=self.generator) * len(self.examples.goal)).long()
+        return self.examples_loss(self.examples, index)
 
     def result(self, validation: PolicyExamples | None = None) -> GoalPolicy:
         """The trained policy; on held-out ``validation`` examples its error, beside the error of always
@@ -218,9 +213,33 @@ class PolicyTrainer:
                             self.settings.hidden_dim, self.settings.depth)
         net.load_state_dict(self.net.state_dict())
         policy = GoalPolicy(self.settings.kind, net.eval().requires_grad_(False), self.mean, self.std,
-                            dict(self.settings.__dict__))
+                            self.settings.record())
         if validation is not None:
             with torch.no_grad():
-                error = float(self.loss(validation, torch.arange(len(validation.goal))))
+                error = float(self.examples_loss(validation, torch.arange(len(validation.goal))))
             policy.metrics = {"validation_mse": error, "zero_action_mse": float(validation.actions.pow(2).mean())}
         return policy
+
+
+def planner_labels(model, examples: PolicyExamples, count: int, plan_overrides=(), seed: int = 0,
+                   progress: bool = True) -> torch.Tensor:
+    """The planner's K-step plans from ``count`` of the examples' states toward their goals: what ``distill``
+    regresses. The planner, horizon and cost are those of configs/plan.yaml (with ``plan_overrides``)."""
+    from tqdm.auto import tqdm
+
+    from jepa_wm.config import compose, to_dict
+    from jepa_wm.planning.costs import LatentGoalCost
+    from jepa_wm.planning.experiment import planner_from_settings
+
+    plan = compose("plan", list(plan_overrides))
+    horizon = examples.actions.shape[1]
+    planner = planner_from_settings(to_dict(plan.planner), horizon, model.action_dim, str(model.device), seed)
+    cost = LatentGoalCost.from_config(model, plan.cost)
+    shape = (model.num_tokens, model.embed_dim)
+    labels = []
+    for index in tqdm(range(count), desc="planner labels", unit="plan", disable=not progress):
+        z_history = examples.z_history[index].view(1, -1, *shape).to(model.device)
+        past = examples.past_actions[index][None].to(model.device)
+        cost_fn = cost.cost_of_embeddings(z_history, past, examples.goal[index].view(shape).to(model.device))
+        labels.append(planner.plan(cost_fn).actions.cpu())
+    return torch.stack(labels)  # (count, K, A)

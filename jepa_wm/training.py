@@ -48,6 +48,7 @@ from jepa_wm.files import (
     remove_temporaries,
     write_text_atomic,
 )
+from jepa_wm.heads import head_families
 from jepa_wm.module import JEPAWorldModel, upgrade_state_dict
 
 RUN_DIRECTORY_VARIABLE = "JEPA_WM_RUN_DIRECTORY"  # shared with the processes a DDP launcher starts
@@ -596,16 +597,16 @@ def keep_stored_heads(checkpoints: Path) -> None:
         if not path.is_file():
             continue
         stored = read_checkpoint(path)
-        heads = [key.replace("_", " ") for key in ("learned_cost", "policy") if stored.get(key) is not None]
-        if not heads:
+        families = [family for family in head_families() if stored.get(family.key) is not None]
+        if not families:
             continue
         step = int(stored.get("global_step", 0))
         kept = checkpoints / f"{path.stem}-step{step}-with-heads.ckpt"
         if not kept.exists():
             export_weights(stored, kept)
-        print(f"note: {name} holds a {' and a '.join(heads)} for its step {step}; resuming rewrites it without them, "
-              f"so they are kept in {kept} (retrain them on the resumed checkpoint with jepa-wm train-cost / "
-              f"train-policy)", file=sys.stderr)
+        print(f"note: {name} holds a {' and a '.join(family.description for family in families)} for its step {step}; "
+              f"resuming rewrites it without them, so they are kept in {kept} (retrain them on the resumed checkpoint "
+              f"with jepa-wm {' / '.join(family.command for family in families)})", file=sys.stderr)
 
 
 def checkpoint_summary(out: Path, metric: str) -> list[str]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from jepa_wm.encoders import build_encoder
+from jepa_wm.heads import head_families
 from jepa_wm.predictors import build_predictor
 
 TARGETS = ("online", "ema")
@@ -55,8 +56,8 @@ class WorldModel(nn.Module):
         self.target_encoder = None
         if cfg["target"] == "ema":
             self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
-        self.learned_cost = None  # a jepa_wm.learned_cost.LearnedCost, when the checkpoint carries one
-        self.policy = None  # a jepa_wm.policy.GoalPolicy, when the checkpoint carries one
+        for family in head_families():  # learned_cost, policy, ...: the heads its checkpoint carries (jepa_wm.heads)
+            setattr(self, family.key, None)
 
     @property
     def device(self) -> torch.device:

@@ -1,5 +1,6 @@
 """Learned planning costs: they learn to count steps, ship inside checkpoints, resume, and plan by default."""
 
+import io
 import math
 
 import pytest
@@ -67,8 +68,8 @@ def test_killed_cost_training_resumes_to_exactly_the_same_cost():
     resumed = CostTrainer(episodes, settings)
     resumed.load_state_dict(state)
     resumed.train(60)
-    for name, tensor in whole.head.state_dict().items():
-        assert torch.equal(tensor, resumed.head.state_dict()[name]), name
+    for name, tensor in whole.net.state_dict().items():
+        assert torch.equal(tensor, resumed.net.state_dict()[name]), name
     with pytest.raises(ValueError, match="other settings"):
         CostTrainer(episodes, default_settings("hilbert", steps=60, batch_size=32)).load_state_dict(state)
 
@@ -128,8 +129,8 @@ def test_train_cost_stores_the_cost_in_the_checkpoint_and_resumes_after_a_kill(t
     fresh_path = tmp_path / "fresh.ckpt"
     train_cost_for_checkpoint(path, settings, out=fresh_path, progress=False)
     fresh = load_world_model(fresh_path).learned_cost
-    for name, tensor in fresh.head.state_dict().items():
-        assert torch.equal(tensor, resumed.head.state_dict()[name]), name
+    for name, tensor in fresh.net.state_dict().items():
+        assert torch.equal(tensor, resumed.net.state_dict()[name]), name
 
 
 def test_training_adds_the_configured_learned_cost_to_last_and_best(tmp_path, reacher_pixel_dataset):
@@ -208,3 +209,71 @@ def test_train_cost_decoded_stores_a_task_aware_cost_that_plans(tmp_path, reache
                                        "progress=false", "env.episode_length=3", "planner.samples=8",
                                        "planner.elites=2", "planner.iterations=1", f"out={tmp_path / 'plan'}"]))
     assert "learned decoded distance" in result["cost"] and result["rows"][0]["episodes"] == 1
+
+
+def test_a_new_cost_kind_is_one_registered_class_and_trains_ships_loads_resumes_and_plans(tmp_path, reacher_env,
+                                                                                             monkeypatch):
+    """The extension point: a kind defined here, nowhere else named, goes through every stage a shipped kind does."""
+    from dataclasses import dataclass
+
+    from torch import nn
+
+    from jepa_wm.learned_cost import HEADS, CostTrainingSettings
+
+    @dataclass
+    class WeightedSettings(CostTrainingSettings):
+        separation_scale: float = 2.0
+
+    class WeightedL1Head(nn.Module):
+        """d(z, g) = sum |w * (z - g)|, regressed on scale x the time separation of two frames."""
+
+        settings = WeightedSettings
+
+        @classmethod
+        def from_settings(cls, settings, features):
+            return cls(features)
+
+        def __init__(self, features):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(features))
+
+        def forward(self, z, goal):
+            return (self.weight * (z - goal)).abs().sum(-1)
+
+        def loss(self, trainer):
+            pairs, batch = trainer.pairs, trainer.settings.batch_size
+            episode = pairs.integers(pairs.count, (batch,))
+            start, later = pairs.integers(pairs.length, (batch,)), pairs.integers(pairs.length, (batch,))
+            label = trainer.settings.separation_scale * (later - start).abs().float()
+            return nn.functional.mse_loss(self(pairs.frames(episode, start), pairs.frames(episode, later)), label)
+
+    monkeypatch.setitem(HEADS._entries, "weighted-l1", WeightedL1Head)
+    model = tiny_pixel_model()
+    features = model.embed_dim * model.num_tokens
+    episodes = random_walk_episodes(episodes=6, steps=20)[0].repeat(1, 1, features // 4)
+    settings = CostTrainingSettings.from_config({"kind": "weighted-l1", "steps": 30, "batch_size": 16, "lr": 0.05,
+                                                 "hidden_dim": 1, "depth": 1, "seed": 0, "separation_scale": 3.0})
+    assert isinstance(settings, WeightedSettings) and settings.separation_scale == 3.0
+    trainer = CostTrainer(episodes, settings)
+    trainer.train(15)
+    saved = io.BytesIO()
+    torch.save(trainer.state_dict(), saved)  # as a killed training saves it
+    resumed = CostTrainer(episodes, settings)
+    resumed.load_state_dict(torch.load(io.BytesIO(saved.getvalue()), weights_only=True))
+    trainer.train(30)
+    resumed.train(30)
+    assert torch.equal(trainer.net.weight, resumed.net.weight) and not torch.equal(trainer.net.weight,
+                                                                                    torch.ones(features))
+    cost = trainer.result()
+    path = save_model_checkpoint(model, tmp_path / "model.ckpt")
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["learned_cost"] = cost.to_checkpoint()
+    torch.save(checkpoint, path)
+    loaded = load_world_model(path).learned_cost
+    assert loaded.kind == "weighted-l1" and loaded.settings["separation_scale"] == 3.0
+    z, goal = episodes[0, :4], episodes[1, 2]
+    assert torch.allclose(loaded.distance(z, goal), cost.distance(z, goal))
+    planned = LatentGoalCost.from_config(load_world_model(path), compose("plan", ["cost.name=learned"]).cost)
+    assert planned.description == "cost: learned weighted-l1 distance"
+    values = planned.make_cost(reacher_env, [reacher_env.reset(seed=0)[0]], [])(torch.rand(5, 5, model.action_dim) * 2 - 1)
+    assert values.shape == (5,) and torch.isfinite(values).all()

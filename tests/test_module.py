@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from jepa_wm import CheckpointError, JEPAWorldModel, WorldModel, load_world_model
 from jepa_wm.config import compose, model_config
@@ -313,3 +314,30 @@ def test_the_ema_target_encoder_stays_in_eval_mode_while_the_model_trains():
     model.train()
     assert model.training and model.encoder.training
     assert not model.target_encoder.training and not any(module.training for module in model.target_encoder.modules())
+
+
+def test_with_an_ema_target_the_predictor_is_trained_toward_the_target_encoders_embeddings():
+    """model.target=ema takes effect in the loss: the teacher-forcing targets are the EMA encoder's, not the online's."""
+    model = small_pixel_model("model.target=ema", "model.regularizers.vicreg_variance=0",
+                              "model.regularizers.vicreg_covariance=0", "model.regularizers.inverse_dynamics=0")
+    with torch.no_grad():
+        for parameter in model.encoder.parameters():  # the online encoder moves away from its EMA copy
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    batch = fake_batch()
+    _, terms = model.compute_losses(batch)
+    with torch.no_grad():
+        z, target = model.encode(batch["obs"]), model.world_model.encode_target(batch["obs"])
+        predicted = model.predictor(z[:, :-1], batch["actions"])
+    assert not torch.allclose(z, target)
+    assert float(terms["teacher_forcing"]) == pytest.approx(float(F.mse_loss(predicted, target[:, 1:])), rel=1e-5)
+    assert float(terms["teacher_forcing"]) != pytest.approx(float(F.mse_loss(predicted, z[:, 1:])), rel=1e-3)
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_decoder_detach_decides_whether_reconstruction_shapes_the_encoder(detach):
+    model = small_pixel_model("model.decoder.enabled=true", f"model.decoder.detach={str(detach).lower()}")
+    _, terms = model.compute_losses(fake_batch())
+    terms["reconstruction"].backward()  # the reconstruction term alone
+    encoder_moved = any(p.grad is not None and p.grad.any() for p in model.encoder.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in model.decoder.parameters())
+    assert encoder_moved == (not detach)

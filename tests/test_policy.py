@@ -228,3 +228,44 @@ def test_the_result_of_the_policy_acting_alone_does_not_claim_a_planning_cost():
     text = report_table([row], "m", "cost: 1 x latent l2")
     assert "acts with the checkpoint's policy alone" in text and "plans with" not in text
     assert "plans with the 1 x latent l2" in report_table([{**row, "planner": "cem"}], "m", "cost: 1 x latent l2")
+
+
+def test_distill_targets_are_the_planners_own_plans_from_the_same_states_toward_the_same_goals():
+    from jepa_wm.planning.experiment import planner_from_settings
+    from jepa_wm.policy import POLICY_TARGETS
+    from tests.test_evaluation import tiny_pixel_model
+
+    model = tiny_pixel_model()
+    features, count = model.num_tokens * model.embed_dim, 3
+    generator = torch.Generator().manual_seed(0)
+    examples = relabelled_examples(torch.randn(4, 30, features, generator=generator),
+                                   torch.randn(4, 30, features, generator=generator),
+                                   torch.rand(4, 29, model.action_dim // model.frameskip, generator=generator) * 2 - 1,
+                                   count, model.history, 2, model.frameskip, generator)
+    settings = default_policy_settings("distill")
+    labels = POLICY_TARGETS["distill"].targets(model, examples, settings, progress=False, seed=3)
+    plan = compose("plan")
+    planner = planner_from_settings(to_dict(plan.planner), 2, model.action_dim, "cpu", 3)
+    cost = LatentGoalCost.from_config(model, plan.cost)
+    shape = (model.num_tokens, model.embed_dim)
+    for index in range(count):  # the planner, called as planning calls it, from each example's state and goal
+        cost_fn = cost.cost_of_embeddings(examples.z_history[index].view(1, -1, *shape), examples.past_actions[index][None],
+                                          examples.goal[index].view(shape))
+        assert torch.allclose(labels[index], planner.plan(cost_fn).actions.cpu(), atol=1e-6)
+    assert not torch.allclose(labels, examples.actions, atol=0.1)  # not the data's actions
+    assert POLICY_TARGETS["gcbc"].targets(model, examples, settings) is examples.actions
+
+
+def test_train_policy_distill_learns_and_is_judged_on_the_planners_labels(tmp_path, reacher_pixel_dataset, monkeypatch):
+    """The pipeline trains and validates a distilled policy on what its kind labels, not on the data's actions."""
+    import jepa_wm.policy
+    from tests.test_training import train
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", "learned_cost=none", steps=4, every=4)
+    monkeypatch.setattr(jepa_wm.policy, "planner_labels",  # a planner that always plans 0.7: easy to recognise
+                        lambda model, examples, count, **_: torch.full((count, *examples.actions.shape[1:]), 0.7))
+    settings = default_policy_settings("distill", steps=150, labels=64, batch_size=32, hidden_dim=16, lr=0.01)
+    metrics = train_policy_for_checkpoint(run / "checkpoints" / "last.ckpt", settings, out=tmp_path / "distilled.ckpt",
+                                          progress=False, horizon=2)
+    assert metrics["zero_action_mse"] == pytest.approx(0.49)  # held-out labels: the planner's 0.7
+    assert metrics["validation_mse"] < 0.01  # it learned them
