@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import csv
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-from _report import pyplot, save_figure  # noqa: E402
+import suite
+from _report import pyplot, save_figure
 
-from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.cli import benchmark
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "ablation.png"
 VALIDATION_METRICS = {"rollout_ratio": "val/rollout_error_ratio", "probe_r2": "val/probe_r2",

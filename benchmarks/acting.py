@@ -12,20 +12,18 @@ alone, and the policy seeding a small planner. Random and the oracle are the sui
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import costs  # noqa: E402
-import history  # noqa: E402
-import suite  # noqa: E402
-from _report import machine_description, update_benchmarks_section  # noqa: E402
+import costs
+import history
+import suite
+from _study import Study, evaluate
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import as_overrides, compose, load_group, to_dict  # noqa: E402
-from jepa_wm.errors import ConfigError  # noqa: E402
-from jepa_wm.pipeline import train_policy_for_checkpoint  # noqa: E402
-from jepa_wm.policy import PolicySettings  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import as_overrides, compose, load_group, to_dict
+from jepa_wm.errors import ConfigError
+from jepa_wm.pipeline import train_policy_for_checkpoint
+from jepa_wm.policy import PolicySettings
 
 SECTION = "Fast and slow: planner, policy, policy + planner (cpu)"
 
@@ -42,14 +40,15 @@ def checkpoint_of(cfg, run: Path, policy: str) -> Path:
     return base if policy == "none" else base.with_name(f"{base.stem}-{policy}.ckpt")
 
 
+STAGES = ("train", "evaluate", "report")
+
+
 def main(argv: list[str]) -> None:
-    write = "--write" in argv
-    cfg = compose("acting", [arg for arg in argv if arg != "--write"])
+    study = Study("acting", argv, STAGES)
+    cfg, out = study.cfg, study.out
     if cfg.candidate not in cfg.candidates or cfg.cost not in cfg.costs:
         raise ConfigError(f"candidate={cfg.candidate} and cost={cfg.cost} must name a history candidate "
                           f"({', '.join(cfg.candidates)}) and a cost of configs/costs.yaml ({', '.join(cfg.costs)})")
-    out = Path(cfg.out)
-    timings = suite.Timings(out / "timings.json")
     plan = as_overrides(cfg.plan)
     kinds = sorted({spec.policy for spec in cfg.ways.values()} - {"none"})
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
@@ -59,14 +58,14 @@ def main(argv: list[str]) -> None:
                 print(f"[{group} {cfg.candidate} seed {seed}] no model with the {cfg.cost} cost yet: run "
                       f"benchmarks/costs.py for it first", flush=True)
                 continue
-            if "train" in cfg.stages:
+            if study.wants("train"):
                 for kind in kinds:
                     path = checkpoint_of(cfg, run, kind)
                     if not path.is_file():
                         settings = PolicySettings.from_config(to_dict(load_group("policy", kind)))
-                        timings.run(f"policy {kind} {group} {cfg.candidate} seed {seed}", train_policy_for_checkpoint,
-                                    checkpoint_of(cfg, run, "none"), settings, out=path, progress=False)
-            if "evaluate" not in cfg.stages:
+                        study.run(f"policy {kind} {group} {cfg.candidate} seed {seed}", train_policy_for_checkpoint,
+                                  checkpoint_of(cfg, run, "none"), settings, out=path, progress=False)
+            if not study.wants("evaluate"):
                 continue
             for task in tasks:
                 for schedule in cfg.planned:
@@ -78,17 +77,12 @@ def main(argv: list[str]) -> None:
                             checkpoint = checkpoint_of(cfg, run, spec.policy)
                             if not checkpoint.is_file():
                                 continue
-                            timings.run(f"evaluate {task} {schedule} {split} {way_name(cfg, way)} seed {seed}",
-                                        suite.evaluate, results / way_name(cfg, way) / f"seed-{seed}",
-                                        [f"checkpoint={checkpoint}", f"env={task}", *plan, f"split={split}",
-                                         f"episodes={episodes}", *cfg.schedules[schedule],
-                                         *cfg.costs[cfg.cost].plan, *spec.plan])
-    if "report" in cfg.stages:
-        text = report(cfg, out)
-        print(text)
-        if write:
-            update_benchmarks_section(SECTION, text, "python benchmarks/acting.py " + " ".join(argv),
-                                      machine_description("cpu"))
+                            study.run(f"evaluate {task} {schedule} {split} {way_name(cfg, way)} seed {seed}",
+                                      evaluate, results / way_name(cfg, way) / f"seed-{seed}",
+                                      [f"checkpoint={checkpoint}", f"env={task}", *plan, f"split={split}",
+                                       f"episodes={episodes}", *cfg.schedules[schedule],
+                                       *cfg.costs[cfg.cost].plan, *spec.plan])
+    study.report(SECTION, lambda: report(cfg, out))
 
 
 def report(cfg, out: Path) -> str:

@@ -16,18 +16,15 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, update_benchmarks_section  # noqa: E402
-from jepa_wm.data.collect import collect  # noqa: E402
+from _report import machine_description, update_benchmarks_section
+from jepa_wm.data.collect import collect
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import (  # noqa: E402
-    command_line,  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import (
+    command_line,
     load_group,
     to_dict,
 )

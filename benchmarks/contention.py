@@ -21,11 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, update_benchmarks_section  # noqa: E402
+from _report import machine_description, update_benchmarks_section
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import command_line  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
 MEASURE = r"""

@@ -14,18 +14,17 @@ the history study's, on the same episodes.
 from __future__ import annotations
 
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import history  # noqa: E402
-import suite  # noqa: E402
-from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
+import history
+import suite
+from _report import pyplot, save_figure
+from _study import Study, evaluate
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import as_overrides, compose, load_group, to_dict  # noqa: E402
-from jepa_wm.learned_cost import CostTrainingSettings  # noqa: E402
-from jepa_wm.pipeline import train_cost_for_checkpoint, train_stage  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import as_overrides, load_group, to_dict
+from jepa_wm.learned_cost import CostTrainingSettings
+from jepa_wm.pipeline import train_cost_for_checkpoint, train_stage
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "costs.png"
 SECTION = "Planning costs: latent distance vs learned (cpu)"
@@ -50,27 +49,28 @@ def selected_costs(cfg) -> dict:
     return {name: spec for name, spec in cfg.costs.items() if not cfg.only_costs or name in cfg.only_costs}
 
 
+STAGES = ("train", "evaluate", "report")
+
+
 def main(argv: list[str]) -> None:
-    write = "--write" in argv
-    cfg = compose("costs", [arg for arg in argv if arg != "--write"])
-    out = Path(cfg.out)
-    timings = suite.Timings(out / "timings.json")
+    study = Study("costs", argv, STAGES)
+    cfg, out = study.cfg, study.out
     train, plan = as_overrides(cfg.train), as_overrides(cfg.plan)
     kinds = sorted({spec.learned_cost for spec in selected_costs(cfg).values()} - {"none"})
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         for candidate, candidate_overrides in history.selected(cfg).items():
             for seed in cfg.seeds:
                 run = suite.run_directory(out, group, candidate, seed)
-                if "train" in cfg.stages:
-                    timings.run(f"train {group} {candidate} seed {seed}", train_stage, out / group / "dataset", run,
-                                [*train, *candidate_overrides], seed)
+                if study.wants("train"):
+                    study.run(f"train {group} {candidate} seed {seed}", train_stage, out / group / "dataset", run,
+                              [*train, *candidate_overrides], seed)
                     for kind in kinds:
                         path = checkpoint_with_cost(run, kind, cfg.checkpoint)
                         if not path.is_file():
                             settings = CostTrainingSettings.from_config(to_dict(load_group("learned_cost", kind)))
-                            timings.run(f"learned cost {kind} {group} {candidate} seed {seed}", train_cost_for_checkpoint,
-                                        run / "checkpoints" / cfg.checkpoint, settings, out=path, progress=False)
-            if "evaluate" not in cfg.stages:
+                            study.run(f"learned cost {kind} {group} {candidate} seed {seed}", train_cost_for_checkpoint,
+                                      run / "checkpoints" / cfg.checkpoint, settings, out=path, progress=False)
+            if not study.wants("evaluate"):
                 continue
             for task in tasks:
                 for schedule, extra in cfg.schedules.items():
@@ -82,16 +82,11 @@ def main(argv: list[str]) -> None:
                             for seed in cfg.seeds:
                                 run = suite.run_directory(out, group, candidate, seed)
                                 checkpoint = checkpoint_with_cost(run, spec.learned_cost, cfg.checkpoint)
-                                timings.run(f"evaluate {task} {schedule} {split} {model_name(candidate, cost)} seed {seed}",
-                                            suite.evaluate, results / model_name(candidate, cost) / f"seed-{seed}",
-                                            [f"checkpoint={checkpoint}", f"env={task}", *plan, f"split={split}",
-                                             f"episodes={episodes}", *extra, *spec.plan])
-    if "report" in cfg.stages:
-        text = report(cfg, out)
-        print(text)
-        if write:
-            update_benchmarks_section(SECTION, text, "python benchmarks/costs.py " + " ".join(argv),
-                                      machine_description("cpu"))
+                                study.run(f"evaluate {task} {schedule} {split} {model_name(candidate, cost)} seed {seed}",
+                                          evaluate, results / model_name(candidate, cost) / f"seed-{seed}",
+                                          [f"checkpoint={checkpoint}", f"env={task}", *plan, f"split={split}",
+                                           f"episodes={episodes}", *extra, *spec.plan])
+    study.report(SECTION, lambda: report(cfg, out))
 
 
 def summaries(cfg, out: Path) -> dict:

@@ -39,7 +39,6 @@ from jepa_wm.cli import benchmark
 from jepa_wm.config import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.append(str(ROOT))  # after PYTHONPATH: a format-1 child puts the old data package first
 FORMAT1_COMMIT = "532078015d438aa8b6edc45d97e5d895918810aa"  # the last commit that read format 1
 FORMAT1_FILES = ("data/__init__.py", "data/storage.py", "data/dataset.py", "data/datamodule.py")

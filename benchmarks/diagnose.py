@@ -16,27 +16,24 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from _report import machine_description, update_benchmarks_section  # noqa: E402
-from jepa_wm.data.datamodule import TrajectoryDataModule  # noqa: E402
-from jepa_wm.data.envs import make_env  # noqa: E402
-from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost  # noqa: E402
-from jepa_wm.planning.evaluate import evaluate  # noqa: E402
-from jepa_wm.planning.experiment import build_controllers, planning_env_settings  # noqa: E402
+import numpy as np
+import torch
+from _report import machine_description, update_benchmarks_section
+from jepa_wm.data.datamodule import TrajectoryDataModule
+from jepa_wm.data.envs import make_env
+from jepa_wm.planning.costs import LatentGoalCost, SimulatorCost
+from jepa_wm.planning.evaluate import evaluate
+from jepa_wm.planning.experiment import build_controllers, planning_env_settings
 
-from jepa_wm.checkpoint import load_world_model  # noqa: E402
-from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.checkpoint import load_world_model
+from jepa_wm.cli import benchmark
 from jepa_wm.config import (
-    command_line,  # noqa: E402
-    compose,  # noqa: E402
+    command_line,
+    compose,
 )
-from jepa_wm.errors import ConfigError  # noqa: E402
-from jepa_wm.metrics import linear_probe_r2, rank_correlation  # noqa: E402
+from jepa_wm.errors import ConfigError
+from jepa_wm.metrics import linear_probe_r2, rank_correlation
 
 
 class RankCorrelationProbe:

@@ -19,18 +19,17 @@ Every row plans the same test episodes as the suite (``configs/gap.yaml``):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from _report import machine_description, pyplot, save_figure, update_benchmarks_section
-from suite import Timings, evaluate, report_rows, run_directory, task_groups
+from _report import pyplot, save_figure
+from _study import Study, evaluate, report_rows
+from suite import run_directory, task_groups
 
 from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.cli import benchmark
-from jepa_wm.config import as_overrides, compose, load_group, to_dict
+from jepa_wm.config import as_overrides, load_group, to_dict
 from jepa_wm.learned_cost import CostTrainingSettings
 from jepa_wm.pipeline import collect_stage, train_cost_for_checkpoint, train_stage
-from jepa_wm.planning.evaluate import wilson_interval
 
 STAGES = ("collect", "train", "heads", "evaluate", "report")
 FIGURE = Path(__file__).resolve().parent / "figures" / "gap.png"
@@ -55,31 +54,26 @@ def with_head(out: Path, group: str, label: str, kind: str) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    write = "--write" in argv
-    cfg = compose("gap", [arg for arg in argv if arg != "--write"])
-    unknown = sorted(set(cfg.stages) - set(STAGES))
-    if unknown:
-        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
-    out = Path(cfg.out)
-    timings = Timings(out / "timings.json")
+    study = Study("gap", argv, STAGES)
+    cfg, out = study.cfg, study.out
     plan = as_overrides(cfg.plan)
     kind = cfg.heads.learned_cost
     for group, tasks in task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
-        if "collect" in cfg.stages:
-            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
-                        workers=cfg.workers, progress=False)
+        if study.wants("collect"):
+            study.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
+                      workers=cfg.workers, progress=False)
         for label, checkpoint in models(cfg, out, group).items():
-            if cfg.models == "suite" and "train" in cfg.stages:  # the suite's run (reused when it is finished)
+            if cfg.models == "suite" and study.wants("train"):  # the suite's run (reused when it is finished)
                 seed = int(label.removeprefix("seed-"))
-                timings.run(f"train {group} default seed {seed}", train_stage, dataset,
-                            run_directory(out, group, "default", seed), as_overrides(cfg.train), seed)
+                study.run(f"train {group} default seed {seed}", train_stage, dataset,
+                          run_directory(out, group, "default", seed), as_overrides(cfg.train), seed)
             head = with_head(out, group, label, kind)
-            if "heads" in cfg.stages and not head.is_file():
+            if study.wants("heads") and not head.is_file():
                 settings = CostTrainingSettings.from_config(to_dict(load_group("learned_cost", kind)))
-                timings.run(f"gap head {kind} {group} {label}", train_cost_for_checkpoint, checkpoint, settings,
-                            dataset=dataset, out=head, progress=False)
-            if "evaluate" not in cfg.stages:
+                study.run(f"gap head {kind} {group} {label}", train_cost_for_checkpoint, checkpoint, settings,
+                          dataset=dataset, out=head, progress=False)
+            if not study.wants("evaluate"):
                 continue
             for task in tasks:
                 for row, extra in cfg.rows.items():
@@ -89,14 +83,8 @@ def main(argv: list[str]) -> None:
                     else:  # the simulator's rows need no model: the task and the model's frameskip
                         overrides = [f"env={task}", "baselines=true", f"mpc.frameskip={frameskip(checkpoint)}",
                                      *plan, *extra]
-                    timings.run(f"gap {task} {label} {row}", evaluate, results_directory(out, task, label, row),
-                                overrides)
-    if "report" in cfg.stages:
-        text = report(cfg, out)
-        print(text)
-        if write:
-            update_benchmarks_section(SECTION, text, "python benchmarks/gap.py " + " ".join(argv),
-                                      machine_description("cpu"))
+                    study.run(f"gap {task} {label} {row}", evaluate, results_directory(out, task, label, row), overrides)
+    study.report(SECTION, lambda: report(cfg, out))
 
 
 def frameskip(checkpoint: str) -> int:

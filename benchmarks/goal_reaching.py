@@ -8,15 +8,12 @@ table under a section named after the env and planner, together with the exact c
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, update_benchmarks_section  # noqa: E402
-from jepa_wm.planning.experiment import run_plan  # noqa: E402
+from _report import machine_description, update_benchmarks_section
+from jepa_wm.planning.experiment import run_plan
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import compose  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import compose
 
 
 def main(argv: list[str]) -> None:

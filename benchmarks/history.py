@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import csv
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
+import suite
+from _report import pyplot, save_figure
+from _study import Study, evaluate
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import as_overrides, compose, load_group, model_config  # noqa: E402
-from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import as_overrides, load_group, model_config
+from jepa_wm.pipeline import collect_stage, train_stage
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "history.png"
 SECTION = "Predictor history: seeing velocity (cpu)"
@@ -63,47 +62,36 @@ def selected(cfg) -> dict:
 
 
 def main(argv: list[str]) -> None:
-    write = "--write" in argv
-    cfg = compose("history", [arg for arg in argv if arg != "--write"])
-    unknown = sorted(set(cfg.stages) - set(suite.STAGES))
-    if unknown:
-        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(suite.STAGES)}")
-    out = Path(cfg.out)
-    timings = suite.Timings(out / "timings.json")
+    study = Study("history", argv, suite.STAGES)
+    cfg, out = study.cfg, study.out
     train, plan = as_overrides(cfg.train), as_overrides(cfg.plan)
     frameskip = model_config(*train).frameskip
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
-        if "collect" in cfg.stages:
-            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
-                        workers=cfg.workers, progress=False)
+        if study.wants("collect"):
+            study.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
+                      workers=cfg.workers, progress=False)
         for model, model_overrides in selected(cfg).items():
-            if "train" in cfg.stages:
+            if study.wants("train"):
                 for seed in cfg.seeds:
-                    timings.run(f"train {group} {model} seed {seed}", train_stage, dataset,
-                                suite.run_directory(out, group, model, seed), [*train, *model_overrides], seed)
+                    study.run(f"train {group} {model} seed {seed}", train_stage, dataset,
+                              suite.run_directory(out, group, model, seed), [*train, *model_overrides], seed)
             for task in tasks:
                 for schedule, extra in cfg.schedules.items():
                     for split, episodes in cfg.splits.items():
                         results = results_directory(out, split, task, schedule)
                         settings = [*plan, f"split={split}", f"episodes={episodes}", *extra]
-                        if "baselines" in cfg.stages:
-                            timings.run(f"baselines {task} {schedule} {split}", suite.evaluate, results / "baselines",
-                                        [f"env={task}", "baselines=true", "methods=[random,oracle]",
-                                         f"mpc.frameskip={frameskip}", *settings])
-                        if "evaluate" not in cfg.stages:
+                        if study.wants("baselines"):
+                            study.run(f"baselines {task} {schedule} {split}", evaluate, results / "baselines",
+                                      [f"env={task}", "baselines=true", "methods=[random,oracle]",
+                                       f"mpc.frameskip={frameskip}", *settings])
+                        if not study.wants("evaluate"):
                             continue
                         for seed in cfg.seeds:
                             checkpoint = suite.run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint
-                            timings.run(f"evaluate {task} {schedule} {split} {model} seed {seed}", suite.evaluate,
-                                        results / model / f"seed-{seed}",
-                                        [f"checkpoint={checkpoint}", f"env={task}", *settings])
-    if "report" in cfg.stages:
-        text = report(cfg, out)
-        print(text)
-        if write:
-            update_benchmarks_section(SECTION, text, "python benchmarks/history.py " + " ".join(argv),
-                                      machine_description("cpu"))
+                            study.run(f"evaluate {task} {schedule} {split} {model} seed {seed}", evaluate,
+                                      results / model / f"seed-{seed}", [f"checkpoint={checkpoint}", f"env={task}", *settings])
+    study.report(SECTION, lambda: report(cfg, out))
 
 
 def summaries(cfg, out: Path) -> dict:

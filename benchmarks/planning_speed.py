@@ -19,28 +19,26 @@ import os
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, update_benchmarks_section  # noqa: E402
-from jepa_wm.data.envs import make_env  # noqa: E402
-from jepa_wm.planning.costs import LatentGoalCost  # noqa: E402
-from jepa_wm.planning.experiment import ACTING, build_ours, planner_from_settings  # noqa: E402
-from jepa_wm.planning.planners import PLANNERS  # noqa: E402
+from _report import machine_description, update_benchmarks_section
+from jepa_wm.data.envs import make_env
+from jepa_wm.planning.costs import LatentGoalCost
+from jepa_wm.planning.experiment import ACTING, build_ours, planner_from_settings
+from jepa_wm.planning.planners import PLANNERS
 
-from jepa_wm.checkpoint import load_world_model  # noqa: E402
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import (  # noqa: E402
-    command_line,  # noqa: E402
+from jepa_wm.checkpoint import load_world_model
+from jepa_wm.cli import benchmark
+from jepa_wm.config import (
+    command_line,
     compose,
     load_group,
     model_config,
     to_dict,
 )
-from jepa_wm.module import JEPAWorldModel  # noqa: E402
-from jepa_wm.policy import GoalPolicy, GoalPolicyNet, default_policy_settings  # noqa: E402
+from jepa_wm.module import JEPAWorldModel
+from jepa_wm.policy import GoalPolicy, GoalPolicyNet, default_policy_settings
 
 PLAN = compose("plan")  # the planner, horizon and cost plan.py uses
 HORIZON = PLAN.mpc.horizon

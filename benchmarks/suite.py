@@ -17,22 +17,18 @@ interval of all their episodes pooled, random, oracle, and ours / oracle.
 
 from __future__ import annotations
 
-import json
 import statistics
-import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, pyplot, save_figure, update_benchmarks_section  # noqa: E402
-from jepa_wm.data.envs.tasks import dynamics_differences  # noqa: E402
-from jepa_wm.planning.evaluate import wilson_interval  # noqa: E402
-from jepa_wm.planning.experiment import run_plan  # noqa: E402
+from _report import pyplot, save_figure
+from _study import Study, Timings, evaluate, report_rows
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import as_overrides, compose, load_group, model_config, to_dict  # noqa: E402
-from jepa_wm.files import write_json_atomic  # noqa: E402
-from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import as_overrides, load_group, model_config, to_dict
+from jepa_wm.data.envs.tasks import dynamics_differences
+from jepa_wm.files import write_json_atomic
+from jepa_wm.pipeline import collect_stage, train_stage
+from jepa_wm.planning.evaluate import wilson_interval
 
 STAGES = ("collect", "train", "baselines", "evaluate", "report")
 FIGURE = Path(__file__).resolve().parent / "figures" / "suite.png"
@@ -49,117 +45,48 @@ def task_groups(tasks: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-class Timings:
-    """Wall time of each stage, kept in ``timings.json`` (a rerun that reuses a stage keeps its time)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.seconds = json.loads(path.read_text()) if path.is_file() else {}
-
-    def run(self, name: str, stage, *args, **kwargs):
-        start = time.perf_counter()
-        result = stage(*args, **kwargs)
-        elapsed = time.perf_counter() - start
-        if elapsed > 10.0 or name not in self.seconds:  # a reused stage takes ~1 s: keep the real time
-            if self.path.is_file():  # parts of the suite may run side by side: start from what they recorded
-                self.seconds = json.loads(self.path.read_text())
-            self.seconds[name] = round(elapsed, 1)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            write_json_atomic(self.path, self.seconds)
-        print(f"[{name}] {elapsed:.0f} s", flush=True)
-        return result
-
-
-def comparable(config: dict) -> dict:
-    """The settings of a report that decide its numbers (not where it was written or how it printed).
-
-    Reports written before planning costs had names planned with the latent distance: read as ``cost.name=l2``
-    with the weights' defaults, which only a sum uses. Reports written before ``act`` acted with the planner;
-    ``policy_planner`` only matters when a policy seeds the planner; random and the oracle never read our
-    cost or how we act."""
-    settings = {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
-    if "cost" in settings and "name" not in settings["cost"]:
-        settings["cost"] = {"name": "l2", "latent_weight": 1.0, "learned_weight": 1.0, **settings["cost"]}
-    settings.setdefault("act", "planner")
-    if settings["act"] != "policy+planner":
-        settings.pop("policy_planner", None)
-    settings.setdefault("oracle_planner", "cem")  # before the key, the oracle planned with ours' planner (cem)
-    settings.setdefault("oracle_cost", "success")  # before the key, the oracle measured the success coordinates
-    if "ours" not in (settings.get("methods") or ["ours"]):  # random and the oracle use neither our cost nor act
-        for key in ("cost", "act", "policy_planner"):
-            settings.pop(key, None)
-    return settings
-
-
-def evaluate(out: Path, overrides: list[str]) -> list[dict]:
-    """run_plan into ``out`` unless a report with the same settings is already there; its result rows."""
-    cfg = compose("plan", [*overrides, f"out={out}"])
-    report = out / "report.json"
-    if report.is_file():
-        saved = json.loads(report.read_text())
-        if comparable(saved["config"]) == comparable({**to_dict(cfg), "env": saved["config"]["env"]}):
-            return saved["results"]
-    return run_plan(cfg)["rows"]
-
-
 def run_directory(out: Path, group: str, model: str, seed: int) -> Path:
     return out / group / model / f"seed-{seed}"
 
 
 def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching suite (cpu)", reporter=None) -> None:
     """Run the stages of ``configs/<config>.yaml``; with ``--write`` put the report into BENCHMARKS.md."""
-    write = "--write" in argv
-    cfg = compose(config, [arg for arg in argv if arg != "--write"])
-    unknown = sorted(set(cfg.stages) - set(STAGES))
-    if unknown:
-        raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(STAGES)}")
-    out = Path(cfg.out)
-    timings = Timings(out / "timings.json")
+    study = Study(config, argv, STAGES)
+    cfg, out = study.cfg, study.out
     collect, train, plan = as_overrides(cfg.collect), as_overrides(cfg.train), as_overrides(cfg.plan)
     models = {name: list(extra) for name, extra in cfg.models.items()}
     frameskip = model_config(*train).frameskip
 
     for group, tasks in task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
-        if "collect" in cfg.stages:
-            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, collect,
-                        workers=cfg.workers, progress=False)
+        if study.wants("collect"):
+            study.run(f"collect {group}", collect_stage, load_group("env", group), dataset, collect,
+                      workers=cfg.workers, progress=False)
         for model, model_overrides in models.items():  # each model is evaluated as soon as it is trained
-            if "train" in cfg.stages:
+            if study.wants("train"):
                 for seed in cfg.seeds:
-                    timings.run(f"train {group} {model} seed {seed}", train_stage, dataset,
-                                run_directory(out, group, model, seed), [*train, *model_overrides], seed)
+                    study.run(f"train {group} {model} seed {seed}", train_stage, dataset,
+                              run_directory(out, group, model, seed), [*train, *model_overrides], seed)
             for task in tasks:
                 for schedule, extra in schedules(cfg, task).items():
                     results = out / "results" / task / schedule
-                    if "baselines" in cfg.stages:  # once per task: later models reuse the report
-                        timings.run(f"baselines {task} {schedule}", evaluate, results / "baselines",
-                                    [f"env={task}", "baselines=true", "methods=[random,oracle]",
-                                     f"mpc.frameskip={frameskip}", *plan, *extra])
-                    if "evaluate" not in cfg.stages:
+                    if study.wants("baselines"):  # once per task: later models reuse the report
+                        study.run(f"baselines {task} {schedule}", evaluate, results / "baselines",
+                                  [f"env={task}", "baselines=true", "methods=[random,oracle]",
+                                   f"mpc.frameskip={frameskip}", *plan, *extra])
+                    if not study.wants("evaluate"):
                         continue
                     for seed in cfg.seeds:
                         checkpoint = run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint
-                        timings.run(f"evaluate {task} {schedule} {model} seed {seed}", evaluate,
-                                    results / model / f"seed-{seed}",
-                                    [f"checkpoint={checkpoint}", f"env={task}", *plan, *extra])
-    if "report" in cfg.stages:
-        text = (reporter or report)(cfg, out, timings)
-        print(text)
-        if write:
-            command = f"python benchmarks/{config}.py " + " ".join(argv)
-            update_benchmarks_section(section, text, command, machine_description("cpu"))
+                        study.run(f"evaluate {task} {schedule} {model} seed {seed}", evaluate,
+                                  results / model / f"seed-{seed}",
+                                  [f"checkpoint={checkpoint}", f"env={task}", *plan, *extra])
+    study.report(section, lambda: (reporter or report)(cfg, out, study.timings))
 
 
 def schedules(cfg, task: str) -> dict[str, list[str]]:
     """The planner schedules a task is evaluated with: the default MPC, and the task's ``variants``."""
     return {DEFAULT_VARIANT: [], **{name: list(extra) for name, extra in (cfg.variants.get(task) or {}).items()}}
-
-
-def report_rows(path: Path) -> dict:
-    """The rows of ``path/report.json`` by method ({} when it is not there yet)."""
-    report = path / "report.json"
-    return {row["method"]: row for row in json.loads(report.read_text())["results"]} if report.is_file() else {}
 
 
 def summarize_task(results: Path, model: str, seeds) -> dict | None:

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 import resource
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_description, update_benchmarks_section  # noqa: E402
+from _report import machine_description, update_benchmarks_section
 
-from jepa_wm.cli import benchmark  # noqa: E402
+from jepa_wm.cli import benchmark
 from jepa_wm.config import (
-    command_line,  # noqa: E402
-    model_config,  # noqa: E402
+    command_line,
+    model_config,
 )
-from jepa_wm.module import JEPAWorldModel  # noqa: E402
+from jepa_wm.module import JEPAWorldModel
 
 CONFIGS = {  # name: (overrides, observation shape, action size of reacher)
     "pixels (default)": ([], (64, 64, 3), 2),

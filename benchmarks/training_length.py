@@ -18,18 +18,17 @@ from __future__ import annotations
 
 import csv
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
-import torch  # noqa: E402
-from _report import pyplot, save_figure  # noqa: E402
+import suite
+import torch
+from _report import pyplot, save_figure
+from _study import Study, evaluate, report_rows
 
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import as_overrides, compose, load_group  # noqa: E402
-from jepa_wm.metrics import rank_correlation  # noqa: E402
-from jepa_wm.pipeline import collect_stage, train_stage  # noqa: E402
+from jepa_wm.cli import benchmark
+from jepa_wm.config import as_overrides, compose, load_group
+from jepa_wm.metrics import rank_correlation
+from jepa_wm.pipeline import collect_stage, train_stage
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "training_length.png"
 METRICS = {"rollout ratio": "val/rollout_error_ratio", "probe R2": "val/probe_r2",
@@ -64,45 +63,38 @@ def test_results(out: Path, task: str, name: str) -> Path:
 
 
 def main(argv: list[str]) -> None:
-    write = "--write" in argv
-    cfg = compose("training_length", [arg for arg in argv if arg != "--write"])
-    out = Path(cfg.out)
-    timings = suite.Timings(out / "training_length_timings.json")
+    study = Study("training_length", argv, suite.STAGES[:2] + ("evaluate", "report"), "training_length_timings.json")
+    cfg, out = study.cfg, study.out
     steps = sorted(int(step) for step in cfg.steps)
     train = [*as_overrides(cfg.train), f"trainer.max_steps={steps[-1]}", f"checkpoints_at=[{','.join(map(str, steps))}]"]
     points = []  # (task, seed, step, success, metrics)
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
-        if "collect" in cfg.stages:
-            timings.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
-                        workers=cfg.workers, progress=False)
+        if study.wants("collect"):
+            study.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
+                      workers=cfg.workers, progress=False)
         for seed in cfg.seeds:
             run = out / group / "training-length" / f"seed-{seed}"
-            if "train" in cfg.stages:
-                timings.run(f"train {group} seed {seed}", train_stage, dataset, run, train, seed)
+            if study.wants("train"):
+                study.run(f"train {group} seed {seed}", train_stage, dataset, run, train, seed)
             for task in tasks:
                 for step in steps:
                     checkpoint = run / "checkpoints" / f"step-{step}.ckpt"
                     results = out / "results-dev" / task / "training-length" / f"seed-{seed}" / f"step-{step}"
-                    if "evaluate" in cfg.stages:
-                        timings.run(f"evaluate {task} seed {seed} step {step}", suite.evaluate, results,
-                                    [f"checkpoint={checkpoint}", f"env={task}", *as_overrides(cfg.plan)])
-                    rows = suite.report_rows(results)
+                    if study.wants("evaluate"):
+                        study.run(f"evaluate {task} seed {seed} step {step}", evaluate, results,
+                                  [f"checkpoint={checkpoint}", f"env={task}", *as_overrides(cfg.plan)])
+                    rows = report_rows(results)
                     if rows:
                         points.append((task, seed, step, rows["ours"]["success_rate"], validation_at(run, step)))
-                if "evaluate" in cfg.stages:
+                if study.wants("evaluate"):
                     for name, step in test_models(points, task, seed, steps[-1]).items():
-                        timings.run(f"evaluate {task} seed {seed} {name} test", suite.evaluate,
-                                    test_results(out, task, name) / f"seed-{seed}",
-                                    [f"checkpoint={run / 'checkpoints' / f'step-{step}.ckpt'}", f"env={task}",
-                                     *as_overrides(cfg.plan), *as_overrides(cfg.test_plan)])
-    if "report" in cfg.stages and points:
-        text = report(points, cfg) + "\n\n" + test_comparison(cfg, out, points, steps[-1])
-        print(text)
-        if write:
-            suite.update_benchmarks_section("Training length and what predicts planning (cpu)", text,
-                                            "python benchmarks/training_length.py " + " ".join(argv),
-                                            suite.machine_description("cpu"))
+                        study.run(f"evaluate {task} seed {seed} {name} test", evaluate,
+                                  test_results(out, task, name) / f"seed-{seed}",
+                                  [f"checkpoint={run / 'checkpoints' / f'step-{step}.ckpt'}", f"env={task}",
+                                   *as_overrides(cfg.plan), *as_overrides(cfg.test_plan)])
+    study.report("Training length and what predicts planning (cpu)",
+                 lambda: report(points, cfg) + "\n\n" + test_comparison(cfg, out, points, steps[-1]) if points else None)
 
 
 def report(points, cfg) -> str:

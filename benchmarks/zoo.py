@@ -12,23 +12,22 @@ model with its 95% interval, beside random and the oracle on the same episodes.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import suite  # noqa: E402
+import suite
+from _study import report_rows
 
-from jepa_wm.checkpoint import export_weights, load_world_model, read_checkpoint  # noqa: E402
-from jepa_wm.cli import benchmark  # noqa: E402
-from jepa_wm.config import (  # noqa: E402
-    command_line,  # noqa: E402
+from jepa_wm.checkpoint import export_weights, load_world_model, read_checkpoint
+from jepa_wm.cli import benchmark
+from jepa_wm.config import (
+    command_line,
     compose,
     load_group,
     to_dict,
 )
-from jepa_wm.files import write_json_atomic  # noqa: E402
-from jepa_wm.pipeline import golden_readings  # noqa: E402
-from jepa_wm.references import PRETRAINED_DIR, file_sha256  # noqa: E402
+from jepa_wm.files import write_json_atomic
+from jepa_wm.pipeline import golden_readings
+from jepa_wm.references import PRETRAINED_DIR, file_sha256
 
 MAX_BYTES = 5 * 1024 * 1024
 
@@ -37,8 +36,8 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None
     """Ship the ``seed`` model of ``task``; returns its card (None while its suite run is unfinished)."""
     model = next(iter(cfg.models))  # the suite's model (the first, when it compares several)
     results = out / "results" / task / suite.DEFAULT_VARIANT
-    ours = suite.report_rows(results / model / f"seed-{seed}").get("ours")
-    by_method = suite.report_rows(results / "baselines")
+    ours = report_rows(results / model / f"seed-{seed}").get("ours")
+    by_method = report_rows(results / "baselines")
     if not (ours and by_method):
         return None
     checkpoint = read_checkpoint(suite.run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import _study  # noqa: E402
 import suite  # noqa: E402
 from jepa_wm.planning.evaluate import wilson_interval  # noqa: E402
 
@@ -82,7 +83,7 @@ def test_ablation_rows_average_each_variants_seeds_validation_and_training_time(
     monkeypatch.setattr(ablation, "FIGURE", tmp_path / "ablation.png")
     results = tmp_path / "results" / "reacher-easy" / suite.DEFAULT_VARIANT
     write_report(results / "baselines", [row("random", 0.0), row("oracle", 1.0)])
-    timings = suite.Timings(tmp_path / "timings.json")
+    timings = _study.Timings(tmp_path / "timings.json")
     for model, rates, ratios in [("default", [0.8, 0.9], [0.10, 0.20]), ("no-anti-collapse", [0.1], [1.5])]:
         for seed, (rate, ratio) in enumerate(zip(rates, ratios)):
             write_report(results / model / f"seed-{seed}", [row("ours", rate)])
@@ -106,10 +107,10 @@ def test_ablation_rows_average_each_variants_seeds_validation_and_training_time(
 def test_a_report_from_before_act_counts_as_the_planner_and_policy_budgets_matter_only_when_seeding():
     old = {"planner": {"name": "cem"}, "cost": {"name": "l2"}, "out": "a"}
     now = {**old, "act": "planner", "policy_planner": {"samples": 64}, "out": "b"}
-    assert suite.comparable(old) == suite.comparable(now)
+    assert _study.comparable(old) == _study.comparable(now)
     seeded = {**now, "act": "policy+planner"}
-    assert suite.comparable(seeded) != suite.comparable({**seeded, "policy_planner": {"samples": 32}})
-    assert suite.comparable(old) != suite.comparable({**old, "act": "policy"})
+    assert _study.comparable(seeded) != _study.comparable({**seeded, "policy_planner": {"samples": 32}})
+    assert _study.comparable(old) != _study.comparable({**old, "act": "policy"})
 
 
 def test_the_acting_study_reports_each_way_to_act_beside_random_and_oracle_on_the_same_episodes(tmp_path):
@@ -133,11 +134,11 @@ def test_the_acting_study_reports_each_way_to_act_beside_random_and_oracle_on_th
 
 def test_baselines_are_reused_whatever_cost_ours_would_plan_with():
     baselines = {"methods": ["random", "oracle"], "planner": {"name": "cem"}, "cost": {"name": "l2"}}
-    assert suite.comparable(baselines) == suite.comparable({**baselines, "cost": {"name": "auto"}, "act": "policy",
+    assert _study.comparable(baselines) == _study.comparable({**baselines, "cost": {"name": "auto"}, "act": "policy",
                                                              "oracle_planner": "cem"})
-    assert suite.comparable(baselines) != suite.comparable({**baselines, "planner": {"name": "mppi"}})
+    assert _study.comparable(baselines) != _study.comparable({**baselines, "planner": {"name": "mppi"}})
     ours = {"methods": None, "planner": {"name": "cem"}, "cost": {"name": "l2"}}
-    assert suite.comparable(ours) != suite.comparable({**ours, "cost": {"name": "auto"}})
+    assert _study.comparable(ours) != _study.comparable({**ours, "cost": {"name": "auto"}})
 
 
 def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_the_decoded_cost_changed(tmp_path, monkeypatch):
@@ -162,3 +163,29 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
                            "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
     assert cells[10] == "- / - / -"  # no decoded head trained yet: no probe readings
     assert (tmp_path / "gap.png").is_file()
+
+
+@pytest.mark.parametrize("study", ["suite", "history", "costs", "acting", "training_length", "gap", "zoo", "ablation"])
+def test_every_study_refuses_a_stage_it_does_not_have_before_it_runs_anything(study, tmp_path):
+    import importlib
+
+    arguments = [f"out={tmp_path}", "stages=[colect]"]
+    with pytest.raises(SystemExit, match=r"unknown stage\(s\) \['colect'\]"):
+        if study == "ablation":  # the suite's stages under the ablation's config
+            suite.main(arguments, config="ablation")
+        else:
+            importlib.import_module(study).main(arguments)
+    assert not any(tmp_path.iterdir())
+
+
+def test_the_studies_run_as_scripts_without_extending_the_import_path():
+    """``python benchmarks/NAME.py``: the script's own folder is on the path; no study edits sys.path."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    for path in sorted((root / "benchmarks").glob("*.py")):
+        text = path.read_text()
+        assert "sys.path.insert" not in text, path.name
+    result = subprocess.run([sys.executable, "benchmarks/costs.py", "stages=[report]", "tasks=[point_mass-easy]",
+                             "out=/nonexistent-jepa-wm-study"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -1,0 +1,113 @@
+"""What every benchmark study shares: its stages (checked, timed, reused when finished) and its result rows.
+
+A study is a config of ``configs/`` with a ``stages`` list and an ``out`` folder. ``Study`` refuses a stage the
+study does not have, times every stage in ``timings.json`` (a rerun that reuses a stage keeps its time) and writes
+the report into BENCHMARKS.md with ``--write``. Planning stages go through ``evaluate``: a report already on disk
+with the same settings is reused, so a study can be killed and rerun, or run in parts. Every report holds the
+rows of ``jepa_wm.planning.evaluate.summarize`` (one per method); ``report_rows`` reads them back.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from _report import machine_description, update_benchmarks_section
+
+from jepa_wm.config import compose, to_dict
+from jepa_wm.files import write_json_atomic
+from jepa_wm.planning.experiment import run_plan
+
+
+class Timings:
+    """Wall time of each stage, kept in ``timings.json`` (a rerun that reuses a stage keeps its time)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.seconds = json.loads(path.read_text()) if path.is_file() else {}
+
+    def run(self, name: str, stage, *args, **kwargs):
+        start = time.perf_counter()
+        result = stage(*args, **kwargs)
+        elapsed = time.perf_counter() - start
+        if elapsed > 10.0 or name not in self.seconds:  # a reused stage takes ~1 s: keep the real time
+            if self.path.is_file():  # parts of the suite may run side by side: start from what they recorded
+                self.seconds = json.loads(self.path.read_text())
+            self.seconds[name] = round(elapsed, 1)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, self.seconds)
+        print(f"[{name}] {elapsed:.0f} s", flush=True)
+        return result
+
+
+class Study:
+    """One run of the study ``configs/<name>.yaml`` with the command line ``argv`` (``--write``: put the report
+    into BENCHMARKS.md under ``section``). ``stages`` are the ones this study has, in order."""
+
+    def __init__(self, name: str, argv: list[str], stages: tuple[str, ...], timings_file: str = "timings.json"):
+        self.name, self.argv, self.write = name, list(argv), "--write" in argv
+        self.cfg = compose(name, [arg for arg in argv if arg != "--write"])
+        unknown = sorted(set(self.cfg.stages) - set(stages))
+        if unknown:
+            raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(stages)}")
+        self.out = Path(self.cfg.out)
+        self.timings = Timings(self.out / timings_file)
+
+    def wants(self, stage: str) -> bool:
+        return stage in self.cfg.stages
+
+    def run(self, name: str, stage, *args, **kwargs):
+        """Run (or reuse) one stage, timed under ``name``."""
+        return self.timings.run(name, stage, *args, **kwargs)
+
+    def report(self, section: str, make_text) -> None:
+        """With the ``report`` stage: print ``make_text()`` (None: nothing to report yet) and, with ``--write``,
+        put it into BENCHMARKS.md under ``section`` with the command that made it."""
+        if not self.wants("report"):
+            return
+        text = make_text()
+        if text is None:
+            return
+        print(text)
+        if self.write:
+            command = f"python benchmarks/{self.name}.py " + " ".join(self.argv)
+            update_benchmarks_section(section, text, command, machine_description("cpu"))
+
+
+def comparable(config: dict) -> dict:
+    """The settings of a report that decide its numbers (not where it was written or how it printed).
+
+    Reports written before planning costs had names planned with the latent distance: read as ``cost.name=l2``
+    with the weights' defaults, which only a sum uses. Reports written before ``act`` acted with the planner;
+    ``policy_planner`` only matters when a policy seeds the planner; random and the oracle never read our
+    cost or how we act."""
+    settings = {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
+    if "cost" in settings and "name" not in settings["cost"]:
+        settings["cost"] = {"name": "l2", "latent_weight": 1.0, "learned_weight": 1.0, **settings["cost"]}
+    settings.setdefault("act", "planner")
+    if settings["act"] != "policy+planner":
+        settings.pop("policy_planner", None)
+    settings.setdefault("oracle_planner", "cem")  # before the key, the oracle planned with ours' planner (cem)
+    settings.setdefault("oracle_cost", "success")  # before the key, the oracle measured the success coordinates
+    if "ours" not in (settings.get("methods") or ["ours"]):  # random and the oracle use neither our cost nor act
+        for key in ("cost", "act", "policy_planner"):
+            settings.pop(key, None)
+    return settings
+
+
+def evaluate(out: Path, overrides: list[str]) -> list[dict]:
+    """run_plan into ``out`` unless a report with the same settings is already there; its result rows."""
+    cfg = compose("plan", [*overrides, f"out={out}"])
+    report = out / "report.json"
+    if report.is_file():
+        saved = json.loads(report.read_text())
+        if comparable(saved["config"]) == comparable({**to_dict(cfg), "env": saved["config"]["env"]}):
+            return saved["results"]
+    return run_plan(cfg)["rows"]
+
+
+def report_rows(path: Path) -> dict:
+    """The rows of ``path/report.json`` by method ({} when it is not there yet)."""
+    report = path / "report.json"
+    return {row["method"]: row for row in json.loads(report.read_text())["results"]} if report.is_file() else {}
