@@ -348,9 +348,15 @@ class CostTrainer(HeadTrainer):
         return float(1 - (decoded - targets).pow(2).sum() / (targets - targets.mean((0, 1))).pow(2).sum())
 
 
-def settings_record(settings: CostTrainingSettings) -> dict:
-    """Plain values (lists, not tuples): what checkpoints store and compare."""
-    return settings.record()
+def stored_with(entry: dict | None, settings: CostTrainingSettings) -> bool:
+    """Whether a checkpoint's learned-cost entry was trained with ``settings``. Its record is read through the
+    kind's settings class, so a record of an earlier version (every kind's fields) compares by what this kind has."""
+    if not entry or not isinstance(entry.get("settings"), dict):
+        return False
+    try:
+        return CostTrainingSettings.from_config(entry["settings"]).record() == settings.record()
+    except (KeyError, TypeError, ValueError):  # a record this version cannot read: train it anew
+        return False
 
 
 def train_learned_cost(episodes: torch.Tensor, settings: CostTrainingSettings, validation: torch.Tensor | None = None,

@@ -24,7 +24,7 @@ from jepa_wm.data.datamodule import TrajectoryDataModule
 from jepa_wm.errors import ConfigError, TrainingTerminated
 from jepa_wm.data.storage import DATASET_FILES
 from jepa_wm.files import DirectoryLock, check_output_directory, remove_own_directories, save_torch_atomic
-from jepa_wm.learned_cost import HEADS, CostTrainer, CostTrainingSettings, settings_record, success_targets
+from jepa_wm.learned_cost import HEADS, CostTrainer, CostTrainingSettings, stored_with, success_targets
 from jepa_wm.planning.callbacks import GoalReachingEvalCallback
 from jepa_wm.planning.experiment import PLAN_FILES, finished_report, run_plan
 from jepa_wm.policy import POLICY_TARGETS, PolicySettings, PolicyTrainer, relabelled_examples
@@ -117,7 +117,7 @@ def add_learned_costs(run: Path, settings: CostTrainingSettings, progress: bool 
         if not path.is_file():
             continue
         checkpoint = read_checkpoint(path)
-        if (checkpoint.get("learned_cost") or {}).get("settings") == settings_record(settings):
+        if stored_with(checkpoint.get("learned_cost"), settings):
             continue
         if trained is not None and _same_weights(trained[0], checkpoint["state_dict"]):
             checkpoint["learned_cost"] = trained[1]

@@ -277,3 +277,15 @@ def test_a_new_cost_kind_is_one_registered_class_and_trains_ships_loads_resumes_
     assert planned.description == "cost: learned weighted-l1 distance"
     values = planned.make_cost(reacher_env, [reacher_env.reset(seed=0)[0]], [])(torch.rand(5, 5, model.action_dim) * 2 - 1)
     assert values.shape == (5,) and torch.isfinite(values).all()
+
+
+def test_a_cost_stored_by_an_earlier_version_counts_as_trained_with_the_same_settings():
+    """Earlier versions stored every kind's fields in each record; a finished run is not retrained for that."""
+    from jepa_wm.learned_cost import stored_with
+
+    settings = default_settings("temporal")
+    earlier = {**default_settings("hilbert").record(), **settings.record()}  # the union of fields, as stored before
+    assert "latent_dim" in earlier and stored_with({"settings": earlier}, settings)
+    assert not stored_with({"settings": {**earlier, "negative_fraction": 0.5}}, settings)
+    assert not stored_with({"settings": {**earlier, "kind": "hilbert"}}, settings)
+    assert not stored_with(None, settings) and not stored_with({"settings": {"kind": "nonsense"}}, settings)
