@@ -28,6 +28,7 @@ class EpisodeRecord:
     distances: list[float]
     planning_seconds: list[float]
     frames: list[np.ndarray] = field(default_factory=list)  # observation beside goal, when recorded
+    variation: dict = field(default_factory=dict)  # the scene's changes drawn for this episode (env.variation)
 
 
 def run_episode(env, controller, seed: int, record: bool = False, frame_size: int = 128) -> EpisodeRecord:
@@ -37,7 +38,7 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
     least one step is taken; with ``terminate_on_success`` the episode ends there, otherwise it runs the
     whole budget and ``success_at_end`` tells whether the controller stayed on the goal.
     """
-    obs, _ = env.reset(seed=seed)
+    obs, reset_info = env.reset(seed=seed)
     controller.reset(seed)
     goal_frame = env.goal_frame(frame_size) if record else None
 
@@ -56,7 +57,7 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
             frames.append(observation_beside_goal())
         done = terminated or truncated
     return EpisodeRecord(reached, env.is_success(), distances[-1], steps, distances,
-                         list(controller.planning_seconds), frames)
+                         list(controller.planning_seconds), frames, dict(reset_info.get("variation") or {}))
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -82,6 +83,7 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
     successes = sum(record.success for record in records)
     at_end = sum(record.success_at_end for record in records)
     planning = [s for record in records for s in record.planning_seconds]
+    varied = {"variation": [record.variation for record in records]} if any(r.variation for r in records) else {}
     return {
         "env": env_name,
         "method": method,
@@ -96,6 +98,7 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
         "reached": [int(record.success) for record in records],  # per episode: totals compared episode by episode
         "seed": seed,
         "split": split,
+        **varied,  # per episode, what env.variation drew (only when the scene varies)
     }
 
 

@@ -15,6 +15,7 @@ from jepa_wm.errors import ConfigError
 ensure_headless_rendering()
 
 from dm_control import suite  # noqa: E402  (must follow the rendering backend choice)
+from jepa_wm.data.envs.variation import SceneVariation, check_strengths  # noqa: E402
 from jepa_wm.data.envs.tasks import (  # noqa: E402
     GoalTask,
     check_suite_task,
@@ -58,6 +59,7 @@ class GoalReachingEnv(gymnasium.Env):
         success_threshold: float | None = None,
         success_joints=None,
         name: str | None = None,
+        variation=None,
     ):
         if obs_type not in OBS_TYPES:
             raise ValueError(f"obs_type must be one of {OBS_TYPES}; got '{obs_type}'")
@@ -121,6 +123,11 @@ class GoalReachingEnv(gymnasium.Env):
             self._marker_rgba = self.physics.named.model.geom_rgba[marker].copy()
             self.physics.named.model.geom_rgba[marker, 3] = 0.0
 
+        # What changes between episodes (data/envs/variation.py): drawn at each reset from the episode's seed.
+        strengths = check_strengths(variation)
+        self.variation = SceneVariation(self.physics, strengths, skip_geoms=[marker]) if strengths else None
+        self.episode_variation: dict[str, float] = {}
+
         self._goal_state: np.ndarray | None = None
         self._goal_coordinates: np.ndarray | None = None
         self._goal_obs: dict[str, np.ndarray] | None = None
@@ -153,10 +160,14 @@ class GoalReachingEnv(gymnasium.Env):
         super().reset(seed=seed)
         if seed is not None:
             self._random.seed(int(seed) % 2**32)
+        if self.variation is not None:  # before the task's own reset (some let the body settle under its physics),
+            # and before the goal is drawn: the goal image shows the same scene
+            self.episode_variation = self.variation.apply(seed if seed is not None else self._random.randint(2**31))
         self._env.reset()
         self._steps = 0
         self._sample_goal()
-        return self.observation(), {"distance": self.distance_to_goal(), "success": self.is_success(), "steps": 0}
+        return self.observation(), {"distance": self.distance_to_goal(), "success": self.is_success(), "steps": 0,
+                                    "variation": dict(self.episode_variation)}
 
     def step(self, action) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
         """Apply ``action`` (clipped to the action bounds) ``action_repeat`` times.
@@ -287,12 +298,13 @@ class GoalReachingEnv(gymnasium.Env):
     def render(self, size: int | None = None, show_goal_marker: bool = False) -> np.ndarray:
         """A frame from the env's camera; ``show_goal_marker`` draws the goal marker (for videos)."""
         size = size or self.image_size
+        extra = {"scene_callback": self.variation.scene_callback} if self.variation is not None else {}
         if not (show_goal_marker and self._marker_rgba is not None):
-            return self.physics.render(size, size, camera_id=self.camera_id)
+            return self.physics.render(size, size, camera_id=self.camera_id, **extra)
         rgba = self.physics.named.model.geom_rgba
         rgba[self.goal_task.marker_geom] = self._marker_rgba
         try:
-            return self.physics.render(size, size, camera_id=self.camera_id)
+            return self.physics.render(size, size, camera_id=self.camera_id, **extra)
         finally:
             rgba[self.goal_task.marker_geom, 3] = 0.0
 
