@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from jepa_wm.data.envs import OBS_TYPES, make_env
+from jepa_wm.data.envs.variation import recorded_env
 from jepa_wm.data.policies import make_policy
 from jepa_wm.data.storage import (
     DATASET_FILES,
@@ -54,7 +55,7 @@ def dataset_header(env_cfg, steps_per_episode, policy_cfg, seed, episodes, episo
     env.reset(seed=0)
     header = {
         "format_version": FORMAT_VERSION,
-        "env": dict(env_cfg),
+        "env": recorded_env(env_cfg),
         "observations": {key: list(shape) for key, (shape, _) in env.observation_spec().items()},
         "physics_size": env.state_size,
         "position_size": int(env.position().shape[0]),

@@ -109,3 +109,26 @@ def test_a_plan_report_records_what_each_episode_drew(tmp_path):
     from jepa_wm.seeds import evaluation_seed
 
     assert env.reset(seed=evaluation_seed(0, 2, "dev"))[1]["variation"] == row["variation"][2]  # reproducible
+
+
+def test_a_dataset_collected_before_the_variation_key_resumes_and_one_collected_with_variation_says_so(tmp_path):
+    from jepa_wm.data.collect import collect
+    from jepa_wm.data.storage import load_manifest
+
+    before = {key: value for key, value in env_config("point_mass-easy").items() if key != "variation"}
+    policy = {"name": "random"}
+    collect(before, tmp_path / "data", episodes=2, steps_per_episode=3, policy=policy, episodes_per_shard=1,
+            progress=False)
+    nominal = env_config("point_mass-easy")  # every strength 0: the same task
+    collect(nominal, tmp_path / "data", episodes=2, steps_per_episode=3, policy=policy, episodes_per_shard=1,
+            progress=False)
+    assert "variation" not in load_manifest(tmp_path / "data")["env"]
+    with_variation = env_config("point_mass-easy", variation={**nominal["variation"], "mass": 0.5})
+    collect(with_variation, tmp_path / "varied", episodes=2, steps_per_episode=3, policy=policy, episodes_per_shard=1,
+            progress=False)
+    assert load_manifest(tmp_path / "varied")["env"]["variation"]["mass"] == 0.5
+    from jepa_wm.data.storage import DatasetError
+
+    with pytest.raises(DatasetError, match="already holds a different dataset"):
+        collect(with_variation, tmp_path / "data", episodes=2, steps_per_episode=3, policy=policy,
+                episodes_per_shard=1, progress=False)

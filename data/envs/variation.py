@@ -47,6 +47,15 @@ def check_strengths(strengths) -> dict[str, float]:
     return {name: float(value) for name, value in strengths.items() if value > 0}
 
 
+def recorded_env(env_cfg) -> dict:
+    """An env config as a dataset records it: ``variation`` only when some factor is on, so that a config from
+    before the key and one with every strength 0 describe the same data (and a dataset resumes either way)."""
+    settings = dict(env_cfg)
+    if not check_strengths(settings.get("variation")):
+        settings.pop("variation", None)
+    return settings
+
+
 class SceneVariation:
     """Applies one episode's variation to a dm_control physics, always starting again from the nominal model."""
 
