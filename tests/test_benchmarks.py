@@ -165,7 +165,8 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     assert (tmp_path / "gap.png").is_file()
 
 
-@pytest.mark.parametrize("study", ["suite", "history", "costs", "acting", "training_length", "gap", "zoo", "ablation"])
+@pytest.mark.parametrize("study", ["suite", "history", "costs", "acting", "training_length", "gap", "zoo", "ablation",
+                                   "robustness"])
 def test_every_study_refuses_a_stage_it_does_not_have_before_it_runs_anything(study, tmp_path):
     import importlib
 
@@ -189,3 +190,30 @@ def test_the_studies_run_as_scripts_without_extending_the_import_path():
     result = subprocess.run([sys.executable, "benchmarks/costs.py", "stages=[report]", "tasks=[point_mass-easy]",
                              "out=/nonexistent-jepa-wm-study"], cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_robustness_table_reads_each_cell_and_takes_physical_baselines_from_the_changed_simulator(tmp_path,
+                                                                                                      monkeypatch):
+    import robustness
+
+    from jepa_wm.config import compose
+
+    monkeypatch.setattr(robustness, "FIGURE", tmp_path / "robustness.png")
+    cfg = compose("robustness", [f"out={tmp_path}", "tasks=[reacher-easy]", "factors=[camera,mass]", "episodes=4"])
+    cell = robustness.cell
+    write_report(cell(tmp_path, "reacher-easy", "", 0, "ours"), [row("ours", 1.0, episodes=4)])
+    write_report(cell(tmp_path, "reacher-easy", "", 0, "baselines"), [row("random", 0.0, 4), row("oracle", 1.0, 4)])
+    for factor, rates in {"camera": (0.75, 0.25), "mass": (1.0, 0.5)}.items():
+        for strength, rate in zip(cfg.strengths, rates):
+            write_report(cell(tmp_path, "reacher-easy", factor, strength, "ours"), [row("ours", rate, episodes=4)])
+    write_report(cell(tmp_path, "reacher-easy", "mass", 1.0, "baselines"), [row("random", 0.25, 4), row("oracle", 0.75, 4)])
+    text = robustness.report(cfg, tmp_path)
+    lines = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| reacher-easy")}
+    assert lines["camera"].endswith("| 100% [51%, 100%] | 75% [30%, 95%] | 25% [5%, 70%] | 0% | 100% |")
+    assert lines["mass"].endswith("| 50% [15%, 85%] | 25% | 75% |")  # the oracle under the changed masses
+    assert (tmp_path / "robustness.png").is_file() and "Remedy" not in text
+    for scene, (shipped, trained) in {"nominal": (1.0, 1.0), "camera": (0.25, 0.75)}.items():
+        for label, rate in (("shipped", shipped), ("remedy", trained)):
+            write_report(robustness.remedy_directory(tmp_path) / "results" / scene / label, [row("ours", rate, episodes=4)])
+    text = robustness.report(cfg, tmp_path)
+    assert "| camera | 25% [5%, 70%] | 75% [30%, 95%] |" in text and "| floor_colour |" not in text

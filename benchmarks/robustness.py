@@ -1,0 +1,172 @@
+"""Robust to what changes? Planning success of the shipped models when the scene varies, factor by factor.
+
+Each task's shipped model (trained on the nominal scene) plans the first ``episodes`` test episodes of the suite
+under every factor of ``env.variation`` (``data/envs/variation.py``: floor and body colours, light, camera turn,
+distractor shapes, masses, friction, actuator gear) at each strength, the same episodes at strength 0 beside them.
+Random and the oracle plan the same episodes: once for the nominal scene (a visual change is nothing to them: they
+read no pixels) and again under each physical change (the oracle plans with the changed simulator).
+
+One training-time remedy is measured on dev episodes: the suite's data collected under visual variation, the suite's
+model trained on it (same size, steps and seed as the shipped one), both planned under each varied factor.
+
+    python benchmarks/robustness.py
+    python benchmarks/robustness.py stages=[report] --write
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from _report import pyplot, save_figure
+from omegaconf import OmegaConf
+from _study import Study, evaluate, report_rows
+from suite import task_groups
+
+from jepa_wm.cli import benchmark
+from jepa_wm.config import as_overrides, load_group, to_dict
+from jepa_wm.data.envs.variation import FACTORS, PHYSICAL_FACTORS
+from jepa_wm.pipeline import collect_stage, train_stage
+
+STAGES = ("evaluate", "remedy", "report")
+FIGURE = Path(__file__).resolve().parent / "figures" / "robustness.png"
+SECTION = "Robustness to scene variation (cpu)"
+
+
+def cell(out: Path, task: str, factor: str, strength: float, who: str) -> Path:
+    name = "nominal" if strength == 0 else f"{factor}-{strength:g}"
+    return out / "robustness" / "results" / task / name / who
+
+
+def variation(factor: str, strength: float) -> list[str]:
+    return [] if strength == 0 else [f"env.variation.{factor}={strength}"]
+
+
+def main(argv: list[str]) -> None:
+    study = Study("robustness", argv, STAGES)
+    cfg, out = study.cfg, study.out
+    unknown = sorted(set(cfg.factors) - set(FACTORS))
+    if unknown:
+        raise SystemExit(f"factors={unknown}: not variation factors (choices: {', '.join(FACTORS)})")
+    plan = [*as_overrides(cfg.plan), f"episodes={cfg.episodes}"]
+    if study.wants("evaluate"):
+        for task in cfg.tasks:
+            ours = [f"checkpoint=pretrained:{task}", f"env={task}", *plan]
+            baselines = [f"env={task}", "baselines=true", "methods=[random,oracle]", "mpc.frameskip=5", *plan]
+            study.run(f"robustness {task} nominal ours", evaluate, cell(out, task, "", 0, "ours"), ours)
+            study.run(f"robustness {task} nominal baselines", evaluate, cell(out, task, "", 0, "baselines"), baselines)
+            for factor in cfg.factors:
+                for strength in cfg.strengths:
+                    study.run(f"robustness {task} {factor} {strength:g} ours", evaluate,
+                              cell(out, task, factor, strength, "ours"), [*ours, *variation(factor, strength)])
+                    if factor in PHYSICAL_FACTORS:
+                        study.run(f"robustness {task} {factor} {strength:g} baselines", evaluate,
+                                  cell(out, task, factor, strength, "baselines"),
+                                  [*baselines, *variation(factor, strength)])
+    if study.wants("remedy"):
+        remedy(study)
+    study.report(SECTION, lambda: report(cfg, out))
+
+
+def remedy_directory(out: Path) -> Path:
+    return out / "robustness" / "remedy"
+
+
+def remedy(study: Study) -> None:
+    """The suite's data of the remedy's task collected under visual variation, the suite's model trained on it; the
+    shipped model and it planned on dev episodes, nominal and under each factor of the remedy at strength 1."""
+    cfg, out = study.cfg, study.out
+    task, spec = cfg.remedy.task, cfg.remedy
+    group = next(group for group, tasks in task_groups([task]).items())
+    nominal = to_dict(load_group("env", group))
+    env_cfg = OmegaConf.create({**nominal, "variation": {**nominal["variation"], **to_dict(spec.variation)}})
+    home = remedy_directory(out)
+    study.run(f"remedy collect {group}", collect_stage, env_cfg, home / "dataset", as_overrides(cfg.collect),
+              workers=cfg.workers, progress=False)
+    checkpoint = study.run(f"remedy train {group}", train_stage, home / "dataset", home / "model",
+                           as_overrides(cfg.train), 0)
+    plan = [*as_overrides(cfg.plan), "split=dev", f"episodes={spec.episodes}", f"env={task}"]
+    for factor in ["nominal", *spec.variation]:
+        varied = [] if factor == "nominal" else [f"env.variation.{factor}={spec.variation[factor]}"]
+        for label, model in (("shipped", f"pretrained:{task}"), ("remedy", checkpoint)):
+            study.run(f"remedy {task} {factor} {label}", evaluate, home / "results" / factor / label,
+                      [f"checkpoint={model}", *plan, *varied])
+
+
+def rate(path: Path, method: str) -> dict | None:
+    return report_rows(path).get(method)
+
+
+def report(cfg, out: Path) -> str:
+    lines = [
+        f"Shipped models (trained on the nominal scene, training seed 0) on the first {cfg.episodes} test episodes of "
+        f"the suite (plan seed 0, never used for tuning), under each variation factor at each strength "
+        f"(`env.variation.FACTOR=STRENGTH`; ranges in data/envs/variation.py). Each cell: success rate [95% Wilson "
+        f"interval]. Random and the oracle plan the same episodes; they read no pixels, so their visual rows are the "
+        f"nominal ones; under a physical change the oracle plans with the changed simulator. "
+        f"Figure: [benchmarks/figures/robustness.png](benchmarks/figures/robustness.png).",
+        "",
+        "| task | factor | " + " | ".join(f"ours s={s:g}" for s in [0, *cfg.strengths])
+        + f" | random s={max(cfg.strengths):g} | oracle s={max(cfg.strengths):g} |",
+        "| --- | --- |" + " ---: |" * (len(cfg.strengths) + 3),
+    ]
+    curves = {}
+    for task in cfg.tasks:
+        nominal = rate(cell(out, task, "", 0, "ours"), "ours")
+        if nominal is None:
+            continue
+        for factor in cfg.factors:
+            rows = [nominal] + [rate(cell(out, task, factor, s, "ours"), "ours") for s in cfg.strengths]
+            if any(row is None for row in rows):
+                continue
+            curves[(task, factor)] = [row["success_rate"] for row in rows]
+            top = max(cfg.strengths)
+            baselines = cell(out, task, factor, top, "baselines") if factor in PHYSICAL_FACTORS else \
+                cell(out, task, "", 0, "baselines")
+            random, oracle = rate(baselines, "random"), rate(baselines, "oracle")
+            cells = [f"{row['success_rate']:.0%} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]" for row in rows]
+            lines.append(f"| {task} | {factor} | " + " | ".join(cells)
+                         + f" | {random['success_rate']:.0%} | {oracle['success_rate']:.0%} |" if random and oracle
+                         else f"| {task} | {factor} | " + " | ".join(cells) + " | - | - |")
+    remedy_text = remedy_report(cfg, out)
+    if curves:
+        plot(curves, [0, *cfg.strengths], cfg.tasks, FIGURE)
+    return "\n".join(lines) + ("\n\n" + remedy_text if remedy_text else "")
+
+
+def remedy_report(cfg, out: Path) -> str | None:
+    spec, results = cfg.remedy, remedy_directory(out) / "results"
+    rows = []
+    for factor in ["nominal", *spec.variation]:
+        found = {label: rate(results / factor / label, "ours") for label in ("shipped", "remedy")}
+        if all(found.values()):
+            rows.append(f"| {factor} | " + " | ".join(
+                f"{row['success_rate']:.0%} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]" for row in found.values()) + " |")
+    if not rows:
+        return None
+    collected = ", ".join(f"{factor} {strength:g}" for factor, strength in spec.variation.items())
+    return "\n".join([
+        f"Remedy (dev episodes, {spec.episodes} per cell): {spec.task}'s data collected under variation ({collected}; "
+        f"{cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps, as the suite's), the suite's model "
+        f"trained on it ({cfg.train.trainer.max_steps} steps, seed 0), beside the shipped model (the same on nominal "
+        f"data). Each row plans under one factor at strength 1.",
+        "", "| scene | shipped model | trained with variation |", "| --- | ---: | ---: |", *rows])
+
+
+def plot(curves: dict, strengths: list[float], tasks, path: Path) -> None:
+    plt = pyplot()
+    tasks = [task for task in tasks if any(key[0] == task for key in curves)]
+    figure, axes = plt.subplots(1, len(tasks), figsize=(3.6 * len(tasks), 3.4), squeeze=False)
+    for axis, task in zip(axes[0], tasks):
+        for (_, factor), values in ((key, v) for key, v in curves.items() if key[0] == task):
+            style = "--" if factor in PHYSICAL_FACTORS else "-"
+            axis.plot(strengths, values, style, marker="o", label=factor, color=f"C{FACTORS.index(factor)}")
+        axis.set_title(task, fontsize=9)
+        axis.set_xlabel("variation strength")
+        axis.set_ylim(0, 1.05)
+    axes[0][0].set_ylabel("success rate (test episodes)")
+    axes[0][-1].legend(fontsize=7)
+    save_figure(figure, path)
+
+
+if __name__ == "__main__":
+    benchmark(main)
