@@ -49,19 +49,24 @@ def main(argv: list[str]) -> None:
         raise SystemExit(f"factors={unknown}: not variation factors (choices: {', '.join(FACTORS)})")
     plan = [*as_overrides(cfg.plan), f"episodes={cfg.episodes}"]
     if study.wants("evaluate"):
+        ours = {task: [f"checkpoint=pretrained:{task}", f"env={task}", *plan] for task in cfg.tasks}
+        baselines = {task: [f"env={task}", "baselines=true", "methods=[random,oracle]", "mpc.frameskip=5", *plan]
+                     for task in cfg.tasks}
         for task in cfg.tasks:
-            ours = [f"checkpoint=pretrained:{task}", f"env={task}", *plan]
-            baselines = [f"env={task}", "baselines=true", "methods=[random,oracle]", "mpc.frameskip=5", *plan]
-            study.run(f"robustness {task} nominal ours", evaluate, cell(out, task, "", 0, "ours"), ours)
-            study.run(f"robustness {task} nominal baselines", evaluate, cell(out, task, "", 0, "baselines"), baselines)
+            study.run(f"robustness {task} nominal ours", evaluate, cell(out, task, "", 0, "ours"), ours[task])
+            study.run(f"robustness {task} nominal baselines", evaluate, cell(out, task, "", 0, "baselines"),
+                      baselines[task])
+        # The strongest change first, every factor on every task, then the milder ones: a study stopped early
+        # still covers every task and factor.
+        for strength in sorted(cfg.strengths, reverse=True):
             for factor in cfg.factors:
-                for strength in cfg.strengths:
+                for task in cfg.tasks:
                     study.run(f"robustness {task} {factor} {strength:g} ours", evaluate,
-                              cell(out, task, factor, strength, "ours"), [*ours, *variation(factor, strength)])
+                              cell(out, task, factor, strength, "ours"), [*ours[task], *variation(factor, strength)])
                     if factor in PHYSICAL_FACTORS:
                         study.run(f"robustness {task} {factor} {strength:g} baselines", evaluate,
                                   cell(out, task, factor, strength, "baselines"),
-                                  [*baselines, *variation(factor, strength)])
+                                  [*baselines[task], *variation(factor, strength)])
     if study.wants("remedy"):
         remedy(study)
     study.report(SECTION, lambda: report(cfg, out))
@@ -116,14 +121,15 @@ def report(cfg, out: Path) -> str:
             continue
         for factor in cfg.factors:
             rows = [nominal] + [rate(cell(out, task, factor, s, "ours"), "ours") for s in cfg.strengths]
-            if any(row is None for row in rows):
+            if all(row is None for row in rows[1:]):
                 continue
-            curves[(task, factor)] = [row["success_rate"] for row in rows]
+            curves[(task, factor)] = [row["success_rate"] if row else float("nan") for row in rows]
             top = max(cfg.strengths)
             baselines = cell(out, task, factor, top, "baselines") if factor in PHYSICAL_FACTORS else \
                 cell(out, task, "", 0, "baselines")
             random, oracle = rate(baselines, "random"), rate(baselines, "oracle")
-            cells = [f"{row['success_rate']:.0%} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]" for row in rows]
+            cells = [f"{row['success_rate']:.0%} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]" if row else "-"
+                     for row in rows]
             lines.append(f"| {task} | {factor} | " + " | ".join(cells)
                          + f" | {random['success_rate']:.0%} | {oracle['success_rate']:.0%} |" if random and oracle
                          else f"| {task} | {factor} | " + " | ".join(cells) + " | - | - |")
