@@ -105,19 +105,15 @@ class SceneVariation:
     # Each factor reads its strength s and uniform draws u in [-1, 1] (a change of s * u x its range) and returns
     # one number to record.
     def _floor_colour(self, model, s, u) -> float:
-        shift = 0.5 * s * u[:3]
-        for material in self.floor_materials:
-            model.mat_rgba[material, :3] = np.clip(self.nominal["mat_rgba"][material, :3] + shift, 0, 1)
-        for geom in self.floor_geoms:
-            model.geom_rgba[geom, :3] = np.clip(self.nominal["geom_rgba"][geom, :3] + shift, 0, 1)
-        return float(np.abs(shift).max())
+        return self._tint(model, 0.5 * s * u[:3], self.floor_materials, self.floor_geoms)
 
     def _body_colour(self, model, s, u) -> float:
-        shift = 0.5 * s * u[:3]
-        for material in self.body_materials:
-            model.mat_rgba[material, :3] = np.clip(self.nominal["mat_rgba"][material, :3] + shift, 0, 1)
-        for geom in self.body_geoms:
-            model.geom_rgba[geom, :3] = np.clip(self.nominal["geom_rgba"][geom, :3] + shift, 0, 1)
+        return self._tint(model, 0.5 * s * u[:3], self.body_materials, self.body_geoms)
+
+    def _tint(self, model, shift, materials, geoms) -> float:
+        """Move the RGB of ``materials`` and ``geoms`` by ``shift`` from their nominal colour (clipped to [0, 1])."""
+        model.mat_rgba[materials, :3] = np.clip(self.nominal["mat_rgba"][materials, :3] + shift, 0, 1)
+        model.geom_rgba[geoms, :3] = np.clip(self.nominal["geom_rgba"][geoms, :3] + shift, 0, 1)
         return float(np.abs(shift).max())
 
     def _light(self, model, s, u) -> float:
