@@ -43,12 +43,15 @@ def mean(values) -> float:
     return statistics.mean(values) if values else float("nan")
 
 
-def report(cfg, out: Path, timings: suite.Timings) -> str:
+def report(cfg, out: Path, timings: suite.Timings, figure: Path | None = None) -> str:
+    """The variants' table (and figure: ``figure``, or the ablation's) from the reports and runs on disk."""
+    figure = figure or FIGURE
     groups = {task: group for group, tasks in suite.task_groups(list(cfg.tasks)).items() for task in tasks}
     rows = {}
     for task in cfg.tasks:
         for model in cfg.models:
-            summary = suite.summarize_task(out / "results" / task / suite.DEFAULT_VARIANT, model, cfg.seeds)
+            summary = suite.summarize_task(suite.results_directory(out, cfg.plan.split, task, suite.DEFAULT_VARIANT),
+                                           model, cfg.seeds)
             if not summary:
                 continue
             finished = summary["finished_seeds"]  # a run still training has a partial metrics.csv
@@ -57,15 +60,15 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
             rows[(task, model)] = {**summary, **{name: mean(v.get(name) for v in validation) for name in VALIDATION_METRICS},
                                    "train_minutes": mean(seconds) / 60}
     if rows:
-        plot_ablation(rows, list(cfg.models), FIGURE)
+        plot_ablation(rows, list(cfg.models), figure, cfg.plan.split)
     lines = [
         f"Up to {len(cfg.seeds)} training seeds per variant and task (the seeds column: how many finished), {cfg.train.trainer.max_steps} steps on the same data "
         f"({cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps), the same CEM MPC, "
-        f"{cfg.plan.episodes} test-split episodes. Rollout ratio: validation open-loop error / copying the last "
+        f"{cfg.plan.episodes} {cfg.plan.split}-split episodes. Rollout ratio: validation open-loop error / copying the last "
         f"embedding (< 1 beats 'nothing moves'); probe: R^2 of the goal coordinates from embeddings; rank corr.: "
         f"latent vs true distance over pairs of validation frames; train min: wall minutes per model as it "
         f"ran (they depend on what else the machine ran at the time). Figure: "
-        f"[benchmarks/figures/ablation.png](benchmarks/figures/ablation.png).",
+        f"[benchmarks/figures/{figure.name}](benchmarks/figures/{figure.name}).",
         "",
         "| task | variant | seeds | success (mean +- std) | pooled 95% CI | final distance | rollout ratio | probe R2 | rank corr. | train min |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
@@ -82,7 +85,7 @@ def report(cfg, out: Path, timings: suite.Timings) -> str:
     return "\n".join(lines)
 
 
-def plot_ablation(rows: dict, models: list[str], path: Path) -> None:
+def plot_ablation(rows: dict, models: list[str], path: Path, split: str = "test") -> None:
     """Success per task and variant (mean +- std over seeds)."""
     plt = pyplot()
     import numpy as np
@@ -97,7 +100,7 @@ def plot_ablation(rows: dict, models: list[str], path: Path) -> None:
                  capsize=3, label=model)
     axis.set_xticks(np.arange(len(tasks)), tasks)
     axis.set_ylim(0, 1.05)
-    axis.set_ylabel("success rate (test episodes)")
+    axis.set_ylabel(f"success rate ({split} episodes)")
     axis.legend(fontsize=7, ncol=2)
     save_figure(figure, path)
 

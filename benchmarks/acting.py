@@ -15,7 +15,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import costs
-import history
 import suite
 from _study import Study, evaluate
 
@@ -72,7 +71,7 @@ def main(argv: list[str]) -> None:
                     for split, episodes in cfg.splits.items():
                         if not episodes:
                             continue
-                        results = history.results_directory(out, split, task, schedule)
+                        results = suite.results_directory(out, split, task, schedule)
                         for way, spec in cfg.ways.items():
                             checkpoint = checkpoint_of(cfg, run, spec.policy)
                             if not checkpoint.is_file():
@@ -106,7 +105,7 @@ def report(cfg, out: Path) -> str:
                 if not episodes:
                     continue
                 for way in cfg.ways:
-                    s = suite.summarize_task(history.results_directory(out, split, task, schedule),
+                    s = suite.summarize_task(suite.results_directory(out, split, task, schedule),
                                              way_name(cfg, way), cfg.seeds)
                     if not s:
                         continue

@@ -77,7 +77,7 @@ def main(argv: list[str]) -> None:
                     for split, episodes in cfg.splits.items():
                         if not episodes:  # splits.test=0: a dev pass that only chooses
                             continue
-                        results = history.results_directory(out, split, task, schedule)
+                        results = suite.results_directory(out, split, task, schedule)
                         for cost, spec in selected_costs(cfg).items():
                             for seed in cfg.seeds:
                                 run = suite.run_directory(out, group, candidate, seed)
@@ -97,7 +97,7 @@ def summaries(cfg, out: Path) -> dict:
             for schedule in cfg.schedules:
                 for candidate in cfg.candidates:
                     for cost in cfg.costs:
-                        summary = suite.summarize_task(history.results_directory(out, split, task, schedule),
+                        summary = suite.summarize_task(suite.results_directory(out, split, task, schedule),
                                                        model_name(candidate, cost), cfg.seeds)
                         if summary:
                             found[(split, task, schedule, candidate, cost)] = summary

@@ -31,11 +31,6 @@ FIGURE = Path(__file__).resolve().parent / "figures" / "history.png"
 SECTION = "Predictor history: seeing velocity (cpu)"
 
 
-def results_directory(out: Path, split: str, task: str, schedule: str) -> Path:
-    """Test reports sit beside the suite's (``results/``); dev reports apart (``results-dev/``)."""
-    return out / ("results" if split == "test" else f"results-{split}") / task / schedule
-
-
 def rollout_error_ratios(run: Path) -> list[float]:
     """Validation open-loop error per model step over the copy-last error, from the last validation."""
     path = run / "csv" / "metrics.csv"
@@ -79,7 +74,7 @@ def main(argv: list[str]) -> None:
             for task in tasks:
                 for schedule, extra in cfg.schedules.items():
                     for split, episodes in cfg.splits.items():
-                        results = results_directory(out, split, task, schedule)
+                        results = suite.results_directory(out, split, task, schedule)
                         settings = [*plan, f"split={split}", f"episodes={episodes}", *extra]
                         if study.wants("baselines"):
                             study.run(f"baselines {task} {schedule} {split}", evaluate, results / "baselines",
@@ -101,7 +96,7 @@ def summaries(cfg, out: Path) -> dict:
         for task in cfg.tasks:
             for schedule in cfg.schedules:
                 for model in cfg.candidates:
-                    summary = suite.summarize_task(results_directory(out, split, task, schedule), model, cfg.seeds)
+                    summary = suite.summarize_task(suite.results_directory(out, split, task, schedule), model, cfg.seeds)
                     if summary:
                         found[(split, task, schedule, model)] = summary
     return found

@@ -49,6 +49,17 @@ def run_directory(out: Path, group: str, model: str, seed: int) -> Path:
     return out / group / model / f"seed-{seed}"
 
 
+def results_directory(out: Path, split: str, task: str, schedule: str) -> Path:
+    """Test reports in ``results/``; reports on other splits apart (``results-dev/``), so that a study choosing
+    settings on dev episodes never mixes its reports with the test reports of the same runs."""
+    return out / ("results" if split == "test" else f"results-{split}") / task / schedule
+
+
+def split_tag(split: str) -> str:
+    """What stage names add for a split other than test (their timings are kept apart too)."""
+    return "" if split == "test" else f" ({split})"
+
+
 def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching suite (cpu)", reporter=None) -> None:
     """Run the stages of ``configs/<config>.yaml``; with ``--write`` put the report into BENCHMARKS.md."""
     study = Study(config, argv, STAGES)
@@ -69,16 +80,17 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
                               run_directory(out, group, model, seed), [*train, *model_overrides], seed)
             for task in tasks:
                 for schedule, extra in schedules(cfg, task).items():
-                    results = out / "results" / task / schedule
+                    results = results_directory(out, cfg.plan.split, task, schedule)
+                    tag = split_tag(cfg.plan.split)
                     if study.wants("baselines"):  # once per task: later models reuse the report
-                        study.run(f"baselines {task} {schedule}", evaluate, results / "baselines",
+                        study.run(f"baselines {task} {schedule}{tag}", evaluate, results / "baselines",
                                   [f"env={task}", "baselines=true", "methods=[random,oracle]",
                                    f"mpc.frameskip={frameskip}", *plan, *extra])
                     if not study.wants("evaluate"):
                         continue
                     for seed in cfg.seeds:
                         checkpoint = run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint
-                        study.run(f"evaluate {task} {schedule} {model} seed {seed}", evaluate,
+                        study.run(f"evaluate {task} {schedule} {model} seed {seed}{tag}", evaluate,
                                   results / model / f"seed-{seed}",
                                   [f"checkpoint={checkpoint}", f"env={task}", *plan, *extra])
     study.report(section, lambda: (reporter or report)(cfg, out, study.timings))
@@ -116,7 +128,7 @@ def report(cfg, out: Path, timings: Timings) -> str:
     for task in cfg.tasks:
         for schedule in schedules(cfg, task):
             for model in cfg.models:
-                summary = summarize_task(out / "results" / task / schedule, model, cfg.seeds)
+                summary = summarize_task(results_directory(out, cfg.plan.split, task, schedule), model, cfg.seeds)
                 if summary:
                     summaries[(task, schedule, model)] = summary
     write_json_atomic(out / "suite.json", {"/".join(key): summary for key, summary in summaries.items()})
@@ -125,7 +137,8 @@ def report(cfg, out: Path, timings: Timings) -> str:
     lines = [
         f"Up to {len(cfg.seeds)} training seeds per task ({', '.join(map(str, cfg.seeds))}; the seeds column says how "
         f"many have finished); each evaluated on the same "
-        f"{cfg.plan.episodes} test-split episodes (plan seed {cfg.plan.seed}, never used for tuning), as are random "
+        f"{cfg.plan.episodes} {cfg.plan.split}-split episodes (plan seed {cfg.plan.seed}"
+        f"{', never used for tuning' if cfg.plan.split == 'test' else ''}), as are random "
         f"and the oracle (the same planner and step weighting with the true simulator and the task's own distance). "
         f"Data: {cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps per dynamics group; "
         f"training: {cfg.train.trainer.max_steps} steps; planning with checkpoints/{cfg.checkpoint}. Ours: mean +- "
@@ -145,8 +158,9 @@ def report(cfg, out: Path, timings: Timings) -> str:
     own = ({f"collect {group}" for group in groups}
            | {f"train {group} {model} seed {seed}" for group in groups for model in cfg.models for seed in cfg.seeds}
            | {f"{stage} {task} {schedule}{suffix}" for task in cfg.tasks for schedule in schedules(cfg, task)
-              for stage, suffix in [("baselines", "")] + [("evaluate", f" {model} seed {seed}")
-                                                         for model in cfg.models for seed in cfg.seeds]})
+              for stage, suffix in [("baselines", split_tag(cfg.plan.split))]
+              + [("evaluate", f" {model} seed {seed}{split_tag(cfg.plan.split)}") for model in cfg.models
+                 for seed in cfg.seeds]})
     stage_times = sorted((name, seconds) for name, seconds in timings.seconds.items() if name in own)  # not the studies'
     if stage_times:
         total = sum(seconds for _, seconds in stage_times)

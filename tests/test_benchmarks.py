@@ -97,11 +97,30 @@ def test_ablation_rows_average_each_variants_seeds_validation_and_training_time(
     still_training.write_text("step,val/rollout_error_ratio,val/probe_r2,val/distance_rank_correlation\n499,5.0,0.1,0.1\n")
     cfg = OmegaConf.create({"tasks": ["reacher-easy"], "seeds": [0, 1, 2], "models": {"default": [], "no-anti-collapse": []},
                             "train": {"trainer": {"max_steps": 1500}}, "collect": {"episodes": 150, "steps_per_episode": 100},
-                            "plan": {"episodes": 50}})
+                            "plan": {"episodes": 50, "split": "test"}})
     table = ablation.report(cfg, tmp_path, timings)
     assert ("| reacher-easy | default | 2 | 85% +- 7% | [77%, 91%] | 0.100 | 0.150 | 0.90 | 0.50 | 1.5 |" in table)
     assert "| reacher-easy | no-anti-collapse | 1 | 10% | [4%, 21%] | 0.100 | 1.500 | 0.90 | 0.50 | 1.0 |" in table
     assert "reacher-easy 0% / 100%" in table and (tmp_path / "ablation.png").is_file()
+
+
+def test_the_levers_study_reads_only_dev_reports_and_never_the_suites_test_reports_of_the_same_runs(tmp_path,
+                                                                                                      monkeypatch):
+    import levers
+    from jepa_wm.config import load_command_config
+    from omegaconf import OmegaConf
+
+    monkeypatch.setattr(levers, "FIGURE", tmp_path / "levers.png")
+    cfg = OmegaConf.merge(load_command_config("levers"), {"out": str(tmp_path), "tasks": ["finger-spin"]})
+    assert cfg.plan.split == "dev" and "default" in cfg.models  # the study chooses defaults: never on test
+    for split, rate in [("test", 0.9), ("dev", 0.4)]:  # the same run planned on both splits
+        results = suite.results_directory(tmp_path, split, "finger-spin", suite.DEFAULT_VARIANT)
+        write_report(results / "baselines", [row("random", 0.1), row("oracle", 1.0)])
+        write_report(results / "default" / "seed-0", [row("ours", rate)])
+    assert suite.results_directory(tmp_path, "test", "t", "s") != suite.results_directory(tmp_path, "dev", "t", "s")
+    table = levers.report(cfg, tmp_path, _study.Timings(tmp_path / "timings.json"))
+    assert "| finger-spin | default | 1 | 40% |" in table and "30 dev-split episodes" in table
+    assert "90%" not in table and levers.FIGURE.name in table
 
 
 def test_a_report_from_before_act_counts_as_the_planner_and_policy_budgets_matter_only_when_seeding():
@@ -166,14 +185,14 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
 
 
 @pytest.mark.parametrize("study", ["suite", "history", "costs", "acting", "training_length", "gap", "zoo", "ablation",
-                                   "robustness"])
+                                   "levers", "robustness"])
 def test_every_study_refuses_a_stage_it_does_not_have_before_it_runs_anything(study, tmp_path):
     import importlib
 
     arguments = [f"out={tmp_path}", "stages=[colect]"]
     with pytest.raises(SystemExit, match=r"unknown stage\(s\) \['colect'\]"):
-        if study == "ablation":  # the suite's stages under the ablation's config
-            suite.main(arguments, config="ablation")
+        if study in ("ablation", "levers"):  # the suite's stages under the study's config
+            suite.main(arguments, config=study)
         else:
             importlib.import_module(study).main(arguments)
     assert not any(tmp_path.iterdir())
