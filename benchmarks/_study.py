@@ -9,6 +9,7 @@ rows of ``jepa_wm.planning.evaluate.summarize`` (one per method); ``report_rows`
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from pathlib import Path
@@ -105,6 +106,16 @@ def evaluate(out: Path, overrides: list[str]) -> list[dict]:
         if comparable(saved["config"]) == comparable({**to_dict(cfg), "env": saved["config"]["env"]}):
             return saved["results"]
     return run_plan(cfg)["rows"]
+
+
+@functools.lru_cache(maxsize=None)
+def checkpoint_frameskip(checkpoint: str) -> int:
+    """Env steps per model step of a checkpoint (a path or ``pretrained:NAME``): random and the oracle beside a
+    model plan with the same action repeat as the model they are compared with."""
+    from jepa_wm.checkpoint import read_checkpoint
+    from jepa_wm.references import resolve_checkpoint
+
+    return int(read_checkpoint(resolve_checkpoint(checkpoint))["hyper_parameters"]["cfg"]["frameskip"])
 
 
 def report_rows(path: Path) -> dict:

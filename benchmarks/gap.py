@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from _report import pyplot, save_figure
-from _study import Study, evaluate, report_rows
+from _study import Study, checkpoint_frameskip, evaluate, report_rows
 from suite import run_directory, task_groups
 
 from jepa_wm.checkpoint import read_checkpoint
@@ -81,16 +81,10 @@ def main(argv: list[str]) -> None:
                         model = head if row == "ours-decoded" else checkpoint
                         overrides = [f"checkpoint={model}", f"env={task}", *plan, *extra]
                     else:  # the simulator's rows need no model: the task and the model's frameskip
-                        overrides = [f"env={task}", "baselines=true", f"mpc.frameskip={frameskip(checkpoint)}",
+                        overrides = [f"env={task}", "baselines=true", f"mpc.frameskip={checkpoint_frameskip(str(checkpoint))}",
                                      *plan, *extra]
                     study.run(f"gap {task} {label} {row}", evaluate, results_directory(out, task, label, row), overrides)
     study.report(SECTION, lambda: report(cfg, out))
-
-
-def frameskip(checkpoint: str) -> int:
-    from jepa_wm.references import resolve_checkpoint
-
-    return int(read_checkpoint(resolve_checkpoint(checkpoint))["hyper_parameters"]["cfg"]["frameskip"])
 
 
 def results_directory(out: Path, task: str, label: str, row: str) -> Path:

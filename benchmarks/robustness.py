@@ -19,7 +19,7 @@ from pathlib import Path
 
 from _report import pyplot, save_figure
 from omegaconf import OmegaConf
-from _study import Study, evaluate, report_rows
+from _study import Study, checkpoint_frameskip, evaluate, report_rows
 from suite import task_groups
 
 from jepa_wm.cli import benchmark
@@ -50,7 +50,8 @@ def main(argv: list[str]) -> None:
     plan = [*as_overrides(cfg.plan), f"episodes={cfg.episodes}"]
     if study.wants("evaluate"):
         ours = {task: [f"checkpoint=pretrained:{task}", f"env={task}", *plan] for task in cfg.tasks}
-        baselines = {task: [f"env={task}", "baselines=true", "methods=[random,oracle]", "mpc.frameskip=5", *plan]
+        baselines = {task: [f"env={task}", "baselines=true", "methods=[random,oracle]",
+                            f"mpc.frameskip={checkpoint_frameskip(f'pretrained:{task}')}", *plan]
                      for task in cfg.tasks}
         for task in cfg.tasks:
             study.run(f"robustness {task} nominal ours", evaluate, cell(out, task, "", 0, "ours"), ours[task])
