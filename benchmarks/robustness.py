@@ -6,8 +6,9 @@ distractor shapes, masses, friction, actuator gear) at each strength, the same e
 Random and the oracle plan the same episodes: once for the nominal scene (a visual change is nothing to them: they
 read no pixels) and again under each physical change (the oracle plans with the changed simulator).
 
-One training-time remedy is measured on dev episodes: the suite's data collected under visual variation, the suite's
-model trained on it (same size, steps and seed as the shipped one), both planned under each varied factor.
+A training-time remedy is measured on dev episodes: the suite's data collected under visual variation (at each
+strength of ``remedy.collections``), the suite's model trained on it (same size, steps and seed as the shipped one),
+each planned beside the shipped model on the nominal scene and under each factor of ``remedy.scenes`` at strength 1.
 
     python benchmarks/robustness.py
     python benchmarks/robustness.py stages=[report] --write
@@ -77,25 +78,36 @@ def remedy_directory(out: Path) -> Path:
     return out / "robustness" / "remedy"
 
 
+def remedy_scenes(spec) -> dict[str, list[str]]:
+    """Scene name -> the plan overrides that make it: nominal, and each of ``spec.scenes`` at strength 1."""
+    return {"nominal": [], **{factor: [f"env.variation.{factor}=1.0"] for factor in spec.scenes}}
+
+
 def remedy(study: Study) -> None:
-    """The suite's data of the remedy's task collected under visual variation, the suite's model trained on it; the
-    shipped model and it planned on dev episodes, nominal and under each factor of the remedy at strength 1."""
+    """For each of ``remedy.collections``: the suite's data of the remedy's task collected under that variation, the
+    suite's model trained on it; it and the shipped model planned on dev episodes in every scene of the remedy."""
     cfg, out = study.cfg, study.out
     task, spec = cfg.remedy.task, cfg.remedy
+    named = {factor for strengths in spec.collections.values() for factor in strengths} | set(spec.scenes)
+    unknown = sorted(named - set(FACTORS))
+    if unknown:
+        raise SystemExit(f"remedy: {unknown} are not variation factors (choices: {', '.join(FACTORS)})")
     group = next(group for group, tasks in task_groups([task]).items())
     nominal = to_dict(load_group("env", group))
-    env_cfg = OmegaConf.create({**nominal, "variation": {**nominal["variation"], **to_dict(spec.variation)}})
     home = remedy_directory(out)
-    study.run(f"remedy collect {group}", collect_stage, env_cfg, home / "dataset", as_overrides(cfg.collect),
-              workers=cfg.workers, progress=False)
-    checkpoint = study.run(f"remedy train {group}", train_stage, home / "dataset", home / "model",
-                           as_overrides(cfg.train), 0)
     plan = [*as_overrides(cfg.plan), "split=dev", f"episodes={spec.episodes}", f"env={task}"]
-    for factor in ["nominal", *spec.variation]:
-        varied = [] if factor == "nominal" else [f"env.variation.{factor}={spec.variation[factor]}"]
-        for label, model in (("shipped", f"pretrained:{task}"), ("remedy", checkpoint)):
-            study.run(f"remedy {task} {factor} {label}", evaluate, home / "results" / factor / label,
-                      [f"checkpoint={model}", *plan, *varied])
+    for scene, varied in remedy_scenes(spec).items():
+        study.run(f"remedy {task} {scene} shipped", evaluate, home / "shipped" / "results" / scene,
+                  [f"checkpoint=pretrained:{task}", *plan, *varied])
+    for name, strengths in spec.collections.items():
+        env_cfg = OmegaConf.create({**nominal, "variation": {**nominal["variation"], **to_dict(strengths)}})
+        study.run(f"remedy {name} collect {group}", collect_stage, env_cfg, home / name / "dataset",
+                  as_overrides(cfg.collect), workers=cfg.workers, progress=False)
+        checkpoint = study.run(f"remedy {name} train {group}", train_stage, home / name / "dataset",
+                               home / name / "model", as_overrides(cfg.train), 0)
+        for scene, varied in remedy_scenes(spec).items():
+            study.run(f"remedy {name} {task} {scene}", evaluate, home / name / "results" / scene,
+                      [f"checkpoint={checkpoint}", *plan, *varied])
 
 
 def rate(path: Path, method: str) -> dict | None:
@@ -141,22 +153,26 @@ def report(cfg, out: Path) -> str:
 
 
 def remedy_report(cfg, out: Path) -> str | None:
-    spec, results = cfg.remedy, remedy_directory(out) / "results"
+    spec, home = cfg.remedy, remedy_directory(out)
+    models = {"shipped": home / "shipped" / "results", **{name: home / name / "results" for name in spec.collections}}
     rows = []
-    for factor in ["nominal", *spec.variation]:
-        found = {label: rate(results / factor / label, "ours") for label in ("shipped", "remedy")}
-        if all(found.values()):
-            rows.append(f"| {factor} | " + " | ".join(
-                f"{row['success_rate']:.0%} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]" for row in found.values()) + " |")
+    for scene in remedy_scenes(spec):
+        found = [rate(results / scene, "ours") for results in models.values()]
+        if found[0] and any(found[1:]):
+            rows.append(f"| {scene} | " + " | ".join(
+                f"{row['success_rate']:.0%} [{row['ci95'][0]:.0%}, {row['ci95'][1]:.0%}]" if row else "-"
+                for row in found) + " |")
     if not rows:
         return None
-    collected = ", ".join(f"{factor} {strength:g}" for factor, strength in spec.variation.items())
+    collected = "; ".join(f"{name}: " + ", ".join(f"{factor} {strength:g}" for factor, strength in strengths.items())
+                          for name, strengths in spec.collections.items())
     return "\n".join([
         f"Remedy (dev episodes, {spec.episodes} per cell): {spec.task}'s data collected under variation ({collected}; "
         f"{cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps, as the suite's), the suite's model "
-        f"trained on it ({cfg.train.trainer.max_steps} steps, seed 0), beside the shipped model (the same on nominal "
-        f"data). Each row plans under one factor at strength 1.",
-        "", "| scene | shipped model | trained with variation |", "| --- | ---: | ---: |", *rows])
+        f"trained on each ({cfg.train.trainer.max_steps} steps, seed 0), beside the shipped model (the same on nominal "
+        f"data). Each row plans the nominal scene or one factor at strength 1.",
+        "", "| scene | shipped model | " + " | ".join(f"trained on {name}" for name in spec.collections) + " |",
+        "| --- | ---: |" + " ---: |" * len(spec.collections), *rows])
 
 
 def plot(curves: dict, strengths: list[float], tasks, path: Path) -> None:

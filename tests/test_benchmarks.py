@@ -231,8 +231,15 @@ def test_the_robustness_table_reads_each_cell_and_takes_physical_baselines_from_
     assert lines["camera"].endswith("| 100% [51%, 100%] | 75% [30%, 95%] | 25% [5%, 70%] | 0% | 100% |")
     assert lines["mass"].endswith("| 50% [15%, 85%] | 25% | 75% |")  # the oracle under the changed masses
     assert (tmp_path / "robustness.png").is_file() and "Remedy" not in text
-    for scene, (shipped, trained) in {"nominal": (1.0, 1.0), "camera": (0.25, 0.75)}.items():
-        for label, rate in (("shipped", shipped), ("remedy", trained)):
-            write_report(robustness.remedy_directory(tmp_path) / "results" / scene / label, [row("ours", rate, episodes=4)])
+    home = robustness.remedy_directory(tmp_path)
+    assert list(cfg.remedy.collections)[:2] == ["varied-1.0", "varied-0.5"]
+    for scene, (shipped, strong, mild) in {"nominal": (1.0, 1.0, 1.0), "camera": (0.25, 0.75, 0.5)}.items():
+        for model, rate in (("shipped", shipped), ("varied-1.0", strong), ("varied-0.5", mild)):
+            write_report(home / model / "results" / scene, [row("ours", rate, episodes=4)])
     text = robustness.report(cfg, tmp_path)
-    assert "| camera | 25% [5%, 70%] | 75% [30%, 95%] |" in text and "| floor_colour |" not in text
+    assert "| scene | shipped model | trained on varied-1.0 | trained on varied-0.5 |" in text
+    assert "| camera | 25% [5%, 70%] | 75% [30%, 95%] | 50% [15%, 85%] |" in text and "| floor_colour |" not in text
+    assert robustness.remedy_scenes(cfg.remedy)["camera"] == ["env.variation.camera=1.0"]
+    with pytest.raises(SystemExit, match=r"remedy: \['colour'\] are not variation factors"):
+        robustness.main([f"out={tmp_path / 'refused'}", "stages=[remedy]", "remedy.scenes=[colour]"])
+    assert not (tmp_path / "refused").exists()
