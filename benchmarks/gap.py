@@ -115,6 +115,28 @@ def episodes_changed(first: dict, second: dict) -> tuple[int, int]:
     return (sum(y and not x for x, y in zip(a, b)), sum(x and not y for x, y in zip(a, b)))
 
 
+def where_the_gap_is(rows: dict, probe: dict) -> str:
+    """What the rows say limits a model, every part that holds: ``none`` at >= 0.9 x the oracle; ``planner`` or
+    ``cost`` when 4 x the budget or the decoded cost wins back half the gap; ``encoding`` when the probe reads the
+    success coordinates badly from encodings (R^2 < 0.5); ``prediction`` when its R^2 falls by >= 0.2 over 5
+    predicted steps; ``whole picture`` when comparing every joint costs the oracle itself half the gap."""
+    ours, oracle = rows["ours"]["success_rate"], rows["oracle"]["success_rate"]
+    if ours >= 0.9 * oracle:
+        return "none"
+    gap = oracle - ours
+    parts = [name for name, column in (("planner", "ours-4x-budget"), ("cost", "ours-decoded"))
+             if column in rows and rows[column]["success_rate"] - ours >= gap / 2]
+    encoded, predicted = probe.get("probe_r2"), probe.get("probe_r2_predicted_5")
+    if encoded is not None and encoded < 0.5:
+        parts.append(f"encoding (R^2 {encoded:.2f})")
+    elif encoded is not None and predicted is not None and encoded - predicted >= 0.2:
+        parts.append(f"prediction (R^2 {encoded:.2f} -> {predicted:.2f})")
+    whole = rows.get("oracle-whole-pose")
+    if whole and oracle - whole["success_rate"] >= gap / 2:
+        parts.append(f"whole picture (oracle {whole['success_rate']:.0%})")
+    return "; ".join(parts) or "not explained by these rows"
+
+
 def report(cfg, out: Path) -> str:
     lines = [
         f"Each row plans the same {cfg.plan.episodes} {cfg.plan.split} episodes (plan seed {cfg.plan.seed}, never "
@@ -124,11 +146,15 @@ def report(cfg, out: Path) -> str:
         "trained on the model's own data); oracle whole-pose: the true simulator comparing every joint of the pose "
         "instead of the success coordinates. Probe R^2: the decoded cost's probe on held-out encodings, and on the "
         "model's own predictions 1 and 5 model steps ahead. decoded +/-: episodes the decoded cost reaches that the "
-        f"default does not / the other way round. Figure: [benchmarks/figures/gap.png](benchmarks/figures/gap.png).",
+        "default does not / the other way round. Limit: what the rows say holds the model back (benchmarks/gap.py, "
+        "where_the_gap_is: none at >= 0.9 x the oracle; planner or cost when 4x budget or decoded wins back half the "
+        "gap; encoding when the probe's R^2 on encodings is < 0.5; prediction when it falls by >= 0.2 over 5 steps; "
+        "whole picture when the whole-pose oracle loses half the gap). "
+        f"Figure: [benchmarks/figures/gap.png](benchmarks/figures/gap.png).",
         "",
         "| task | model | random | ours | 4x budget | decoded | decoded +/- | oracle whole-pose | oracle | ours / oracle "
-        "| probe R^2 enc / 1 / 5 steps | ms / step ours / decoded |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| probe R^2 enc / 1 / 5 steps | ms / step ours / decoded | limit |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     summaries = {}
     for group, tasks in task_groups(list(cfg.tasks)).items():
@@ -155,7 +181,7 @@ def report(cfg, out: Path) -> str:
                 ms = " / ".join(f"{rows[c]['ms_per_step']:.0f}" if c in rows else "-" for c in ("ours", "ours-decoded"))
                 lines.append(f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
                              f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('oracle-whole-pose')} | "
-                             f"{cell('oracle')} | {ratio} | {r2} | {ms} |")
+                             f"{cell('oracle')} | {ratio} | {r2} | {ms} | {where_the_gap_is(rows, probe)} |")
     if summaries:
         plot(summaries, FIGURE)
     return "\n".join(lines)

@@ -181,7 +181,25 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     assert cells[2:10] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1",
                            "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
     assert cells[10] == "- / - / -"  # no decoded head trained yet: no probe readings
+    assert cells[12] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
     assert (tmp_path / "gap.png").is_file()
+
+
+@pytest.mark.parametrize("rates, probe, limit", [
+    ({"ours": 0.92, "oracle": 1.0}, {}, "none"),
+    ({"ours": 0.5, "oracle": 1.0, "ours-4x-budget": 0.8}, {"probe_r2": 0.9, "probe_r2_predicted_5": 0.85}, "planner"),
+    ({"ours": 0.5, "oracle": 1.0, "ours-decoded": 0.74}, {"probe_r2": 0.9, "probe_r2_predicted_5": 0.85},
+     "not explained by these rows"),  # wins back under half the gap
+    ({"ours": 0.56, "oracle": 0.98}, {"probe_r2": 0.21, "probe_r2_predicted_5": 0.19}, "encoding (R^2 0.21)"),
+    ({"ours": 0.68, "oracle": 1.0, "oracle-whole-pose": 0.9}, {"probe_r2": 0.83, "probe_r2_predicted_5": 0.49},
+     "prediction (R^2 0.83 -> 0.49)"),
+    ({"ours": 0.5, "oracle": 1.0, "ours-decoded": 0.9, "oracle-whole-pose": 0.6}, {},
+     "cost; whole picture (oracle 60%)"),
+])
+def test_the_gap_table_names_each_part_that_holds_a_model_back(rates, probe, limit):
+    import gap
+
+    assert gap.where_the_gap_is({column: {"success_rate": rate} for column, rate in rates.items()}, probe) == limit
 
 
 @pytest.mark.parametrize("study", ["suite", "history", "costs", "acting", "training_length", "gap", "zoo", "ablation",
