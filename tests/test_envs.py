@@ -314,3 +314,18 @@ def test_the_env_is_a_gymnasium_env_that_passes_the_checker_and_vectorises():
     assert rewards.shape == (2,) and observations["pixels"].dtype == np.uint8
     vector.close()
     env.close()
+
+
+def test_no_reset_happens_inside_an_episode_or_an_action_repeat_past_dm_controls_own_time_limit():
+    """Published pitfall: an env wrapper whose time limit ends an episode in the middle of repeated actions resets
+    the physics there, and the goal pair or episode silently starts over. Ours steps the physics itself: past
+    dm_control's 1,000-control-step limit (20 s of reacher), time only moves on."""
+    env = reacher(obs_type="state", action_repeat=4, episode_length=300, terminate_on_success=False)
+    env.reset(seed=0)
+    start_time, dt = env.physics.data.time, env.physics.model.opt.timestep * env.physics_substeps
+    times = []
+    for step in range(300):  # 1,200 control steps
+        *_, truncated, _ = env.step(np.zeros(env.action_dim))
+        times.append(env.physics.data.time)
+        assert truncated == (step == 299)
+    assert times[-1] == pytest.approx(start_time + 1200 * dt) and np.all(np.diff(times) > 0)

@@ -282,7 +282,8 @@ def test_plan_report_has_the_documented_schema(tmp_path):
     assert [row["method"] for row in report["results"]] == ["ours", "random", "oracle"]
     for row in report["results"]:
         assert set(row) == {"env", "method", "planner", "success_rate", "ci95", "success_at_end_rate", "ci95_at_end",
-                            "final_distance", "ms_per_step", "episodes", "reached", "seed", "split"}
+                            "final_distance", "ms_per_step", "episodes", "reached", "solved_at_start", "seed",
+                            "split"}
         assert row["episodes"] == 2 and row["env"] == "reacher-easy" and row["split"] == "test"
         per_episode = [int(record.success) for record in result["records"][row["method"]]]
         assert row["reached"] == per_episode and row["success_rate"] == sum(per_episode) / 2
@@ -428,3 +429,22 @@ def test_the_training_time_evaluation_plans_with_the_cost_and_planner_its_config
     ours = controllers["ours"]
     assert ours.cost_model.objective.describe() == "latent cosine" and ours.cost_model.steps == "final"
     assert type(ours.planner).__name__ == "MPPI" and ours.planner.samples == 24
+
+
+def test_a_goal_already_met_at_the_start_is_counted_in_the_report_and_the_goal_sources_that_reject_it_have_none():
+    """Published pitfall: trajectory-offset pairs are not rejected, so a short offset leaves goals met before any
+    action, which random then "reaches". The report counts them (``solved_at_start``) instead of hiding them."""
+    from jepa_wm.planning.evaluate import summarize
+
+    offset = to_dict(load_group("env", "reacher-offset25"))
+    short = make_env({**offset, "obs_type": "state", "goal_steps": 1, "episode_length": 3})
+    records = evaluate(short, {"random": RandomController()}, 8, seed=0, progress=False)["random"]
+    met = []
+    for episode in range(8):
+        short.reset(seed=evaluation_seed(0, episode, "dev"))
+        met.append(short.is_success())
+    assert [record.solved_at_start for record in records] == met and any(met) and not all(met)
+    assert summarize(records, short.name, "random", None, 0)["solved_at_start"] == sum(met)
+    rejecting = make_env({**to_dict(load_group("env", "reacher-easy")), "obs_type": "state", "episode_length": 1})
+    records = evaluate(rejecting, {"random": RandomController()}, 8, seed=0, progress=False)["random"]
+    assert not any(record.solved_at_start for record in records)
