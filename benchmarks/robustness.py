@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from _report import pyplot, save_figure
+from ablation import VALIDATION_METRICS, last_validation
 from omegaconf import OmegaConf
 from _study import Study, checkpoint_frameskip, evaluate, report_rows
 from suite import task_groups
@@ -172,7 +173,21 @@ def remedy_report(cfg, out: Path) -> str | None:
         f"trained on each ({cfg.train.trainer.max_steps} steps, seed 0), beside the shipped model (the same on nominal "
         f"data). Each row plans the nominal scene or one factor at strength 1.",
         "", "| scene | shipped model | " + " | ".join(f"trained on {name}" for name in spec.collections) + " |",
-        "| --- | ---: |" + " ---: |" * len(spec.collections), *rows])
+        "| --- | ---: |" + " ---: |" * len(spec.collections), *rows, *remedy_validation(spec, home)])
+
+
+def remedy_validation(spec, home: Path) -> list[str]:
+    """What each remedy model's last validation says it learned (the ablation's metrics): an encoder that keeps the
+    scene and loses the body predicts no better than copying the last embedding and decodes the goal coordinates
+    badly."""
+    found = {name: last_validation(home / name / "model") for name in spec.collections}
+    parts = [f"{name}: rollout ratio {v['rollout_ratio']:.2f}, probe R^2 {v['probe_r2']:.2f}, rank corr. "
+             f"{v['distance_correlation']:.2f}" for name, v in found.items() if len(v) == len(VALIDATION_METRICS)]
+    if not parts:
+        return []
+    return ["", "Validation of the remedy models (last validation on their own data; the ablation's metrics: rollout "
+            "error over copying the last embedding, < 1 beats 'nothing moves'; probe R^2 of the goal coordinates; "
+            "latent/true distance rank correlation): " + "; ".join(parts) + "."]
 
 
 def plot(curves: dict, strengths: list[float], tasks, path: Path) -> None:
