@@ -81,7 +81,8 @@ def main(argv: list[str]) -> None:
                         model = head if row == "ours-decoded" else checkpoint
                         overrides = [f"checkpoint={model}", f"env={task}", *plan, *extra]
                     else:  # the simulator's rows need no model: the task and the model's frameskip
-                        overrides = [f"env={task}", "baselines=true", f"mpc.frameskip={checkpoint_frameskip(str(checkpoint))}",
+                        overrides = [f"env={task}", "baselines=true",
+                                     f"mpc.frameskip={checkpoint_frameskip(str(checkpoint))}",
                                      *plan, *extra]
                     study.run(f"gap {task} {label} {row}", evaluate, results_directory(out, task, label, row), overrides)
     study.report(SECTION, lambda: report(cfg, out))

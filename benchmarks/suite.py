@@ -67,6 +67,7 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
     collect, train, plan = as_overrides(cfg.collect), as_overrides(cfg.train), as_overrides(cfg.plan)
     models = {name: list(extra) for name, extra in cfg.models.items()}
     frameskip = model_config(*train).frameskip
+    tag = split_tag(cfg.plan.split)
 
     for group, tasks in task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
@@ -81,7 +82,6 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
             for task in tasks:
                 for schedule, extra in schedules(cfg, task).items():
                     results = results_directory(out, cfg.plan.split, task, schedule)
-                    tag = split_tag(cfg.plan.split)
                     if study.wants("baselines"):  # once per task: later models reuse the report
                         study.run(f"baselines {task} {schedule}{tag}", evaluate, results / "baselines",
                                   [f"env={task}", "baselines=true", "methods=[random,oracle]",
@@ -155,12 +155,12 @@ def report(cfg, out: Path, timings: Timings) -> str:
                      f"{s['pooled_ci95'][1]:.0%}] | {s['random']:.0%} | {s['oracle']:.0%} | {ratio:.2f} | "
                      f"{s['final_distance']:.3f} | {s['ms_per_step']:.0f} |")
     groups = task_groups(list(cfg.tasks))
+    tag = split_tag(cfg.plan.split)
     own = ({f"collect {group}" for group in groups}
            | {f"train {group} {model} seed {seed}" for group in groups for model in cfg.models for seed in cfg.seeds}
            | {f"{stage} {task} {schedule}{suffix}" for task in cfg.tasks for schedule in schedules(cfg, task)
-              for stage, suffix in [("baselines", split_tag(cfg.plan.split))]
-              + [("evaluate", f" {model} seed {seed}{split_tag(cfg.plan.split)}") for model in cfg.models
-                 for seed in cfg.seeds]})
+              for stage, suffix in [("baselines", tag)]
+              + [("evaluate", f" {model} seed {seed}{tag}") for model in cfg.models for seed in cfg.seeds]})
     stage_times = sorted((name, seconds) for name, seconds in timings.seconds.items() if name in own)  # not the studies'
     if stage_times:
         total = sum(seconds for _, seconds in stage_times)
