@@ -17,6 +17,7 @@ from pathlib import Path
 from _report import machine_description, update_benchmarks_section
 
 from jepa_wm.config import compose, to_dict
+from jepa_wm.errors import ConfigError
 from jepa_wm.files import write_json_atomic
 from jepa_wm.planning.experiment import run_plan
 
@@ -42,6 +43,15 @@ class Timings:
         return result
 
 
+def only_these(choices, only, option: str, what: str) -> dict:
+    """The ``choices`` (name -> settings) a run works on: the names listed in ``only``, or all when it is empty.
+    A name that is not a choice stops the run (``option`` is the command-line key that listed it)."""
+    unknown = sorted(set(only or []) - set(choices))
+    if unknown:
+        raise ConfigError(f"{option}={unknown}: not {what} of this study (choices: {', '.join(choices)})")
+    return {name: settings for name, settings in choices.items() if not only or name in only}
+
+
 class Study:
     """One run of the study ``configs/<name>.yaml`` with the command line ``argv`` (``--write``: put the report
     into BENCHMARKS.md under ``section``). ``stages`` are the ones this study has, in order."""
@@ -51,7 +61,7 @@ class Study:
         self.cfg = compose(name, [arg for arg in argv if arg != "--write"])
         unknown = sorted(set(self.cfg.stages) - set(stages))
         if unknown:
-            raise SystemExit(f"unknown stage(s) {unknown}; choose from {', '.join(stages)}")
+            raise ConfigError(f"unknown stage(s) {unknown}; choose from {', '.join(stages)}")
         self.out = Path(self.cfg.out)
         self.timings = Timings(self.out / timings_file)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import history
 import suite
 from _report import pyplot, save_figure
-from _study import Study, evaluate
+from _study import Study, evaluate, only_these
 
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, load_group, to_dict
@@ -43,10 +43,7 @@ def model_name(candidate: str, cost: str) -> str:
 
 def selected_costs(cfg) -> dict:
     """The costs this run works on and chooses among: ``only_costs`` of them, or all."""
-    unknown = sorted(set(cfg.only_costs or []) - set(cfg.costs))
-    if unknown:
-        raise SystemExit(f"only_costs={unknown}: not costs of this study (choices: {', '.join(cfg.costs)})")
-    return {name: spec for name, spec in cfg.costs.items() if not cfg.only_costs or name in cfg.only_costs}
+    return only_these(cfg.costs, cfg.only_costs, "only_costs", "costs")
 
 
 STAGES = ("train", "evaluate", "report")

@@ -28,6 +28,7 @@ from suite import run_directory, task_groups
 from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, load_group, to_dict
+from jepa_wm.errors import ConfigError
 from jepa_wm.learned_cost import CostTrainingSettings
 from jepa_wm.pipeline import collect_stage, train_cost_for_checkpoint, train_stage
 
@@ -45,7 +46,7 @@ def models(cfg, out: Path, group: str) -> dict[str, str]:
     if cfg.models == "suite":
         return {f"seed-{seed}": str(run_directory(out, group, "default", seed) / "checkpoints" / cfg.checkpoint)
                 for seed in cfg.seeds}
-    raise SystemExit(f"models={cfg.models}: choose pretrained (the shipped models) or suite (the suite's runs)")
+    raise ConfigError(f"models={cfg.models}: choose pretrained (the shipped models) or suite (the suite's runs)")
 
 
 def with_head(out: Path, group: str, label: str, kind: str) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import suite
 from _report import pyplot, save_figure
-from _study import Study, evaluate
+from _study import Study, evaluate, only_these
 
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, load_group, model_config
@@ -50,10 +50,7 @@ def rollout_error_ratios(run: Path) -> list[float]:
 
 def selected(cfg) -> dict:
     """The candidates this run works on: ``only`` of them, or all."""
-    unknown = sorted(set(cfg.only or []) - set(cfg.candidates))
-    if unknown:
-        raise SystemExit(f"only={unknown}: not candidates of this study (choices: {', '.join(cfg.candidates)})")
-    return {name: overrides for name, overrides in cfg.candidates.items() if not cfg.only or name in cfg.only}
+    return only_these(cfg.candidates, cfg.only, "only", "candidates")
 
 
 def main(argv: list[str]) -> None:

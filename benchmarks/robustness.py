@@ -27,6 +27,7 @@ from suite import task_groups
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, load_group, to_dict
 from jepa_wm.data.envs.variation import FACTORS, PHYSICAL_FACTORS
+from jepa_wm.errors import ConfigError
 from jepa_wm.pipeline import collect_stage, train_stage
 
 STAGES = ("evaluate", "remedy", "report")
@@ -48,7 +49,7 @@ def main(argv: list[str]) -> None:
     cfg, out = study.cfg, study.out
     unknown = sorted(set(cfg.factors) - set(FACTORS))
     if unknown:
-        raise SystemExit(f"factors={unknown}: not variation factors (choices: {', '.join(FACTORS)})")
+        raise ConfigError(f"factors={unknown}: not variation factors (choices: {', '.join(FACTORS)})")
     plan = [*as_overrides(cfg.plan), f"episodes={cfg.episodes}"]
     if study.wants("evaluate"):
         ours = {task: [f"checkpoint=pretrained:{task}", f"env={task}", *plan] for task in cfg.tasks}
@@ -92,7 +93,7 @@ def remedy(study: Study) -> None:
     named = {factor for strengths in spec.collections.values() for factor in strengths} | set(spec.scenes)
     unknown = sorted(named - set(FACTORS))
     if unknown:
-        raise SystemExit(f"remedy: {unknown} are not variation factors (choices: {', '.join(FACTORS)})")
+        raise ConfigError(f"remedy: {unknown} are not variation factors (choices: {', '.join(FACTORS)})")
     group = next(group for group, tasks in task_groups([task]).items())
     nominal = to_dict(load_group("env", group))
     home = remedy_directory(out)

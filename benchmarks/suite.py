@@ -21,7 +21,7 @@ import statistics
 from pathlib import Path
 
 from _report import pyplot, save_figure
-from _study import Study, Timings, evaluate, report_rows
+from _study import Study, Timings, evaluate, only_these, report_rows
 
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, load_group, model_config, to_dict
@@ -65,7 +65,7 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
     study = Study(config, argv, STAGES)
     cfg, out = study.cfg, study.out
     collect, train, plan = as_overrides(cfg.collect), as_overrides(cfg.train), as_overrides(cfg.plan)
-    models = {name: list(extra) for name, extra in cfg.models.items()}
+    models = {name: list(extra) for name, extra in only_these(cfg.models, cfg.get("only"), "only", "models").items()}
     frameskip = model_config(*train).frameskip
     tag = split_tag(cfg.plan.split)
 

@@ -12,6 +12,7 @@ model with its 95% interval, beside random and the oracle on the same episodes.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import suite
@@ -25,6 +26,7 @@ from jepa_wm.config import (
     load_group,
     to_dict,
 )
+from jepa_wm.errors import ConfigError
 from jepa_wm.files import write_json_atomic
 from jepa_wm.pipeline import golden_readings
 from jepa_wm.references import PRETRAINED_DIR, file_sha256
@@ -44,10 +46,13 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None
     hparams = checkpoint["hyper_parameters"]
     env_cfg = {**to_dict(load_group("env", task)), "obs_type": hparams["cfg"]["obs_type"]}
     hparams["env"] = {**hparams["env"], "config": env_cfg, "dataset": f"{group} dataset of benchmarks/suite.py"}
-    path = export_weights(checkpoint, PRETRAINED_DIR / f"{task}.ckpt")
-    size = path.stat().st_size
+    path = PRETRAINED_DIR / f"{task}.ckpt"
+    exported = export_weights(checkpoint, path.with_name(f".{path.name}.export"))  # the shipped file stays until it fits
+    size = exported.stat().st_size
     if size > MAX_BYTES:
-        raise SystemExit(f"{path} is {size / 2**20:.1f} MB, over the zoo's 5 MB budget; ship a smaller model")
+        exported.unlink()
+        raise ConfigError(f"the {task} model is {size / 2**20:.1f} MB, over the zoo's 5 MB budget; ship a smaller model")
+    os.replace(exported, path)
     run_config = hparams["run_config"]
     card = {
         "name": task, "task": task, "format": hparams["format"], "seed": seed,

@@ -9,6 +9,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import _study  # noqa: E402
 import suite  # noqa: E402
+from jepa_wm.errors import ConfigError  # noqa: E402
 from jepa_wm.planning.evaluate import wilson_interval  # noqa: E402
 
 
@@ -208,12 +209,26 @@ def test_every_study_refuses_a_stage_it_does_not_have_before_it_runs_anything(st
     import importlib
 
     arguments = [f"out={tmp_path}", "stages=[colect]"]
-    with pytest.raises(SystemExit, match=r"unknown stage\(s\) \['colect'\]"):
+    with pytest.raises(ConfigError, match=r"unknown stage\(s\) \['colect'\]"):
         if study in ("ablation", "levers"):  # the suite's stages under the study's config
             suite.main(arguments, config=study)
         else:
             importlib.import_module(study).main(arguments)
     assert not any(tmp_path.iterdir())
+
+
+def test_a_study_run_as_a_script_refuses_bad_input_in_one_line_with_exit_code_2(tmp_path):
+    """``only=`` naming a model the study does not have: one line naming the choices, exit 2, nothing written."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "benchmarks/levers.py", f"out={tmp_path / 'study'}", "only=[large-predictr]"],
+                            cwd=root, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: only=['large-predictr']: not models of this study (choices: default, wide-encoder, large-predictor, "
+        "rollout-weighted, long-training)")
+    assert not (tmp_path / "study").exists()
 
 
 def test_the_studies_run_as_scripts_without_extending_the_import_path():
@@ -258,6 +273,6 @@ def test_the_robustness_table_reads_each_cell_and_takes_physical_baselines_from_
     assert "| scene | shipped model | trained on varied-1.0 | trained on varied-0.5 |" in text
     assert "| camera | 25% [5%, 70%] | 75% [30%, 95%] | 50% [15%, 85%] |" in text and "| floor_colour |" not in text
     assert robustness.remedy_scenes(cfg.remedy)["camera"] == ["env.variation.camera=1.0"]
-    with pytest.raises(SystemExit, match=r"remedy: \['colour'\] are not variation factors"):
+    with pytest.raises(ConfigError, match=r"remedy: \['colour'\] are not variation factors"):
         robustness.main([f"out={tmp_path / 'refused'}", "stages=[remedy]", "remedy.scenes=[colour]"])
     assert not (tmp_path / "refused").exists()
