@@ -6,9 +6,10 @@ distractor shapes, masses, friction, actuator gear) at each strength, the same e
 Random and the oracle plan the same episodes: once for the nominal scene (a visual change is nothing to them: they
 read no pixels) and again under each physical change (the oracle plans with the changed simulator).
 
-A training-time remedy is measured on dev episodes: the suite's data collected under visual variation (at each
-strength of ``remedy.collections``), the suite's model trained on it (same size, steps and seed as the shipped one),
-each planned beside the shipped model on the nominal scene and under each factor of ``remedy.scenes`` at strength 1.
+Training-time remedies are measured on dev episodes: ``remedy.models``, each the suite's model (same size, steps and
+seed as the shipped one) trained on the suite's data or on data collected under visual variation
+(``remedy.collections``), with its own training overrides (e.g. ``model.augment``), each planned beside the shipped
+model on the nominal scene and under each factor of ``remedy.scenes`` at strength 1.
 
     python benchmarks/robustness.py
     python benchmarks/robustness.py stages=[report] --write
@@ -31,6 +32,7 @@ from jepa_wm.errors import ConfigError
 from jepa_wm.pipeline import collect_stage, train_stage
 
 STAGES = ("evaluate", "remedy", "report")
+NOMINAL = "nominal"  # a remedy model's data: the suite's own, collected in the nominal scene
 FIGURE = Path(__file__).resolve().parent / "figures" / "robustness.png"
 SECTION = "Robustness to scene variation (cpu)"
 
@@ -86,14 +88,18 @@ def remedy_scenes(spec) -> dict[str, list[str]]:
 
 
 def remedy(study: Study) -> None:
-    """For each of ``remedy.collections``: the suite's data of the remedy's task collected under that variation, the
-    suite's model trained on it; it and the shipped model planned on dev episodes in every scene of the remedy."""
+    """Each of ``remedy.collections`` collected (the remedy task's data under that variation), each of
+    ``remedy.models`` trained on its data; they and the shipped model planned on dev episodes in every scene."""
     cfg, out = study.cfg, study.out
     task, spec = cfg.remedy.task, cfg.remedy
     named = {factor for strengths in spec.collections.values() for factor in strengths} | set(spec.scenes)
     unknown = sorted(named - set(FACTORS))
     if unknown:
         raise ConfigError(f"remedy: {unknown} are not variation factors (choices: {', '.join(FACTORS)})")
+    for name, model in spec.models.items():
+        if model.data != NOMINAL and model.data not in spec.collections:
+            raise ConfigError(f"remedy.models.{name}.data={model.data}: choose {NOMINAL} or one of remedy.collections "
+                              f"({', '.join(spec.collections)})")
     group = next(group for group, tasks in task_groups([task]).items())
     nominal = to_dict(load_group("env", group))
     home = remedy_directory(out)
@@ -101,12 +107,17 @@ def remedy(study: Study) -> None:
     for scene, varied in remedy_scenes(spec).items():
         study.run(f"remedy {task} {scene} shipped", evaluate, home / "shipped" / "results" / scene,
                   [f"checkpoint=pretrained:{task}", *plan, *varied])
+    datasets = {NOMINAL: out / group / "dataset"}  # the suite's own data, which the shipped model was trained on
+    study.run(f"collect {group}", collect_stage, load_group("env", group), datasets[NOMINAL], as_overrides(cfg.collect),
+              workers=cfg.workers, progress=False)
     for name, strengths in spec.collections.items():
         env_cfg = OmegaConf.create({**nominal, "variation": {**nominal["variation"], **to_dict(strengths)}})
-        study.run(f"remedy {name} collect {group}", collect_stage, env_cfg, home / name / "dataset",
+        datasets[name] = home / name / "dataset"
+        study.run(f"remedy {name} collect {group}", collect_stage, env_cfg, datasets[name],
                   as_overrides(cfg.collect), workers=cfg.workers, progress=False)
-        checkpoint = study.run(f"remedy {name} train {group}", train_stage, home / name / "dataset",
-                               home / name / "model", as_overrides(cfg.train), 0)
+    for name, model in spec.models.items():
+        checkpoint = study.run(f"remedy {name} train {group}", train_stage, datasets[model.data],
+                               home / name / "model", [*as_overrides(cfg.train), *model.train], 0)
         for scene, varied in remedy_scenes(spec).items():
             study.run(f"remedy {name} {task} {scene}", evaluate, home / name / "results" / scene,
                       [f"checkpoint={checkpoint}", *plan, *varied])
@@ -156,7 +167,7 @@ def report(cfg, out: Path) -> str:
 
 def remedy_report(cfg, out: Path) -> str | None:
     spec, home = cfg.remedy, remedy_directory(out)
-    models = {"shipped": home / "shipped" / "results", **{name: home / name / "results" for name in spec.collections}}
+    models = {"shipped": home / "shipped" / "results", **{name: home / name / "results" for name in spec.models}}
     rows = []
     for scene in remedy_scenes(spec):
         found = [rate(results / scene, "ours") for results in models.values()]
@@ -168,20 +179,24 @@ def remedy_report(cfg, out: Path) -> str | None:
         return None
     collected = "; ".join(f"{name}: " + ", ".join(f"{factor} {strength:g}" for factor, strength in strengths.items())
                           for name, strengths in spec.collections.items())
+    trained = "; ".join(f"{name}: {model.data} data" + (f", {' '.join(model.train)}" if model.train else "")
+                        for name, model in spec.models.items())
     return "\n".join([
-        f"Remedy (dev episodes, {spec.episodes} per cell): {spec.task}'s data collected under variation ({collected}; "
-        f"{cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps, as the suite's), the suite's model "
-        f"trained on each ({cfg.train.trainer.max_steps} steps, seed 0), beside the shipped model (the same on nominal "
-        f"data). Each row plans the nominal scene or one factor at strength 1.",
-        "", "| scene | shipped model | " + " | ".join(f"trained on {name}" for name in spec.collections) + " |",
-        "| --- | ---: |" + " ---: |" * len(spec.collections), *rows, *remedy_validation(spec, home)])
+        f"Remedies (dev episodes, {spec.episodes} per cell): {spec.task}'s data collected under variation ({collected}; "
+        f"{cfg.collect.episodes} episodes x {cfg.collect.steps_per_episode} steps, as the suite's), and the suite's "
+        f"model ({cfg.train.trainer.max_steps} steps, seed 0) trained as each remedy says ({trained}; model.augment: "
+        f"each frame of a training window recoloured, shifted and cluttered by its own draw, jepa_wm/augment.py), "
+        f"beside the shipped model (the suite's model on nominal data). Each row plans the nominal scene or one factor "
+        f"at strength 1.",
+        "", "| scene | shipped model | " + " | ".join(f"{name}" for name in spec.models) + " |",
+        "| --- | ---: |" + " ---: |" * len(spec.models), *rows, *remedy_validation(spec, home)])
 
 
 def remedy_validation(spec, home: Path) -> list[str]:
     """What each remedy model's last validation says it learned (the ablation's metrics): an encoder that keeps the
     scene and loses the body predicts no better than copying the last embedding and decodes the goal coordinates
     badly."""
-    found = {name: last_validation(home / name / "model") for name in spec.collections}
+    found = {name: last_validation(home / name / "model") for name in spec.models}
     parts = [f"{name}: rollout ratio {v['rollout_ratio']:.2f}, probe R^2 {v['probe_r2']:.2f}, rank corr. "
              f"{v['distance_correlation']:.2f}" for name, v in found.items() if len(v) == len(VALIDATION_METRICS)]
     if not parts:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from jepa_wm.augment import FrameAugmentation
 from jepa_wm.decoder import PixelDecoder
 from jepa_wm.errors import NonFiniteLossError
 from jepa_wm.heads import head_keys
@@ -67,6 +68,7 @@ class JEPAWorldModel(pl.LightningModule):
             if cfg["obs_type"] != "pixels":
                 raise ValueError("model.decoder.enabled needs pixel observations (it reconstructs frames)")
             self.decoder = PixelDecoder(self.embed_dim * self.num_tokens, self.obs_shape[0], decoder_cfg["channels"])
+        self.augmentation = FrameAugmentation.from_config(cfg.get("augment"), cfg["obs_type"])
         self._probe_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ----------------------------------------------------------------- the world model it trains
@@ -187,6 +189,8 @@ class JEPAWorldModel(pl.LightningModule):
 
     # ---------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_index):
+        if self.augmentation.active:
+            batch = {**batch, "obs": self.augmentation(batch["obs"])}
         loss, terms = self.compute_losses(batch)
         self._stop_if_non_finite(batch, loss, terms)
         self._log_terms("train", terms, on_step=True)

@@ -270,9 +270,12 @@ def test_the_robustness_table_reads_each_cell_and_takes_physical_baselines_from_
         for model, rate in (("shipped", shipped), ("varied-1.0", strong), ("varied-0.5", mild)):
             write_report(home / model / "results" / scene, [row("ours", rate, episodes=4)])
     text = robustness.report(cfg, tmp_path)
-    assert "| scene | shipped model | trained on varied-1.0 | trained on varied-0.5 |" in text
-    assert "| camera | 25% [5%, 70%] | 75% [30%, 95%] | 50% [15%, 85%] |" in text and "| floor_colour |" not in text
+    assert "| scene | shipped model | varied-1.0 | varied-0.5 | augmented |" in text
+    assert "| camera | 25% [5%, 70%] | 75% [30%, 95%] | 50% [15%, 85%] | - |" in text and "| floor_colour |" not in text
+    assert "augmented: nominal data, model.augment.colour=0.3" in text
     assert robustness.remedy_scenes(cfg.remedy)["camera"] == ["env.variation.camera=1.0"]
     with pytest.raises(ConfigError, match=r"remedy: \['colour'\] are not variation factors"):
         robustness.main([f"out={tmp_path / 'refused'}", "stages=[remedy]", "remedy.scenes=[colour]"])
+    with pytest.raises(ConfigError, match=r"remedy.models.augmented.data=varied-2.0: choose nominal or one of "):
+        robustness.main([f"out={tmp_path / 'refused'}", "stages=[remedy]", "remedy.models.augmented.data=varied-2.0"])
     assert not (tmp_path / "refused").exists()
