@@ -204,7 +204,7 @@ def test_the_gap_table_names_each_part_that_holds_a_model_back(rates, probe, lim
 
 
 @pytest.mark.parametrize("study", ["suite", "history", "costs", "acting", "training_length", "gap", "zoo", "ablation",
-                                   "levers", "robustness"])
+                                   "levers", "robustness", "peers_study"])
 def test_every_study_refuses_a_stage_it_does_not_have_before_it_runs_anything(study, tmp_path):
     import importlib
 
@@ -279,3 +279,36 @@ def test_the_robustness_table_reads_each_cell_and_takes_physical_baselines_from_
     with pytest.raises(ConfigError, match=r"remedy.models.augmented.data=varied-2.0: choose nominal or one of "):
         robustness.main([f"out={tmp_path / 'refused'}", "stages=[remedy]", "remedy.models.augmented.data=varied-2.0"])
     assert not (tmp_path / "refused").exists()
+
+
+def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the_same_episodes(tmp_path):
+    import peers_study
+
+    from jepa_wm.config import compose
+
+    cfg = compose("peers", [f"out={tmp_path}", "tasks=[reacher-easy,point_mass-easy]", "seeds=[0,1]"])
+    results = suite.results_directory(tmp_path, "test", "reacher-easy", suite.DEFAULT_VARIANT)
+    write_report(results / "baselines", [row("random", 0.0), row("oracle", 1.0)])
+    for seed, rate in enumerate([0.9, 0.8, 1.0]):
+        write_report(results / "default" / f"seed-{seed}", [row("ours", rate)])
+    for seed, rate in enumerate([0.5, 0.3]):
+        write_report(results / "lewm" / f"seed-{seed}", [row("ours", rate)])
+    timings = _study.Timings(tmp_path / "timings.json")
+    timings.seconds = {"peers train reacher-easy lewm seed 0": 600, "peers train reacher-easy lewm seed 1": 480,
+                       **{f"train reacher-easy default seed {seed}": 360 for seed in range(3)}}
+    text = peers_study.report(cfg, tmp_path, timings)
+    lines = [line for line in text.splitlines() if line.startswith("| reacher-easy")]
+    assert lines == ["| reacher-easy | ours (jepa-wm) | 3 | 90% +- 10% | [84%, 94%] | 0% | 100% | 6.0 | 30 |",
+                     "| reacher-easy | LeWM | 2 | 40% +- 14% | [31%, 50%] | 0% | 100% | 9.0 | 30 |"]
+    assert "point_mass-easy" not in text.split("|---")[-1]  # no peer finished there: no rows
+
+
+def test_the_peers_study_says_how_to_build_what_it_runs_in_before_it_writes_anything(tmp_path):
+    import peers_study
+
+    with pytest.raises(ConfigError, match=r"peers_python=/nonexistent/python does not exist: build the peers venv "
+                                          r"with `bash benchmarks/peers/setup_venv.sh`"):
+        peers_study.main([f"out={tmp_path / 'study'}", "stages=[train]", "peers_python=/nonexistent/python"])
+    with pytest.raises(ConfigError, match=r"peers=\['dinowm'\]: not peers of this study"):
+        peers_study.main([f"out={tmp_path / 'study'}", "stages=[train]", "peers=[dinowm]"])
+    assert not (tmp_path / "study").exists()

@@ -135,3 +135,26 @@ def test_frozen_pretrained_encoder_cannot_collapse(reacher_learning_dataset, tmp
     untrained, _ = train(reacher_learning_dataset, 0, *NO_REGULARIZERS, *encoder)
     assert not any(p.requires_grad for p in untrained.encoder.parameters())
     assert std_ratio_after_training(reacher_learning_dataset, 100, *NO_REGULARIZERS, *encoder) == pytest.approx(1.0)
+
+
+def colour_sensitivity(model, datamodule) -> float:
+    """How far a global colour change moves an embedding, relative to how far apart two poses are: mean squared
+    distance between each validation frame's embedding and its recoloured copy's, over the mean squared distance
+    between embeddings of different frames."""
+    frames = torch.cat([batch["obs"][:, 0] for batch in datamodule.val_dataloader()])  # (N, H, W, 3) uint8
+    gains, offset = torch.tensor([0.8, 1.15, 0.9]), 12.0
+    recoloured = (frames.float() * gains + offset).clamp(0, 255).round().to(torch.uint8)
+    with torch.no_grad():
+        z = model.encode(frames[:, None]).flatten(1)
+        z_recoloured = model.encode(recoloured[:, None]).flatten(1)
+    between_poses = (z[:, None] - z[None]).pow(2).sum(-1).sum() / (len(z) * (len(z) - 1))
+    return float((z - z_recoloured).pow(2).sum(-1).mean() / between_poses)
+
+
+def test_per_frame_colour_augmentation_teaches_colour_invariance_and_keeps_the_state(reacher_learning_dataset):
+    """A colour change drawn anew for every frame cannot be predicted, so training leaves it out of the embedding;
+    without it, a recoloured frame lands far from its own pose."""
+    plain, datamodule = train(reacher_learning_dataset, 400)
+    augmented, _ = train(reacher_learning_dataset, 400, "model.augment.colour=0.3")
+    assert colour_sensitivity(augmented, datamodule) < 0.5 * colour_sensitivity(plain, datamodule)
+    assert validation_metrics(augmented, datamodule)["probe_r2"] > 0.6  # the arm is still in the embedding
