@@ -62,7 +62,7 @@ def export(dataset: Path, target: Path, env_cfg: dict) -> None:
 def train(cfg, out: Path, group: str, peer: str, seed: int) -> Path:
     """Their training script, in the peers venv; reused when its last epoch's weights are there."""
     name = f"{group}-{peer}-seed{seed}"
-    expected = int(next(arg.split("=", 1)[1] for arg in cfg.peer_training if arg.startswith("trainer.max_epochs=")))
+    expected = int(next(arg.split("=", 1)[1] for arg in cfg.peer_training if arg.lstrip("+").startswith("trainer.max_epochs=")))
     found = peer_checkpoint(out, group, peer, seed)
     if found is not None and found.stem == f"weights_epoch_{expected}":
         return found
