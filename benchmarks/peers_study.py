@@ -17,6 +17,7 @@ import os
 import subprocess
 from pathlib import Path
 
+import gap
 import suite
 from _study import Study, report_rows
 
@@ -120,38 +121,63 @@ def main(argv: list[str]) -> None:
     study.report(SECTION, lambda: report(cfg, out, study.timings))
 
 
+def reference(cfg, out: Path, task: str, timings) -> tuple[dict, dict, str] | None:
+    """Ours (summary over training seeds), the baselines' rows and where they come from, on the peers' episodes:
+    the suite's runs when they are on disk, else the shipped model (the suite's seed 0) as the gap study planned it
+    on the same episodes."""
+    group = next(name for name in suite.task_groups([task]))
+    results = suite.results_directory(out, cfg.plan.split, task, suite.DEFAULT_VARIANT)
+    seeds = [0, 1, 2]
+    ours = suite.summarize_seeds({seed: report_rows(results / "default" / f"seed-{seed}").get("ours") for seed in seeds})
+    baselines = report_rows(results / "baselines")
+    source = "the suite's runs"
+    train_names = [f"train {group} default seed {seed}" for seed in (ours or {}).get("finished_seeds", [])]
+    if not (ours and baselines) and cfg.plan.split == "test":
+        shipped = gap.results_directory(out, task, "pretrained", "")
+        ours = suite.summarize_seeds({0: report_rows(shipped / "ours").get("ours")})
+        baselines, source = report_rows(shipped / "baselines"), "the shipped model (seed 0), planned by benchmarks/gap.py"
+        train_names = [f"train {group} default seed 0"]
+    if not (ours and baselines):
+        return None
+    minutes = [timings.seconds[name] / 60 for name in train_names if name in timings.seconds]
+    ours["train_min"] = sum(minutes) / len(minutes) if minutes else None
+    return ours, baselines, source
+
+
 def report(cfg, out: Path, timings) -> str | None:
-    rows = []
+    rows, sources = [], set()
     for task in cfg.tasks:
-        group = next(name for name, tasks in suite.task_groups([task]).items())
+        group = next(name for name in suite.task_groups([task]))
         results = suite.results_directory(out, cfg.plan.split, task, suite.DEFAULT_VARIANT)
-        ours = suite.summarize_task(results, "default", [0, 1, 2])
-        if ours is None:
-            continue
-        cells = {"ours": ours}
+        cells = {}
         for peer in cfg.peers:
-            summary = suite.summarize_task(results, peer, list(cfg.seeds))
+            summary = suite.summarize_seeds({seed: report_rows(results / peer / f"seed-{seed}").get("ours")
+                                             for seed in cfg.seeds})
             if summary:
-                minutes = [timings.seconds.get(f"peers train {group} {peer} seed {seed}", 0) / 60 for seed in cfg.seeds]
-                cells[peer] = {**summary, "train_min": sum(minutes) / len(minutes)}
-        if len(cells) == 1:
+                minutes = [timings.seconds[name] / 60 for seed in summary["finished_seeds"]
+                           if (name := f"peers train {group} {peer} seed {seed}") in timings.seconds]
+                cells[peer] = {**summary, "train_min": sum(minutes) / len(minutes) if minutes else None}
+        found = reference(cfg, out, task, timings)
+        if not cells or found is None:
             continue
-        ours_minutes = [timings.seconds.get(f"train {group} default seed {seed}", 0) / 60 for seed in ours["finished_seeds"]]
-        cells["ours"]["train_min"] = sum(ours_minutes) / len(ours_minutes) if ours_minutes else 0.0
-        for name, cell in cells.items():
-            label = "ours (jepa-wm)" if name == "ours" else NAMES[name]
+        ours, baselines, source = found
+        sources.add(f"{task}: {source}")
+        for name, cell in {"ours": ours, **cells}.items():
             low, high = cell["pooled_ci95"]
-            rows.append(f"| {task} | {label} | {cell['seeds']} | {cell['mean']:.0%} +- {cell['std']:.0%} | "
-                        f"[{low:.0%}, {high:.0%}] | {cell['random']:.0%} | {cell['oracle']:.0%} | "
-                        f"{cell['train_min']:.1f} | {cell['ms_per_step']:.0f} |")
+            minutes = "-" if cell["train_min"] is None else f"{cell['train_min']:.1f}"
+            rows.append(f"| {task} | {'ours (jepa-wm)' if name == 'ours' else NAMES[name]} | {cell['seeds']} | "
+                        f"{cell['mean']:.0%} +- {cell['std']:.0%} | [{low:.0%}, {high:.0%}] | "
+                        f"{baselines['random']['success_rate']:.0%} | {baselines['oracle']['success_rate']:.0%} | "
+                        f"{minutes} | {cell['ms_per_step']:.0f} |")
     if not rows:
         return None
     return "\n".join([
         f"Each model plans the same {cfg.plan.episodes} {cfg.plan.split}-split episodes of the suite (plan seed "
-        f"{cfg.plan.seed}) with our planner and schedule (configs/plan.yaml; the peers with the latent l2 cost, "
-        f"through benchmarks/peers/plan_peers.py). LeWM and PLDM: stable-worldmodel 0.1.1's training scripts on the "
-        f"suite's data exported to their HDF5 layout ({' '.join(cfg.peer_training)}). Ours: the suite's runs. "
-        f"Random and the oracle: the suite's, on the same episodes. Train min: wall minutes per model on this machine.",
+        f"{cfg.plan.seed}, never used for tuning) with our planner and schedule (configs/plan.yaml; the peers with "
+        f"the latent l2 cost, through benchmarks/peers/plan_peers.py). LeWM and PLDM: stable-worldmodel 0.1.1's "
+        f"training scripts on the suite's data exported to their HDF5 layout ({' '.join(cfg.peer_training)}). Ours, "
+        f"random and the oracle: {'; '.join(sorted(sources))}. Train min: wall minutes per model as it ran here (the "
+        f"peers on one core beside other jobs); ms / MPC step likewise.",
         "", "| task | model | seeds | success (mean +- std) | pooled 95% CI | random | oracle | train min | ms / MPC step |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows])
 

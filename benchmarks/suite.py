@@ -101,12 +101,11 @@ def schedules(cfg, task: str) -> dict[str, list[str]]:
     return {DEFAULT_VARIANT: [], **{name: list(extra) for name, extra in (cfg.variants.get(task) or {}).items()}}
 
 
-def summarize_task(results: Path, model: str, seeds) -> dict | None:
-    """Ours over training seeds (mean, std, pooled Wilson), random and oracle, from the reports on disk."""
-    baselines = report_rows(results / "baselines")
-    ours_by_seed = {seed: report_rows(results / model / f"seed-{seed}").get("ours") for seed in seeds}
+def summarize_seeds(ours_by_seed: dict) -> dict | None:
+    """Rows of one model by training seed (None: not finished) -> mean +- std over seeds and the pooled Wilson
+    interval of all their episodes."""
     ours = [row for row in ours_by_seed.values() if row]
-    if not ours or not baselines:
+    if not ours:
         return None
     rates = [row["success_rate"] for row in ours]
     successes = sum(round(row["success_rate"] * row["episodes"]) for row in ours)
@@ -117,9 +116,17 @@ def summarize_task(results: Path, model: str, seeds) -> dict | None:
         "std": statistics.stdev(rates) if len(rates) > 1 else 0.0, "pooled_ci95": wilson_interval(successes, episodes),
         "final_distance": statistics.mean(row["final_distance"] for row in ours),
         "ms_per_step": statistics.mean(row["ms_per_step"] for row in ours),
-        "random": baselines["random"]["success_rate"], "oracle": baselines["oracle"]["success_rate"],
-        "oracle_ci95": baselines["oracle"]["ci95"],
     }
+
+
+def summarize_task(results: Path, model: str, seeds) -> dict | None:
+    """Ours over training seeds (mean, std, pooled Wilson), random and oracle, from the reports on disk."""
+    baselines = report_rows(results / "baselines")
+    ours = summarize_seeds({seed: report_rows(results / model / f"seed-{seed}").get("ours") for seed in seeds})
+    if not ours or not baselines:
+        return None
+    return {**ours, "random": baselines["random"]["success_rate"], "oracle": baselines["oracle"]["success_rate"],
+            "oracle_ci95": baselines["oracle"]["ci95"]}
 
 
 def report(cfg, out: Path, timings: Timings) -> str:
