@@ -98,7 +98,7 @@ def check_setup(cfg) -> None:
 
 
 def main(argv: list[str]) -> None:
-    study = Study("peers", argv, STAGES)
+    study = Study("peers_study", argv, STAGES)
     cfg, out = study.cfg, study.out
     if any(study.wants(stage) for stage in ("train", "evaluate")):
         check_setup(cfg)

@@ -286,7 +286,7 @@ def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the
 
     from jepa_wm.config import compose
 
-    cfg = compose("peers", [f"out={tmp_path}", "tasks=[reacher-easy,point_mass-easy]", "seeds=[0,1]"])
+    cfg = compose("peers_study", [f"out={tmp_path}", "tasks=[reacher-easy,point_mass-easy]", "seeds=[0,1]"])
     results = suite.results_directory(tmp_path, "test", "reacher-easy", suite.DEFAULT_VARIANT)
     write_report(results / "baselines", [row("random", 0.0), row("oracle", 1.0)])
     for seed, rate in enumerate([0.9, 0.8, 1.0]):
