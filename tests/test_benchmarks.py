@@ -225,9 +225,11 @@ def test_a_study_run_as_a_script_refuses_bad_input_in_one_line_with_exit_code_2(
     result = subprocess.run([sys.executable, "benchmarks/levers.py", f"out={tmp_path / 'study'}", "only=[large-predictr]"],
                             cwd=root, capture_output=True, text=True, timeout=300)
     assert result.returncode == 2, result.stderr[-2000:]
+    from jepa_wm.config import compose
+
+    choices = ", ".join(compose("levers").models)
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: only=['large-predictr']: not models of this study (choices: default, wide-encoder, large-predictor, "
-        "rollout-weighted, long-training)")
+        f"error: only=['large-predictr']: not models of this study (choices: {choices})")
     assert not (tmp_path / "study").exists()
 
 
