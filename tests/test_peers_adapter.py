@@ -30,7 +30,7 @@ class AdditivePeer(torch.nn.Module):
 def test_a_rollout_pairs_each_frame_with_the_action_taken_from_it_and_slides_the_peers_window():
     peer_model = AdditivePeer(num_frames=2)
     mean, std = np.array([1.0, -1.0]), np.array([2.0, 0.5])
-    peer = PeerWorldModel(peer_model, {"img_size": 64}, mean, std)
+    peer = PeerWorldModel(peer_model, {"img_size": 64, "data": {"dataset": {"frameskip": 1}}}, mean, std)
     assert peer.history == 2 and peer.action_dim == 2
     z_history = torch.tensor([[[[0.0, 0.0]], [[10.0, 10.0]]]])  # (1, H=2, 1, D=2)
     past = torch.tensor([[[5.0, 5.0]]])  # the action taken from the first history frame
@@ -41,3 +41,5 @@ def test_a_rollout_pairs_each_frame_with_the_action_taken_from_it_and_slides_the
     assert predicted.shape == (1, 3, 1, 2)
     assert torch.allclose(predicted[0, :, 0], expected)
     assert peer_model.windows == [(2, 2), (2, 2), (2, 2)]  # never more frames than the predictor's num_frames
+    peer = PeerWorldModel(peer_model, {"img_size": 64, "data": {"dataset": {"frameskip": 5}}}, mean, std)
+    assert peer.action_dim == 10 and torch.equal(peer.action_std, torch.tensor([2.0, 0.5] * 5))  # 5 env actions a step

@@ -36,14 +36,16 @@ class PeerWorldModel:
 
     def __init__(self, model: torch.nn.Module, config: dict, action_mean: np.ndarray, action_std: np.ndarray,
                  device: str = "cpu"):
+        """``action_mean``/``action_std``: per env action, as ``action_statistics`` reads them."""
         self.model = model.to(device)
         self.device = torch.device(device)
         self.image_size = int(config.get("img_size", config.get("image_size", 224)))
         self.frameskip = int(config["data"]["dataset"]["frameskip"]) if "data" in config else 5
         self.history = int(getattr(model.predictor, "num_frames", 3))
-        self.action_dim = len(action_mean)  # frameskip x env actions, as the peer's training data concatenates them
-        self.action_mean = torch.as_tensor(action_mean, dtype=torch.float32, device=self.device)
-        self.action_std = torch.as_tensor(action_std, dtype=torch.float32, device=self.device)
+        # a model step's action is frameskip env actions concatenated, as the peer's training clips hold them
+        self.action_mean = torch.as_tensor(np.tile(action_mean, self.frameskip), dtype=torch.float32, device=self.device)
+        self.action_std = torch.as_tensor(np.tile(action_std, self.frameskip), dtype=torch.float32, device=self.device)
+        self.action_dim = len(self.action_mean)
         self.cfg = {"obs_type": "pixels", "name": type(model).__name__}
 
     @torch.no_grad()
@@ -93,9 +95,7 @@ def main(argv: list[str]) -> None:
     options = dict(arg.split("=", 1) for arg in argv if arg.split("=", 1)[0] in ("checkpoint", "data", "env", "out"))
     plan_overrides = [arg for arg in argv if arg.split("=", 1)[0] not in options]
     model, config = load_model(options["checkpoint"])
-    mean, std = action_statistics(options["data"])
-    frameskip = int(config["data"]["dataset"]["frameskip"]) if "data" in config else 5
-    peer = PeerWorldModel(model, config, np.tile(mean, frameskip), np.tile(std, frameskip))
+    peer = PeerWorldModel(model, config, *action_statistics(options["data"]))
     plan_cfg = compose("plan", ["cost.name=l2", f"env={options['env']}", *plan_overrides])
     env = make_env({**to_dict(load_group("env", options["env"])), "obs_type": "pixels"})
     controller = build_ours(plan_cfg, peer, peer.action_dim, peer.frameskip, "cpu")
