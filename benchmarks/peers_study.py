@@ -13,17 +13,19 @@ cost); ``report`` writes the table. Ours, random and the oracle are the suite's 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
 
 import gap
 import suite
-from _study import Study, report_rows
+from _study import Study, comparable, report_rows
 
 from jepa_wm.cli import benchmark
-from jepa_wm.config import as_overrides, load_group, to_dict
+from jepa_wm.config import as_overrides, compose, load_group, to_dict
 from jepa_wm.errors import ConfigError
+from jepa_wm.files import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 SECTION = "Peers at our size: LeWM and PLDM on our data and episodes (cpu)"
@@ -60,27 +62,43 @@ def export(dataset: Path, target: Path, env_cfg: dict) -> None:
         export_hdf5(dataset, target, physics_split=physics_split_of(env_cfg))
 
 
+def max_epochs(cfg) -> int:
+    """The epochs ``peer_training`` asks for: the last of them is the weights file a finished run leaves."""
+    for argument in cfg.peer_training:
+        key, _, value = argument.lstrip("+").partition("=")
+        if key == "trainer.max_epochs":
+            return int(value)
+    raise ConfigError("peer_training must set trainer.max_epochs=N (a run is finished when its epoch N weights exist)")
+
+
 def train(cfg, out: Path, group: str, peer: str, seed: int) -> Path:
-    """Their training script, in the peers venv; reused when its last epoch's weights are there."""
+    """Their training script, in the peers venv; reused when its last epoch's weights are there and were trained
+    with the same ``peer_training`` (recorded beside them once the run finished)."""
     name = f"{group}-{peer}-seed{seed}"
-    expected = int(next(arg.split("=", 1)[1] for arg in cfg.peer_training if arg.lstrip("+").startswith("trainer.max_epochs=")))
     found = peer_checkpoint(out, group, peer, seed)
-    if found is not None and found.stem == f"weights_epoch_{expected}":
+    settings = found.parent / "peer_training.json" if found is not None else None
+    if (found is not None and found.stem == f"weights_epoch_{max_epochs(cfg)}" and settings.is_file()
+            and json.loads(settings.read_text()) == list(cfg.peer_training)):
         return found
     script = Path(cfg.swm_source) / "scripts" / "train" / f"{peer}.py"
     command = [cfg.peers_python, str(script), *cfg.peer_training,
                f"data.dataset.name={exported_data(out, group).resolve()}", f"seed={seed}", f"subdir={name}",
                f"output_model_name={name}", f"hydra.run.dir={(peers_home(out) / 'hydra' / name).resolve()}"]
     subprocess.run(command, check=True, env=peer_environment(out))
-    return peer_checkpoint(out, group, peer, seed)
+    found = peer_checkpoint(out, group, peer, seed)
+    write_json_atomic(found.parent / "peer_training.json", list(cfg.peer_training))
+    return found
 
 
 def plan(cfg, out: Path, task: str, group: str, checkpoint: Path, results: Path) -> dict:
-    """The peer planned by our planner on the suite's episodes (reused when its report is there)."""
-    if not (results / "report.json").is_file():
+    """The peer planned by our planner on the suite's episodes; reused when a report with the same settings (and
+    the same checkpoint) is there, as ``_study.evaluate`` reuses ours."""
+    overrides = ["cost.name=l2", f"env={task}", *as_overrides(cfg.plan)]
+    expected = {**to_dict(compose("plan", overrides)), "checkpoint": str(checkpoint.resolve())}
+    report = results / "report.json"
+    if not (report.is_file() and comparable(json.loads(report.read_text())["config"]) == comparable(expected)):
         command = [cfg.peers_python, str(HERE / "peers" / "plan_peers.py"), f"checkpoint={checkpoint.resolve()}",
-                   f"data={exported_data(out, group).resolve()}", f"env={task}", f"out={results}",
-                   *as_overrides(cfg.plan)]
+                   f"data={exported_data(out, group).resolve()}", f"out={results}", *overrides]
         subprocess.run(command, check=True, env=peer_environment(out))
     return report_rows(results)
 
@@ -92,6 +110,7 @@ def check_setup(cfg) -> None:
     if not Path(cfg.peers_python).is_file():
         raise ConfigError(f"peers_python={cfg.peers_python} does not exist: build the peers venv with "
                           f"`bash benchmarks/peers/setup_venv.sh` (or point peers_python at one)")
+    max_epochs(cfg)
     if not (Path(cfg.swm_source) / "scripts" / "train").is_dir():
         raise ConfigError(f"swm_source={cfg.swm_source} holds no scripts/train: check out stable-worldmodel's "
                           f"repository at tag 0.1.1 there (its training scripts are not on PyPI)")

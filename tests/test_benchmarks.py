@@ -325,3 +325,35 @@ def test_the_peers_study_says_how_to_build_what_it_runs_in_before_it_writes_anyt
     with pytest.raises(ConfigError, match=r"peers=\['dinowm'\]: not peers of this study"):
         peers_study.main([f"out={tmp_path / 'study'}", "stages=[train]", "peers=[dinowm]"])
     assert not (tmp_path / "study").exists()
+
+
+def test_the_peers_study_reuses_a_run_or_report_only_when_its_settings_are_the_same(tmp_path, monkeypatch):
+    import peers_study
+
+    from jepa_wm.config import as_overrides, compose, to_dict
+
+    calls = []
+    monkeypatch.setattr(peers_study.subprocess, "run", lambda command, **kwargs: calls.append(command))
+    cfg = compose("peers_study", [f"out={tmp_path}"])
+    weights = tmp_path / "peers" / "home" / "checkpoints" / "reacher-easy-lewm-seed0" / "weights_epoch_1.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"")
+    (weights.parent / "peer_training.json").write_text(json.dumps(list(cfg.peer_training)))
+    assert peers_study.train(cfg, tmp_path, "reacher-easy", "lewm", 0) == weights and not calls
+    changed = compose("peers_study", [f"out={tmp_path}", "peer_training=[trainer.max_epochs=1,loader.batch_size=32]"])
+    assert peers_study.train(changed, tmp_path, "reacher-easy", "lewm", 0) == weights and len(calls) == 1
+    assert json.loads((weights.parent / "peer_training.json").read_text()) == list(changed.peer_training)
+
+    results = tmp_path / "results"
+    overrides = ["cost.name=l2", "env=reacher-easy", *as_overrides(cfg.plan)]
+    config = {**to_dict(compose("plan", overrides)), "checkpoint": str(weights.resolve())}
+    results.mkdir()
+    (results / "report.json").write_text(json.dumps({"results": [row("ours", 0.5)], "config": config}))
+    assert peers_study.plan(cfg, tmp_path, "reacher-easy", "reacher-easy", weights, results)["ours"]["success_rate"] == 0.5
+    assert len(calls) == 1  # the same settings: reused
+    fewer = compose("peers_study", [f"out={tmp_path}", "plan.episodes=7"])
+    peers_study.plan(fewer, tmp_path, "reacher-easy", "reacher-easy", weights, results)
+    assert len(calls) == 2 and "episodes=7" in calls[-1]
+
+    with pytest.raises(ConfigError, match=r"peer_training must set trainer.max_epochs=N"):
+        peers_study.max_epochs(compose("peers_study", ["peer_training=[img_size=64]"]))
