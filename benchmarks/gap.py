@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from _report import pyplot, save_figure
-from _study import Study, checkpoint_frameskip, evaluate, report_rows
+from _study import Study, checkpoint_frameskip, evaluate, only_these, report_rows
 from suite import run_directory, task_groups
 
 from jepa_wm.checkpoint import read_checkpoint
@@ -59,6 +59,7 @@ def main(argv: list[str]) -> None:
     cfg, out = study.cfg, study.out
     plan = as_overrides(cfg.plan)
     kind = cfg.heads.learned_cost
+    rows = only_these(cfg.rows, cfg.only_rows, "only_rows", "rows")  # checked before anything runs
     for group, tasks in task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
         if study.wants("collect"):
@@ -77,7 +78,7 @@ def main(argv: list[str]) -> None:
             if not study.wants("evaluate"):
                 continue
             for task in tasks:
-                for row, extra in cfg.rows.items():
+                for row, extra in rows.items():
                     if row in OURS_ROWS:
                         model = head if row == "ours-decoded" else checkpoint
                         overrides = [f"checkpoint={model}", f"env={task}", *plan, *extra]

@@ -17,6 +17,7 @@ interval of all their episodes pooled, random, oracle, and ours / oracle.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from _report import pyplot, save_figure
 from _study import Study, Timings, evaluate, only_these, report_rows
 
 from jepa_wm.cli import benchmark
-from jepa_wm.config import as_overrides, load_group, model_config, to_dict
+from jepa_wm.config import as_overrides, compose, load_group, model_config, to_dict
 from jepa_wm.data.envs.tasks import dynamics_differences
 from jepa_wm.files import write_json_atomic
 from jepa_wm.pipeline import collect_stage, train_stage
@@ -35,13 +36,20 @@ FIGURE = Path(__file__).resolve().parent / "figures" / "suite.png"
 DEFAULT_VARIANT = "replan-every-block"  # the default MPC (plan.yaml): the studies call it the same
 
 
+@functools.cache
+def env_config(task: str) -> dict:
+    return to_dict(load_group("env", task))
+
+
 def task_groups(tasks: list[str]) -> dict[str, list[str]]:
-    """Tasks grouped by dynamics; each group is named after its first task, whose env config collects."""
+    """Tasks grouped by dynamics. A group is named after the first task with its dynamics in the suite's list
+    (configs/suite.yaml), else in ``tasks``; that task's env config collects. The name never depends on what else
+    is asked for, so a study of reacher-offset25 alone finds the dataset and models the suite made for reacher-easy."""
+    candidates = [*compose("suite", []).tasks, *tasks]
     groups: dict[str, list[str]] = {}
     for task in tasks:
-        cfg = to_dict(load_group("env", task))
-        home = next((name for name in groups if not dynamics_differences(to_dict(load_group("env", name)), cfg)), None)
-        groups.setdefault(home or task, []).append(task)
+        home = next(name for name in candidates if not dynamics_differences(env_config(name), env_config(task)))
+        groups.setdefault(home, []).append(task)
     return groups
 
 

@@ -23,6 +23,17 @@ def row(method: str, rate: float, episodes: int = 50, distance: float = 0.1) -> 
             "ms_per_step": 30.0, "ci95": list(wilson_interval(round(rate * episodes), episodes))}
 
 
+def test_a_tasks_dynamics_group_is_the_suites_whatever_else_a_study_asks_for():
+    """A study of reacher-offset25 alone must find the dataset and models the suite keeps under reacher-easy."""
+    everything = suite.task_groups(["reacher-easy", "reacher-hard", "reacher-offset25", "finger-spin"])
+    assert everything == {"reacher-easy": ["reacher-easy", "reacher-hard", "reacher-offset25"],
+                          "finger-spin": ["finger-spin"]}
+    assert suite.task_groups(["reacher-offset25"]) == {"reacher-easy": ["reacher-offset25"]}
+    assert suite.task_groups(["finger-spin", "reacher-hard"]) == {"finger-spin": ["finger-spin"],
+                                                                  "reacher-easy": ["reacher-hard"]}
+    assert suite.task_groups(["acrobot-swingup"]) == {"acrobot-swingup": ["acrobot-swingup"]}  # not in the suite
+
+
 def test_ours_is_the_mean_and_std_over_training_seeds_with_the_pooled_wilson_interval(tmp_path):
     write_report(tmp_path / "baselines", [row("random", 0.1), row("oracle", 0.9)])
     for seed, rate in enumerate([0.8, 0.9, 0.7]):
@@ -231,6 +242,14 @@ def test_a_study_run_as_a_script_refuses_bad_input_in_one_line_with_exit_code_2(
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: only=['large-predictr']: not models of this study (choices: {choices})")
     assert not (tmp_path / "study").exists()
+
+
+def test_the_gap_study_refuses_a_row_it_does_not_have_before_it_runs_anything(tmp_path):
+    import gap
+
+    with pytest.raises(ConfigError, match=r"only_rows=\['oracel'\]: not rows of this study \(choices: ours, "):
+        gap.main([f"out={tmp_path}", "only_rows=[ours,oracel]"])
+    assert not any(tmp_path.iterdir())
 
 
 def test_the_studies_run_as_scripts_without_extending_the_import_path():
