@@ -333,6 +333,31 @@ def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the
     assert "| point_mass-easy | ours (jepa-wm) | 1 | 76% +- 0% | [63%, 86%] | 2% | 84% | - | 30 |" in text
     assert "| point_mass-easy | LeWM | 1 | 20% +- 0% |" in text
     assert "point_mass-easy: the shipped model (seed 0), planned by benchmarks/gap.py" in text
+    assert "LeWM 86%, DINO-WM 79%, PLDM 78%, RC-aux 87.2%" in text
+    assert "the Goal-reaching suite table's reacher-offset25 rows" in text  # the suite's runs are not there
+    for variant, rates in ((suite.DEFAULT_VARIANT, [1.0, 1.0]), ("published-schedule", [0.9, 1.0])):
+        for seed, rate in enumerate(rates):
+            results = suite.results_directory(tmp_path, "test", "reacher-offset25", variant) / "default"
+            write_report(results / f"seed-{seed}", [row("ours", rate)])
+    text = peers_study.report(cfg, tmp_path, timings)
+    assert ("100% +- 0% over 2 training seeds with our schedule; 95% +- 7% over 2 training seeds with the "
+            "published schedule") in text
+
+
+def test_every_pitfall_test_the_peers_section_names_exists():
+    """The section says which test holds each evaluator pitfall: a renamed or removed test must not leave it wrong."""
+    import re
+
+    import peers_study
+
+    from jepa_wm.config import compose
+
+    text = peers_study.published(compose("peers_study"), Path("/nonexistent"))
+    named = re.findall(r"(tests/\w+\.py)::(\w+)", text)
+    assert len(named) == 4
+    root = Path(__file__).resolve().parents[1]
+    for path, name in named:
+        assert f"def {name}(" in (root / path).read_text(), (path, name)
 
 
 def test_the_peers_study_says_how_to_build_what_it_runs_in_before_it_writes_anything(tmp_path):
