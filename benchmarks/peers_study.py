@@ -20,7 +20,7 @@ from pathlib import Path
 
 import gap
 import suite
-from _study import Study, comparable, report_rows
+from _study import Study, comparable, evaluate, report_rows
 
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, compose, load_group, to_dict
@@ -31,6 +31,7 @@ HERE = Path(__file__).resolve().parent
 SECTION = "Peers at our size: LeWM and PLDM on our data and episodes (cpu)"
 STAGES = ("export", "train", "evaluate", "report")
 NAMES = {"lewm": "LeWM", "pldm": "PLDM"}
+POLICY_NAMES = {"gcbc": "GCBC (our policy alone)", "distill": "distilled planner (our policy alone)"}
 
 
 def peers_home(out: Path) -> Path:
@@ -103,6 +104,24 @@ def plan(cfg, out: Path, task: str, group: str, checkpoint: Path, results: Path)
     return report_rows(results)
 
 
+def policy_checkpoint(out: Path, group: str, kind: str) -> Path:
+    """The shipped model of a dynamics group with a goal-conditioned policy of ``kind`` trained into it."""
+    return peers_home(out) / "policies" / f"{group}-{kind}.ckpt"
+
+
+def train_policy(out: Path, group: str, kind: str, dataset: Path) -> Path:
+    """Our goal-conditioned policy (configs/policy/<kind>.yaml) on the frozen shipped model of the group, from the
+    suite's data (the peers' training data); reused when it is there."""
+    from jepa_wm.pipeline import train_policy_for_checkpoint
+    from jepa_wm.policy import PolicySettings
+
+    path = policy_checkpoint(out, group, kind)
+    if not path.is_file():
+        settings = PolicySettings.from_config(to_dict(load_group("policy", kind)))
+        train_policy_for_checkpoint(f"pretrained:{group}", settings, dataset=dataset, out=path, progress=False)
+    return path
+
+
 def check_setup(cfg) -> None:
     unknown = sorted(set(cfg.peers) - set(NAMES))
     if unknown:
@@ -121,11 +140,23 @@ def main(argv: list[str]) -> None:
     cfg, out = study.cfg, study.out
     if any(study.wants(stage) for stage in ("train", "evaluate")):
         check_setup(cfg)
+    unknown = sorted(set(cfg.policies) - set(POLICY_NAMES))
+    if unknown:
+        raise ConfigError(f"policies={unknown}: not policies of this study (choices: {', '.join(POLICY_NAMES)})")
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
         if study.wants("export"):
             study.run(f"peers export {group}", export, dataset, exported_data(out, group),
                       to_dict(load_group("env", group)))
+        for kind in cfg.policies:
+            if study.wants("train"):
+                study.run(f"peers policy {kind} {group}", train_policy, out, group, kind, dataset)
+            if study.wants("evaluate") and policy_checkpoint(out, group, kind).is_file():
+                for task in tasks:
+                    results = suite.results_directory(out, cfg.plan.split, task, suite.DEFAULT_VARIANT) / kind
+                    study.run(f"peers evaluate {task} {kind}", evaluate, results / "seed-0",
+                              [f"checkpoint={policy_checkpoint(out, group, kind)}", f"env={task}",
+                               *as_overrides(cfg.plan), "act=policy"])
         for peer in cfg.peers:
             for seed in cfg.seeds:
                 if study.wants("train"):
@@ -179,12 +210,18 @@ def report(cfg, out: Path, timings) -> str | None:
         found = reference(cfg, out, task, timings)
         if not cells or found is None:
             continue
+        for kind in cfg.policies:  # on the shipped model (training seed 0)
+            summary = suite.summarize_seeds({0: report_rows(results / kind / "seed-0").get("ours")})
+            if summary:
+                seconds = timings.seconds.get(f"peers policy {kind} {group}")
+                cells[kind] = {**summary, "train_min": None if seconds is None else seconds / 60}
         ours, baselines, source = found
         sources.add(f"{task}: {source}")
         for name, cell in {"ours": ours, **cells}.items():
             low, high = cell["pooled_ci95"]
             minutes = "-" if cell["train_min"] is None else f"{cell['train_min']:.1f}"
-            rows.append(f"| {task} | {'ours (jepa-wm)' if name == 'ours' else NAMES[name]} | {cell['seeds']} | "
+            label = "ours (jepa-wm)" if name == "ours" else NAMES.get(name) or POLICY_NAMES[name]
+            rows.append(f"| {task} | {label} | {cell['seeds']} | "
                         f"{cell['mean']:.0%} +- {cell['std']:.0%} | [{low:.0%}, {high:.0%}] | "
                         f"{baselines['random']['success_rate']:.0%} | {baselines['oracle']['success_rate']:.0%} | "
                         f"{minutes} | {cell['ms_per_step']:.0f} |")
@@ -195,9 +232,12 @@ def report(cfg, out: Path, timings) -> str | None:
         f"{cfg.plan.seed}, never used for tuning) with our planner and schedule (configs/plan.yaml; the peers with "
         f"the latent l2 cost, through benchmarks/peers/plan_peers.py). LeWM and PLDM: stable-worldmodel 0.1.1's "
         f"training scripts on the suite's data exported to their HDF5 layout ({' '.join(cfg.peer_training)}). Ours, "
-        f"random and the oracle: {'; '.join(sorted(sources))}. Train min: wall minutes per model as it ran here (the "
-        f"peers on one core beside other jobs); ms / MPC step likewise.",
-        "", "| task | model | seeds | success (mean +- std) | pooled 95% CI | random | oracle | train min | ms / MPC step |",
+        f"random and the oracle: {'; '.join(sorted(sources))}. "
+        + (f"Policies ({', '.join(cfg.policies)}): ours, trained into the shipped model (training seed 0) from the "
+           f"same data (configs/policy/), acting alone without a planner (act=policy). " if cfg.policies else "")
+        + "Train min: wall minutes per model as it ran here (the peers on one core beside other jobs); ms / decision "
+        "likewise (a planner's MPC step, or one policy call).",
+        "", "| task | model | seeds | success (mean +- std) | pooled 95% CI | random | oracle | train min | ms / decision |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows, "", published(cfg, out)])
 
 

@@ -333,6 +333,12 @@ def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the
     assert "| point_mass-easy | ours (jepa-wm) | 1 | 76% +- 0% | [63%, 86%] | 2% | 84% | - | 30 |" in text
     assert "| point_mass-easy | LeWM | 1 | 20% +- 0% |" in text
     assert "point_mass-easy: the shipped model (seed 0), planned by benchmarks/gap.py" in text
+    assert "GCBC" not in text  # no policy evaluated yet
+    write_report(suite.results_directory(tmp_path, "test", "point_mass-easy", suite.DEFAULT_VARIANT) / "gcbc" / "seed-0",
+                 [row("ours", 0.28)])
+    timings.seconds["peers policy gcbc point_mass-easy"] = 90
+    text = peers_study.report(cfg, tmp_path, timings)
+    assert "| point_mass-easy | GCBC (our policy alone) | 1 | 28% +- 0% | [17%, 42%] | 2% | 84% | 1.5 | 30 |" in text
     assert "LeWM 86%, DINO-WM 79%, PLDM 78%, RC-aux 87.2%" in text
     assert "the Goal-reaching suite table's reacher-offset25 rows" in text  # the suite's runs are not there
     for variant, rates in ((suite.DEFAULT_VARIANT, [1.0, 1.0]), ("published-schedule", [0.9, 1.0])):
@@ -368,6 +374,8 @@ def test_the_peers_study_says_how_to_build_what_it_runs_in_before_it_writes_anyt
         peers_study.main([f"out={tmp_path / 'study'}", "stages=[train]", "peers_python=/nonexistent/python"])
     with pytest.raises(ConfigError, match=r"peers=\['dinowm'\]: not peers of this study"):
         peers_study.main([f"out={tmp_path / 'study'}", "stages=[train]", "peers=[dinowm]"])
+    with pytest.raises(ConfigError, match=r"policies=\['gcbk'\]: not policies of this study \(choices: gcbc, "):
+        peers_study.main([f"out={tmp_path / 'study'}", "stages=[export]", "policies=[gcbk]"])
     assert not (tmp_path / "study").exists()
 
 
