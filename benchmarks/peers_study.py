@@ -235,8 +235,10 @@ def report(cfg, out: Path, timings) -> str | None:
         f"random and the oracle: {'; '.join(sorted(sources))}. "
         + (f"Policies ({', '.join(cfg.policies)}): ours, trained into the shipped model (training seed 0) from the "
            f"same data (configs/policy/), acting alone without a planner (act=policy). " if cfg.policies else "")
-        + "Train min: wall minutes per model as it ran here (the peers on one core beside other jobs); ms / decision "
-        "likewise (a planner's MPC step, or one policy call).",
+        + "Train min: wall minutes per model as it ran here (the peers on one core beside other jobs); ours is the "
+        "default's 1,500 steps (\"Training throughput\" gives their speed on these cores: a few minutes idle; the "
+        "history study's runs took 8-21 min beside other jobs), to compare with the peers' minutes. "
+        "ms / decision likewise (a planner's MPC step, or one policy call).",
         "", "| task | model | seeds | success (mean +- std) | pooled 95% CI | random | oracle | train min | ms / decision |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows, "", published(cfg, out)])
 
