@@ -5,7 +5,10 @@ Stages: ``export`` writes each dynamics group's suite dataset in stable-worldmod
 (``jepa_wm.data.interop.export_hdf5``); ``train`` runs ``scripts/train/<peer>.py`` of stable-worldmodel 0.1.1 in the
 peers venv (``peer_training``: our 64 x 64 frames, CPU, a wall budget near the suite's); ``evaluate`` plans each
 trained peer through ``benchmarks/peers/plan_peers.py`` (our CEM, horizon, replanning and episodes; the latent l2
-cost); ``report`` writes the table. Ours, random and the oracle are the suite's reports of the same episodes.
+cost); ``readings`` reads, for ours (the shipped model) and each peer on the same frames of the group's data, what
+the embedding holds of the goal coordinates, how its latent distance ranks and how far its rollouts drift
+(``benchmarks/peers/readings.py``): the measured why beside the success rates; ``report`` writes the tables. Ours,
+random and the oracle are the suite's reports of the same episodes.
 
     python benchmarks/peers_study.py
     python benchmarks/peers_study.py stages=[report] --write
@@ -29,7 +32,7 @@ from jepa_wm.files import write_json_atomic
 
 HERE = Path(__file__).resolve().parent
 SECTION = "Peers at our size: LeWM and PLDM on our data and episodes (cpu)"
-STAGES = ("export", "train", "evaluate", "report")
+STAGES = ("export", "train", "evaluate", "readings", "report")
 NAMES = {"lewm": "LeWM", "pldm": "PLDM"}
 POLICY_NAMES = {"gcbc": "GCBC (our policy alone)", "distill": "distilled planner (our policy alone)"}
 
@@ -104,6 +107,21 @@ def plan(cfg, out: Path, task: str, group: str, checkpoint: Path, results: Path)
     return report_rows(results)
 
 
+def readings_file(out: Path, group: str, name: str) -> Path:
+    return peers_home(out) / "readings" / f"{group}-{name}.json"
+
+
+def read_model(cfg, out: Path, group: str, name: str, reference: str) -> dict:
+    """benchmarks/peers/readings.py on ``reference`` (ours or a peer's weights), in the peers venv; reused when a
+    reading of the same model is there."""
+    path = readings_file(out, group, name)
+    if not (path.is_file() and json.loads(path.read_text())["model"] == reference):
+        command = [cfg.peers_python, str(HERE / "peers" / "readings.py"), f"model={reference}",
+                   f"data={exported_data(out, group).resolve()}", f"out={path}"]
+        subprocess.run(command, check=True, env=peer_environment(out))
+    return json.loads(path.read_text())
+
+
 def policy_checkpoint(out: Path, group: str, kind: str) -> Path:
     """The shipped model of a dynamics group with a goal-conditioned policy of ``kind`` trained into it."""
     return peers_home(out) / "policies" / f"{group}-{kind}.ckpt"
@@ -138,7 +156,7 @@ def check_setup(cfg) -> None:
 def main(argv: list[str]) -> None:
     study = Study("peers_study", argv, STAGES)
     cfg, out = study.cfg, study.out
-    if any(study.wants(stage) for stage in ("train", "evaluate")):
+    if any(study.wants(stage) for stage in ("train", "evaluate", "readings")):
         check_setup(cfg)
     unknown = sorted(set(cfg.policies) - set(POLICY_NAMES))
     if unknown:
@@ -157,11 +175,16 @@ def main(argv: list[str]) -> None:
                     study.run(f"peers evaluate {task} {kind}", evaluate, results / "seed-0",
                               [f"checkpoint={policy_checkpoint(out, group, kind)}", f"env={task}",
                                *as_overrides(cfg.plan), "act=policy"])
+        if study.wants("readings"):
+            study.run(f"peers readings {group} ours", read_model, cfg, out, group, "ours", f"pretrained:{group}")
         for peer in cfg.peers:
             for seed in cfg.seeds:
                 if study.wants("train"):
                     study.run(f"peers train {group} {peer} seed {seed}", train, cfg, out, group, peer, seed)
                 checkpoint = peer_checkpoint(out, group, peer, seed)
+                if checkpoint is not None and study.wants("readings"):
+                    study.run(f"peers readings {group} {peer} seed {seed}", read_model, cfg, out, group,
+                              f"{peer}-seed{seed}", str(checkpoint.resolve()))
                 if not study.wants("evaluate") or checkpoint is None:
                     continue
                 for task in tasks:
@@ -240,7 +263,34 @@ def report(cfg, out: Path, timings) -> str | None:
         "history study's runs took 8-21 min beside other jobs), to compare with the peers' minutes. "
         "ms / decision likewise (a planner's MPC step, or one policy call).",
         "", "| task | model | seeds | success (mean +- std) | pooled 95% CI | random | oracle | train min | ms / decision |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows, "", published(cfg, out)])
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", *rows, "", *why(cfg, out), published(cfg, out)])
+
+
+def why(cfg, out: Path) -> list[str]:
+    """The readings table (stage ``readings``): what each model's embedding holds and how its predictor drifts, on
+    the same frames; empty when nothing was read."""
+    rows = []
+    for group in suite.task_groups(list(cfg.tasks)):
+        names = {"ours": "ours (jepa-wm, shipped)"} | {f"{peer}-seed{seed}": f"{NAMES[peer]} (seed {seed})"
+                                                       for peer in cfg.peers for seed in cfg.seeds}
+        for name, label in names.items():
+            path = readings_file(out, group, name)
+            if path.is_file():
+                found = json.loads(path.read_text())
+                ratio = found["rollout_ratio"]
+                rows.append(f"| {group} | {label} | {found['probe_r2']:.2f} | {found['distance_rank_correlation']:.2f} | "
+                            f"{ratio[0]:.2f} / {ratio[-1]:.2f} |")
+    if not rows:
+        return []
+    return [
+        "Why, measured on the same frames of each group's data (benchmarks/peers/readings.py: 480 windows from the last "
+        "40 of its 150 episodes, seed 0): probe R^2: a ridge probe of the goal coordinates from one frame's embedding, "
+        "fitted on half the episodes and scored on the others; rank corr.: Spearman's correlation of latent and true "
+        "distances over pairs of frames (what planning on a latent distance relies on); rollout ratio: open-loop "
+        "prediction error after 1 and 5 model steps over that of copying the last seen embedding (< 1 beats "
+        "'nothing moves').",
+        "", "| group | model | probe R^2 | rank corr. | rollout ratio 1 / 5 steps |", "| --- | --- | ---: | ---: | ---: |",
+        *rows, ""]
 
 
 PUBLISHED = "LeWM 86%, DINO-WM 79%, PLDM 78%, RC-aux 87.2%"
