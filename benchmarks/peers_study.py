@@ -283,12 +283,13 @@ def why(cfg, out: Path) -> list[str]:
     if not rows:
         return []
     return [
-        "Why, measured on the same frames of each group's data (benchmarks/peers/readings.py: 480 windows from the last "
-        "40 of its 150 episodes, seed 0): probe R^2: a ridge probe of the goal coordinates from one frame's embedding, "
-        "fitted on half the episodes and scored on the others; rank corr.: Spearman's correlation of latent and true "
-        "distances over pairs of frames (what planning on a latent distance relies on); rollout ratio: open-loop "
-        "prediction error after 1 and 5 model steps over that of copying the last seen embedding (< 1 beats "
-        "'nothing moves').",
+        "Why, measured on the same frames of each group's data, its last 40 of 150 episodes "
+        "(benchmarks/peers/readings.py): probe R^2: a ridge probe of the goal coordinates (hinge angles as sin and "
+        "cos) from one frame's embedding, fitted on 20 episodes and scored on the other 20; rank corr.: Spearman's "
+        "correlation of latent and true distances over pairs of frames of one episode (one scene, as a frame and its "
+        "goal), averaged over episodes: what planning on a latent distance relies on; rollout ratio: open-loop "
+        "prediction error after 1 and 5 model steps over that of copying the last seen embedding, on 480 windows "
+        "(< 1 beats 'nothing moves').",
         "", "| group | model | probe R^2 | rank corr. | rollout ratio 1 / 5 steps |", "| --- | --- | ---: | ---: | ---: |",
         *rows, ""]
 

@@ -9,14 +9,17 @@ Runs in the peers venv (it loads LeWM/PLDM through ``plan_peers.py``; ``jepa_wm`
     /work/peers-venv/bin/python benchmarks/peers/readings.py model=H/checkpoints/X/weights_epoch_1.pt \
         data=reacher-easy.h5 out=readings/reacher-easy-lewm.json
 
-``data``: a dynamics group's dataset in stable-worldmodel's HDF5 layout (``peers_study.py`` exports it). Frames come
-from its last ``episodes`` episodes, windows at random starts (seed 0), so every model reads the same ones:
-- ``probe_r2``: a ridge probe of the goal coordinates (the ``position`` column) from one frame's embedding, fitted on
-  the first half of the episodes and scored on the other half (no frame of a scored episode is fitted);
-- ``distance_rank_correlation``: Spearman's rank correlation of latent and true distances over pairs of frames
-  (what a planner minimising a latent distance to a goal relies on);
-- ``rollout_ratio``: the open-loop prediction error (squared L2 to the encoding of the frame predicted) at each of
-  ``steps`` model steps, divided by the error of copying the last seen embedding: < 1 beats "nothing moves".
+``data``: a dynamics group's dataset in stable-worldmodel's HDF5 layout (``peers_study.py`` exports it). Every model
+reads the same frames of its last ``episodes`` episodes:
+- ``probe_r2``: a ridge probe of the goal coordinates (the ``position`` column; hinge angles as sin and cos) from one
+  frame's embedding, every 2nd frame, fitted on the first half of the episodes (its ridge chosen inside that half)
+  and scored on the other half: no frame of a scored episode is fitted;
+- ``distance_rank_correlation``: Spearman's rank correlation of latent and true distances over pairs of those frames
+  of one episode (one scene, as a frame and its goal are), averaged over the episodes: what a planner minimising a
+  latent distance to a goal relies on;
+- ``rollout_ratio``: on ``count`` windows at random starts (seed 0), the open-loop prediction error (squared L2 to the
+  encoding of the frame predicted) at each of ``steps`` model steps, divided by the error of copying the last seen
+  embedding: < 1 beats "nothing moves".
 """
 
 from __future__ import annotations
@@ -62,26 +65,73 @@ def windows(file, episodes: int, count: int, span: int, frameskip: int, seed: in
     return picks
 
 
+RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the probe's ridge, chosen by 2-fold validation inside the fitted half
+
+
+def hinge_of(file) -> np.ndarray:
+    """Which goal coordinates are hinge angles (read as sin and cos), from the manifest ``export_hdf5`` stores in
+    the file; none when the file has no manifest."""
+    import json
+
+    if "jepa_wm_manifest" not in file.attrs:
+        return np.zeros(file["position"].shape[1], dtype=bool)
+    from jepa_wm.data.envs import make_env
+
+    env = make_env(json.loads(file.attrs["jepa_wm_manifest"])["env"])
+    try:
+        return env.hinge
+    finally:
+        env.close()
+
+
+def probe_r2(z: torch.Tensor, targets: torch.Tensor, episode_of: np.ndarray) -> float:
+    """A ridge probe fitted on the first half of the episodes (its ridge chosen by fitting one half of those and
+    scoring the other) and scored on the second half: no frame of a scored episode is ever fitted."""
+    from jepa_wm.metrics import linear_probe_r2
+
+    middle = np.median(np.unique(episode_of))
+    fit = torch.as_tensor(episode_of < middle)
+    inner = torch.as_tensor(episode_of < np.median(np.unique(episode_of[fit.numpy()])))
+    a, b = fit & inner, fit & ~inner
+    ridge = max(RIDGES, key=lambda r: float(linear_probe_r2(z[a], targets[a], z[b], targets[b], ridge=r)))
+    return float(linear_probe_r2(z[fit], targets[fit], z[~fit], targets[~fit], ridge=ridge))
+
+
 @torch.no_grad()
-def readings(model, data: str, episodes: int = 40, count: int = 480, steps: int = 5, seed: int = 0) -> dict:
-    import h5py
+def embedding_readings(model, file, episodes: int, stride: int = 2, seed: int = 0) -> dict:
+    """Probe R^2 and the distance rank correlation, from every ``stride``-th frame of the last ``episodes``."""
+    from jepa_wm.learned_cost import success_targets
+    from jepa_wm.metrics import distance_rank_correlation
 
-    from jepa_wm.metrics import distance_rank_correlation, linear_probe_r2
+    lengths, offsets = file["ep_len"][:], file["ep_offset"][:]
+    chosen = range(len(lengths) - episodes, len(lengths))
+    rows = np.concatenate([np.arange(offsets[e], offsets[e] + lengths[e], stride) for e in chosen])
+    episode_of = np.concatenate([np.full(len(range(0, lengths[e], stride)), e) for e in chosen])
+    pixels, positions = file["pixels"][rows], torch.as_tensor(file["position"][rows])
+    targets = success_targets(positions, hinge_of(file)).double()  # hinge angles as sin and cos
+    z = torch.cat([model.encode(torch.as_tensor(pixels[low:low + 64])[:, None]).flatten(1)
+                   for low in range(0, len(rows), 64)]).double()
+    # within an episode, as a planner compares a frame with a goal of the same scene (reacher's target differs
+    # between episodes and would dominate pairs across them)
+    within = [float(distance_rank_correlation(z[mask], targets[mask]))
+              for mask in (torch.as_tensor(episode_of == e) for e in chosen)]
+    return {"probe_frames": len(rows), "probe_r2": round(probe_r2(z, targets, episode_of), 3),
+            "distance_rank_correlation": round(float(np.mean(within)), 3)}
 
+
+@torch.no_grad()
+def rollout_readings(model, file, episodes: int, count: int, steps: int, seed: int = 0) -> dict:
+    """Open-loop prediction error at each of ``steps`` model steps over that of copying the last seen embedding."""
     history, frameskip = int(model.history), int(model.frameskip)
     span = history + steps
-    with h5py.File(data, "r") as file:
-        picks = windows(file, episodes, count, span, frameskip, seed)
-        rows = np.array([[start + frameskip * k for k in range(span)] for _, start in picks])
-        pixels = np.stack([file["pixels"][window] for window in rows])  # rows rise within a window
-        actions_per_row = file["action"][:]
-        positions = torch.as_tensor(file["position"][:][rows[:, history - 1]], dtype=torch.float64)
+    picks = windows(file, episodes, count, span, frameskip, seed)
+    rows = np.array([[start + frameskip * k for k in range(span)] for _, start in picks])
+    pixels = np.stack([file["pixels"][window] for window in rows])  # rows rise within a window
+    actions_per_row = file["action"][:]
     # a model step's action: its frameskip env actions concatenated
     actions = torch.as_tensor(np.stack([
         np.concatenate([actions_per_row[row + offset] for offset in range(frameskip)])
         for window in rows for row in window[:-1]]).reshape(len(rows), span - 1, -1), dtype=torch.float32)
-    episode_of = np.array([episode for episode, _ in picks])
-
     targets, encoded = [], []
     for low in range(0, len(rows), 32):  # (B, T, H, W, 3) uint8, as the env returns frames
         batch = torch.as_tensor(pixels[low:low + 32])
@@ -94,15 +144,16 @@ def readings(model, data: str, episodes: int = 40, count: int = 480, steps: int 
     truth, last_seen = z_target[:, history:], z_target[:, history - 1:history]
     error = (predicted - truth).pow(2).flatten(2).sum(-1).mean(0)
     copy_error = (last_seen - truth).pow(2).flatten(2).sum(-1).mean(0)
+    return {"windows": len(rows), "history": history, "frameskip": frameskip,
+            "rollout_ratio": [round(float(value), 3) for value in error / copy_error.clamp_min(1e-12)]}
 
-    current = z_history[:, -1].flatten(1).double()
-    fit = torch.as_tensor(episode_of < np.median(episode_of))
-    return {
-        "frames": len(rows), "episodes": episodes, "history": history, "frameskip": frameskip,
-        "probe_r2": round(float(linear_probe_r2(current[fit], positions[fit], current[~fit], positions[~fit])), 3),
-        "distance_rank_correlation": round(float(distance_rank_correlation(current, positions)), 3),
-        "rollout_ratio": [round(float(value), 3) for value in error / copy_error.clamp_min(1e-12)],
-    }
+
+def readings(model, data: str, episodes: int = 40, count: int = 480, steps: int = 5, seed: int = 0) -> dict:
+    import h5py
+
+    with h5py.File(data, "r") as file:
+        return {"episodes": episodes, **embedding_readings(model, file, episodes, seed=seed),
+                **rollout_readings(model, file, episodes, count, steps, seed)}
 
 
 def main(argv: list[str]) -> None:
