@@ -94,10 +94,11 @@ def train(cfg, out: Path, group: str, peer: str, seed: int) -> Path:
     return found
 
 
-def plan(cfg, out: Path, task: str, group: str, checkpoint: Path, results: Path) -> dict:
-    """The peer planned by our planner on the suite's episodes; reused when a report with the same settings (and
-    the same checkpoint) is there, as ``_study.evaluate`` reuses ours."""
-    overrides = ["cost.name=l2", f"env={task}", *as_overrides(cfg.plan)]
+def plan(cfg, out: Path, task: str, group: str, checkpoint: Path, results: Path, schedule: list[str]) -> dict:
+    """The peer planned by our planner on the suite's episodes with a planner ``schedule`` of the suite's (overrides;
+    none: the default MPC); reused when a report with the same settings (and the same checkpoint) is there, as
+    ``_study.evaluate`` reuses ours."""
+    overrides = ["cost.name=l2", f"env={task}", *as_overrides(cfg.plan), *schedule]
     expected = {**to_dict(compose("plan", overrides)), "checkpoint": str(checkpoint.resolve())}
     report = results / "report.json"
     if not (report.is_file() and comparable(json.loads(report.read_text())["config"]) == comparable(expected)):
@@ -188,9 +189,11 @@ def main(argv: list[str]) -> None:
                 if not study.wants("evaluate") or checkpoint is None:
                     continue
                 for task in tasks:
-                    results = suite.results_directory(out, cfg.plan.split, task, suite.DEFAULT_VARIANT) / peer
-                    study.run(f"peers evaluate {task} {peer} seed {seed}", plan, cfg, out, task, group, checkpoint,
-                              results / f"seed-{seed}")
+                    for variant, schedule in suite.schedules(cfg, task).items():  # the published one on reacher-offset25
+                        results = suite.results_directory(out, cfg.plan.split, task, variant) / peer
+                        suffix = "" if variant == suite.DEFAULT_VARIANT else f" {variant}"
+                        study.run(f"peers evaluate {task} {peer} seed {seed}{suffix}", plan, cfg, out, task, group,
+                                  checkpoint, results / f"seed-{seed}", schedule)
     study.report(SECTION, lambda: report(cfg, out, study.timings))
 
 
@@ -222,14 +225,18 @@ def report(cfg, out: Path, timings) -> str | None:
     for task in cfg.tasks:
         group = next(name for name in suite.task_groups([task]))
         results = suite.results_directory(out, cfg.plan.split, task, suite.DEFAULT_VARIANT)
-        cells = {}
+        cells, labels = {}, {}
         for peer in cfg.peers:
-            summary = suite.summarize_seeds({seed: report_rows(results / peer / f"seed-{seed}").get("ours")
-                                             for seed in cfg.seeds})
-            if summary:
-                minutes = [timings.seconds[name] / 60 for seed in summary["finished_seeds"]
-                           if (name := f"peers train {group} {peer} seed {seed}") in timings.seconds]
-                cells[peer] = {**summary, "train_min": sum(minutes) / len(minutes) if minutes else None}
+            for variant in suite.schedules(cfg, task):
+                directory = suite.results_directory(out, cfg.plan.split, task, variant) / peer
+                summary = suite.summarize_seeds({seed: report_rows(directory / f"seed-{seed}").get("ours")
+                                                 for seed in cfg.seeds})
+                if summary:
+                    minutes = [timings.seconds[name] / 60 for seed in summary["finished_seeds"]
+                               if (name := f"peers train {group} {peer} seed {seed}") in timings.seconds]
+                    key = peer if variant == suite.DEFAULT_VARIANT else f"{peer} {variant}"
+                    labels[key] = NAMES[peer] + ("" if variant == suite.DEFAULT_VARIANT else f" ({variant})")
+                    cells[key] = {**summary, "train_min": sum(minutes) / len(minutes) if minutes else None}
         found = reference(cfg, out, task, timings)
         if not cells or found is None:
             continue
@@ -243,7 +250,7 @@ def report(cfg, out: Path, timings) -> str | None:
         for name, cell in {"ours": ours, **cells}.items():
             low, high = cell["pooled_ci95"]
             minutes = "-" if cell["train_min"] is None else f"{cell['train_min']:.1f}"
-            label = "ours (jepa-wm)" if name == "ours" else NAMES.get(name) or POLICY_NAMES[name]
+            label = "ours (jepa-wm)" if name == "ours" else labels.get(name) or POLICY_NAMES[name]
             rows.append(f"| {task} | {label} | {cell['seeds']} | "
                         f"{cell['mean']:.0%} +- {cell['std']:.0%} | [{low:.0%}, {high:.0%}] | "
                         f"{baselines['random']['success_rate']:.0%} | {baselines['oracle']['success_rate']:.0%} | "

@@ -348,6 +348,17 @@ def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the
     text = peers_study.report(cfg, tmp_path, timings)
     assert ("100% +- 0% over 2 training seeds with our schedule; 95% +- 7% over 2 training seeds with the "
             "published schedule") in text
+    write_report(suite.results_directory(tmp_path, "test", "reacher-offset25", "published-schedule") / "lewm" / "seed-0",
+                 [row("ours", 0.1)])
+    write_report(suite.results_directory(tmp_path, "test", "reacher-offset25", suite.DEFAULT_VARIANT) / "lewm" / "seed-0",
+                 [row("ours", 0.06)])
+    shipped = gap.results_directory(tmp_path, "reacher-offset25", "pretrained", "")
+    write_report(shipped / "baselines", [row("random", 0.04), row("oracle", 1.0)])
+    write_report(shipped / "ours", [row("ours", 1.0)])
+    offset_only = compose("peers_study", [f"out={tmp_path}", "tasks=[reacher-offset25]", "seeds=[0,1]"])
+    text = peers_study.report(offset_only, tmp_path, timings)
+    assert "| reacher-offset25 | LeWM | 1 | 6% +- 0% |" in text
+    assert "| reacher-offset25 | LeWM (published-schedule) | 1 | 10% +- 0% |" in text
     assert "rollout ratio" not in text  # nothing read yet: no readings table
     from jepa_wm.files import write_json_atomic
 
@@ -411,11 +422,13 @@ def test_the_peers_study_reuses_a_run_or_report_only_when_its_settings_are_the_s
     config = {**to_dict(compose("plan", overrides)), "checkpoint": str(weights.resolve())}
     results.mkdir()
     (results / "report.json").write_text(json.dumps({"results": [row("ours", 0.5)], "config": config}))
-    assert peers_study.plan(cfg, tmp_path, "reacher-easy", "reacher-easy", weights, results)["ours"]["success_rate"] == 0.5
+    assert peers_study.plan(cfg, tmp_path, "reacher-easy", "reacher-easy", weights, results, [])["ours"]["success_rate"] == 0.5
     assert len(calls) == 1  # the same settings: reused
     fewer = compose("peers_study", [f"out={tmp_path}", "plan.episodes=7"])
-    peers_study.plan(fewer, tmp_path, "reacher-easy", "reacher-easy", weights, results)
+    peers_study.plan(fewer, tmp_path, "reacher-easy", "reacher-easy", weights, results, [])
     assert len(calls) == 2 and "episodes=7" in calls[-1]
+    peers_study.plan(cfg, tmp_path, "reacher-easy", "reacher-easy", weights, results, ["planner.iterations=30"])
+    assert len(calls) == 3 and calls[-1][-1] == "planner.iterations=30"  # another schedule: planned again
 
     with pytest.raises(ConfigError, match=r"peer_training must set trainer.max_epochs=N"):
         peers_study.max_epochs(compose("peers_study", ["peer_training=[img_size=64]"]))
