@@ -276,10 +276,10 @@ def report(cfg, out: Path, timings) -> str | None:
 def why(cfg, out: Path) -> list[str]:
     """The readings table (stage ``readings``): what each model's embedding holds and how its predictor drifts, on
     the same frames; empty when nothing was read."""
-    rows = []
+    names = {"ours": "ours (jepa-wm, shipped)"} | {f"{peer}-seed{seed}": f"{NAMES[peer]} (seed {seed})"
+                                                   for peer in cfg.peers for seed in cfg.seeds}
+    rows, found = [], None
     for group in suite.task_groups(list(cfg.tasks)):
-        names = {"ours": "ours (jepa-wm, shipped)"} | {f"{peer}-seed{seed}": f"{NAMES[peer]} (seed {seed})"
-                                                       for peer in cfg.peers for seed in cfg.seeds}
         for name, label in names.items():
             path = readings_file(out, group, name)
             if path.is_file():
@@ -290,13 +290,13 @@ def why(cfg, out: Path) -> list[str]:
     if not rows:
         return []
     return [
-        "Why, measured on the same frames of each group's data, its last 40 of 150 episodes "
-        "(benchmarks/peers/readings.py): probe R^2: a ridge probe of the goal coordinates (hinge angles as sin and "
-        "cos) from one frame's embedding, fitted on 20 episodes and scored on the other 20; rank corr.: Spearman's "
-        "correlation of latent and true distances over pairs of frames of one episode (one scene, as a frame and its "
-        "goal), averaged over episodes: what planning on a latent distance relies on; rollout ratio: open-loop "
-        "prediction error after 1 and 5 model steps over that of copying the last seen embedding, on 480 windows "
-        "(< 1 beats 'nothing moves').",
+        f"Why, measured on the same frames of each group's data, its last {found['episodes']} episodes "
+        f"(benchmarks/peers/readings.py): probe R^2: a ridge probe of the goal coordinates (hinge angles as sin and "
+        f"cos) from one frame's embedding, fitted on half of those episodes and scored on the other half; rank corr.: "
+        f"Spearman's correlation of latent and true distances over pairs of frames of one episode (one scene, as a "
+        f"frame and its goal), averaged over episodes: what planning on a latent distance relies on; rollout ratio: "
+        f"open-loop prediction error after 1 and {len(found['rollout_ratio'])} model steps over that of copying the "
+        f"last seen embedding, on {found['windows']} windows (< 1 beats 'nothing moves').",
         "", "| group | model | probe R^2 | rank corr. | rollout ratio 1 / 5 steps |", "| --- | --- | ---: | ---: | ---: |",
         *rows, ""]
 

@@ -365,7 +365,8 @@ def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the
     peers_study.readings_file(tmp_path, "point_mass-easy", "ours").parent.mkdir(parents=True)
     for name, readings in (("ours", (0.99, 0.85, [0.33, 0.13])), ("lewm-seed1", (-0.31, 0.02, [193.4, 155.6]))):
         write_json_atomic(peers_study.readings_file(tmp_path, "point_mass-easy", name),
-                          dict(zip(("probe_r2", "distance_rank_correlation", "rollout_ratio"), readings)))
+                          {"episodes": 40, "windows": 480,
+                           **dict(zip(("probe_r2", "distance_rank_correlation", "rollout_ratio"), readings))})
     text = peers_study.report(cfg, tmp_path, timings)
     assert "| point_mass-easy | ours (jepa-wm, shipped) | 0.99 | 0.85 | 0.33 / 0.13 |" in text
     assert "| point_mass-easy | LeWM (seed 1) | -0.31 | 0.02 | 193.40 / 155.60 |" in text

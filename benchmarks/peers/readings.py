@@ -49,11 +49,17 @@ def load(reference: str, data: str):
     return load_world_model(reference)
 
 
+def last_episodes(file, episodes: int) -> tuple[np.ndarray, np.ndarray, range]:
+    """The file's episode lengths and first rows, and the indices of its last ``episodes`` episodes (the frames every
+    model reads)."""
+    lengths, offsets = file["ep_len"][:], file["ep_offset"][:]
+    return lengths, offsets, range(len(lengths) - episodes, len(lengths))
+
+
 def windows(file, episodes: int, count: int, span: int, frameskip: int, seed: int = 0) -> list[tuple[int, int]]:
     """``count`` (episode, first row) pairs of the last ``episodes`` episodes, each with ``span`` model steps of
     ``frameskip`` rows inside the episode and no NaN action (the last row's)."""
-    lengths, offsets = file["ep_len"][:], file["ep_offset"][:]
-    chosen = range(len(lengths) - episodes, len(lengths))
+    lengths, offsets, chosen = last_episodes(file, episodes)
     rng = np.random.default_rng(seed)
     picks = []
     for index in range(count):
@@ -71,8 +77,6 @@ RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the probe's ridge, chosen by 2-fold va
 def hinge_of(file) -> np.ndarray:
     """Which goal coordinates are hinge angles (read as sin and cos), from the manifest ``export_hdf5`` stores in
     the file; none when the file has no manifest."""
-    import json
-
     if "jepa_wm_manifest" not in file.attrs:
         return np.zeros(file["position"].shape[1], dtype=bool)
     from jepa_wm.data.envs import make_env
@@ -103,8 +107,7 @@ def embedding_readings(model, file, episodes: int, stride: int = 2, seed: int = 
     from jepa_wm.learned_cost import success_targets
     from jepa_wm.metrics import distance_rank_correlation
 
-    lengths, offsets = file["ep_len"][:], file["ep_offset"][:]
-    chosen = range(len(lengths) - episodes, len(lengths))
+    lengths, offsets, chosen = last_episodes(file, episodes)
     rows = np.concatenate([np.arange(offsets[e], offsets[e] + lengths[e], stride) for e in chosen])
     episode_of = np.concatenate([np.full(len(range(0, lengths[e], stride)), e) for e in chosen])
     pixels, positions = file["pixels"][rows], torch.as_tensor(file["position"][rows])
