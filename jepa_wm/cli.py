@@ -129,17 +129,26 @@ def _convert(cfg) -> None:
 
 
 def _joints(cfg) -> None:
-    from jepa_wm.data.envs.tasks import domain_joints
+    from jepa_wm.data.envs.tasks import domain_joints, domain_task, visual_symmetry
     from jepa_wm.errors import ConfigError
 
     try:
-        rows = domain_joints(cfg.domain, cfg.task)
+        task = domain_task(cfg.domain, cfg.task)
+        rows = domain_joints(cfg.domain, task)
+        looks = visual_symmetry(cfg.domain, task, cfg.camera_id, cfg.image_size)
     except ValueError as error:
         raise ConfigError(str(error)) from error
-    print(f"{'qpos':>4}  {'joint':<20} {'type':<6} range")
+
+    def look(qpos: int) -> str:  # what a frame shows of a hinge turned
+        order = looks.get(qpos)
+        return {None: "-", 0: "out of view", 1: "after a full turn"}.get(order, f"after 1/{order} turn")
+
+    print(f"{cfg.domain}-{task}, camera {cfg.camera_id}, {cfg.image_size} px")
+    print(f"{'qpos':>4}  {'joint':<20} {'type':<6} {'range':<18} looks the same")
     for row in rows:
-        print(f"{row['qpos']:>4}  {row['name']:<20} {row['type']:<6} {row['range']}")
-    print("success_joints takes qpos indices; hinges are compared modulo 2 pi, slides as they are")
+        print(f"{row['qpos']:>4}  {row['name']:<20} {row['type']:<6} {str(row['range']):<18} {look(row['qpos'])}")
+    print("success_joints takes qpos indices; hinges are compared modulo 2 pi, slides as they are; a hinge that "
+          "looks the same after 1/n turn goes in joint_symmetry ({qpos: n}) so that success asks only what a frame shows")
 
 
 def _upload(cfg) -> None:

@@ -208,12 +208,15 @@ class DecodedCoordinatesHead(nn.Module):
         return nn.functional.mse_loss(self.decoder(pairs.frames(episode, time)), trainer.targets[episode, time])
 
 
-def success_targets(coordinates: torch.Tensor, hinge) -> torch.Tensor:
-    """Success coordinates (..., C) as a probe's targets: hinge angles (``hinge`` (C,) True) as their sin and cos,
-    so that -pi and pi are one target; the others as they are."""
-    hinge = torch.as_tensor(hinge, dtype=torch.bool)
+def success_targets(coordinates: torch.Tensor, periods) -> torch.Tensor:
+    """Success coordinates (..., C) as a probe's targets: each angle (``periods`` (C,) > 0, see
+    ``SuccessCriterion.angle_periods``) as the sin and cos of its turn within its period, so that -pi and pi are
+    one target (and so are the two looks of a body that looks the same after half a turn); the others as they are."""
+    periods = torch.as_tensor(periods, dtype=torch.float32)
+    angle = periods > 0
     coordinates = coordinates.float()
-    parts = [coordinates[..., ~hinge], coordinates[..., hinge].sin(), coordinates[..., hinge].cos()]
+    turns = coordinates[..., angle] * (2 * torch.pi / periods[angle])
+    parts = [coordinates[..., ~angle], turns.sin(), turns.cos()]
     return torch.cat([part for part in parts if part.shape[-1]], dim=-1)
 
 
@@ -346,9 +349,9 @@ class CostTrainer(HeadTrainer):
             cost.metrics = validation_metrics(cost, validation.float(), coordinates.float(), generator)
         return cost
 
-    def decoding_r2(self, episodes: torch.Tensor, coordinates: torch.Tensor, hinge) -> float:
+    def decoding_r2(self, episodes: torch.Tensor, coordinates: torch.Tensor, periods) -> float:
         """R^2 of the decoded cost's probe on held-out episodes (E', T', F) and their success coordinates."""
-        targets = (success_targets(coordinates, hinge) - self.target_mean) / self.target_std
+        targets = (success_targets(coordinates, periods) - self.target_mean) / self.target_std
         with torch.no_grad():
             decoded = self.net.decoder((episodes.float() - self.mean) / self.std)
         return float(1 - (decoded - targets).pow(2).sum() / (targets - targets.mean((0, 1))).pow(2).sum())

@@ -422,26 +422,26 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
     correlations of the learned and of the latent distance with the true one, on held-out episodes."""
     def build(model, store, train_ids, val_ids):
         # A kind that reads the success coordinates: its targets, and how well its probe reads them.
-        hinge = success_hinges(store) if getattr(HEADS[settings.kind], "needs_targets", False) else None
+        periods = success_angle_periods(store) if getattr(HEADS[settings.kind], "needs_targets", False) else None
 
         def finish(trainer):
             held_out = embed_episodes(model, store, val_ids)
             cost = trainer.result(held_out.goals, held_out.coordinates)
-            if hinge is not None:  # how well the probe reads the success coordinates from an encoding
-                cost.metrics["probe_r2"] = trainer.decoding_r2(held_out.goals, held_out.coordinates, hinge)
-                for steps, r2 in enumerate(probe_r2_over_horizon(model, trainer, held_out, hinge), start=1):
+            if periods is not None:  # how well the probe reads the success coordinates from an encoding
+                cost.metrics["probe_r2"] = trainer.decoding_r2(held_out.goals, held_out.coordinates, periods)
+                for steps, r2 in enumerate(probe_r2_over_horizon(model, trainer, held_out, periods), start=1):
                     cost.metrics[f"probe_r2_predicted_{steps}"] = r2
             return cost.to_checkpoint(), cost.metrics
 
         training = embed_episodes(model, store, train_ids)
-        targets = None if hinge is None else success_targets(training.coordinates, hinge)
+        targets = None if periods is None else success_targets(training.coordinates, periods)
         return (CostTrainer(training.goals, settings, targets), settings.steps, f"learned cost ({settings.kind})",
                 finish)
 
     return train_into_checkpoint(path, "learned_cost", build, dataset, out, progress, save_every)
 
 
-def probe_r2_over_horizon(model, trainer, episodes: EmbeddedEpisodes, hinge, horizons: int = 5, count: int = 512,
+def probe_r2_over_horizon(model, trainer, episodes: EmbeddedEpisodes, periods, horizons: int = 5, count: int = 512,
                           seed: int = 0) -> list[float]:
     """R^2 of a decoded cost's probe on the world model's predictions 1..``horizons`` model steps ahead (open
     loop from true history frames, with the episode's own actions), against the true success coordinates there:
@@ -459,17 +459,18 @@ def probe_r2_over_horizon(model, trainer, episodes: EmbeddedEpisodes, hinge, hor
         with torch.no_grad():
             predicted = model.rollout(z_history.to(model.device), examples.actions.to(model.device),
                                       examples.past_actions.to(model.device))[:, -1].flatten(1).float().cpu()
-        scores.append(trainer.decoding_r2(predicted[None], truth[None], hinge))
+        scores.append(trainer.decoding_r2(predicted[None], truth[None], periods))
     return scores
 
 
-def success_hinges(store) -> np.ndarray:
-    """Which success coordinates of a dataset's task are hinge angles (what a decoded cost reads as sin, cos)."""
+def success_angle_periods(store) -> np.ndarray:
+    """The period of each success coordinate of a dataset's task (0: not an angle; what a decoded cost reads as the
+    sin and cos of its turn, see ``success_targets``)."""
     from jepa_wm.data.envs import make_env
 
     env = make_env(store.manifest["env"])
     try:
-        return env.hinge
+        return env.angle_periods
     finally:
         env.close()
 

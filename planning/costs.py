@@ -230,7 +230,7 @@ class SimulatorCost:
             self._state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
             self._state = np.empty(mujoco.mj_stateSize(model, self._state_spec))
             self._criterion = env.success if self.pose == "success" else replace(env.success, geom=None, joints=None)
-            self._hinge = self._criterion.hinge_mask(model)
+            self._angle_periods = self._criterion.angle_periods(model)
 
     def make_cost(self, env, observations: list[dict], actions: list[np.ndarray]):
         self._bind(env)
@@ -251,7 +251,7 @@ class SimulatorCost:
             step_ends = (np.arange(horizon) + 1) * self.frameskip * repeats - 1  # last physics step of each model step
             qpos = states[:, step_ends, 1 : 1 + nq]  # FULLPHYSICS state = (time, qpos, qvel, ...)
             coordinates = criterion.coordinates_of_qpos(model, self._scratch, qpos.reshape(count * horizon, nq))
-            distance = criterion.distance(coordinates, goal, self._hinge).reshape(count, horizon)  # (N, K)
+            distance = criterion.distance(coordinates, goal, self._angle_periods).reshape(count, horizon)  # (N, K)
             return weigh_steps(torch.as_tensor(distance, dtype=torch.float32), self.steps).to(candidates.device)
 
         return cost_fn

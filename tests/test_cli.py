@@ -157,6 +157,10 @@ def test_joints_lists_a_domains_qpos_indices_and_a_typo_gets_the_nearest_domain(
     rows = [line.split() for line in listed.stdout.splitlines()[1:] if line.strip()[:1].isdigit()]
     assert [(row[0], row[1], row[2]) for row in rows] == [("0", "proximal", "hinge"), ("1", "distal", "hinge"),
                                                           ("2", "hinge", "hinge")]  # finger-spin's 3 success joints
+    # What a frame shows: spin hides the spinner's tip, so it looks the same after half a turn; turn_hard draws it.
+    assert rows[2][-3:] == ["after", "1/2", "turn"] and rows[0][-3:] == ["a", "full", "turn"]
+    shown = run([sys.executable, "-m", "jepa_wm", "joints", "domain=finger", "task=turn_hard"], tmp_path)
+    assert shown.stdout.splitlines()[-2].split()[-3:] == ["a", "full", "turn"], shown.stdout
     typo = run([sys.executable, "-m", "jepa_wm", "joints", "domain=fingr"], tmp_path)
     assert typo.returncode == 2 and "did you mean 'finger'" in typo.stderr and "Traceback" not in typo.stderr
 

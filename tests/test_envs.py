@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -329,3 +330,49 @@ def test_no_reset_happens_inside_an_episode_or_an_action_repeat_past_dm_controls
         times.append(env.physics.data.time)
         assert truncated == (step == 299)
     assert times[-1] == pytest.approx(start_time + 1200 * dt) and np.all(np.diff(times) > 0)
+
+
+def test_a_spinner_that_looks_the_same_after_half_a_turn_is_compared_modulo_half_a_turn():
+    """finger-spin's spinner (joint_symmetry {2: 2}): the goal turned by half a turn is the goal a frame shows;
+    without the symmetry it is as far as a goal can be."""
+    symmetric = GoalReachingEnv("finger", "spin", success="qpos", success_threshold=0.15, joint_symmetry={2: 2})
+    strict = GoalReachingEnv("finger", "spin", success="qpos", success_threshold=0.15)
+    for env in (symmetric, strict):
+        env.reset(seed=0)
+        env.set_state(goal_state_moved(env, joint=2, offset=np.pi + 0.05))
+    assert symmetric.is_success() and symmetric.distance_to_goal() == pytest.approx(0.05)
+    assert not strict.is_success() and strict.distance_to_goal() == pytest.approx(np.pi - 0.05)
+    symmetric.set_state(goal_state_moved(symmetric, joint=2, offset=np.pi / 2))  # a quarter turn: still far
+    assert symmetric.distance_to_goal() == pytest.approx(np.pi / 2)
+    assert list(symmetric.angle_periods) == pytest.approx([2 * np.pi, 2 * np.pi, np.pi])
+
+
+@pytest.mark.parametrize("symmetry, message", [({0: 2}, "qpos 0, which is not a hinge"),
+                                               ({2: 0}, "an integer >= 1"), ({2: "two"}, "an integer >= 1"),
+                                               ({9: 2}, "qpos 9, which is not a hinge")])
+def test_a_wrong_joint_symmetry_says_what_it_takes(symmetry, message):
+    domain, task = ("point_mass", "easy") if 0 in symmetry else ("finger", "spin")
+    with pytest.raises(ValueError, match=message):
+        GoalReachingEnv(domain, task, success="qpos", success_threshold=0.1, joint_symmetry=symmetry)
+
+
+def test_every_task_asks_only_for_what_its_frames_show():
+    """Each env config's qpos success joints are in view, and every one that looks the same after 1/n of a turn
+    (measured on rendered frames at the config's camera and size) is declared in joint_symmetry, and no other:
+    success must never ask a pixel world model for what its goal image cannot show."""
+    from jepa_wm.config import load_group, to_dict
+    from jepa_wm.data.envs.tasks import symmetry_pairs, visual_symmetry
+
+    configs = sorted(path.stem for path in (Path(__file__).parents[1] / "configs" / "env").glob("*.yaml"))
+    assert "finger-spin" in configs
+    for name in configs:
+        cfg = to_dict(load_group("env", name))
+        if cfg["success"] != "qpos":
+            continue  # a geom's position (reacher's fingertip, the point mass): always drawn
+        measured = visual_symmetry(cfg["domain"], cfg["task"], cfg["camera_id"], cfg["image_size"])
+        joints = cfg.get("success_joints")
+        joints = sorted(measured) if joints is None else joints
+        hinges = [joint for joint in joints if joint in measured]
+        assert all(measured[joint] for joint in hinges), f"{name}: a success joint is out of view: {measured}"
+        expected = tuple((joint, measured[joint]) for joint in hinges if measured[joint] > 1)
+        assert symmetry_pairs(cfg.get("joint_symmetry")) == expected, f"{name}: declared vs measured {measured}"

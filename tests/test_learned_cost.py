@@ -169,28 +169,34 @@ def test_a_decoded_cost_reads_the_success_coordinates_where_the_latent_distance_
     episodes, positions = random_walk_episodes()
     held_out, held_out_positions = random_walk_episodes(episodes=20, seed=1)
     settings = default_settings("decoded", steps=1500, batch_size=256)
-    hinge = torch.tensor([False])
-    untrained = CostTrainer(episodes, settings, success_targets(positions, hinge))
+    periods = torch.tensor([0.0])  # a position, not an angle
+    untrained = CostTrainer(episodes, settings, success_targets(positions, periods))
     untrained_metrics = untrained.result(held_out, held_out_positions).metrics
-    trainer = CostTrainer(episodes, settings, success_targets(positions, hinge))
+    trainer = CostTrainer(episodes, settings, success_targets(positions, periods))
     trainer.train(settings.steps)
     cost = trainer.result(held_out, held_out_positions)
     learned = cost.metrics["true_distance_rank_correlation"]
     # Measured: 0.999 (latent 0.52); a probe fitted to each episode's start instead of each frame: 0.984, R^2 0.986.
     assert learned > 0.99 and learned > cost.metrics["latent_true_distance_rank_correlation"] + 0.3, cost.metrics
     assert learned > untrained_metrics["true_distance_rank_correlation"] + 0.2, (cost.metrics, untrained_metrics)
-    assert trainer.decoding_r2(held_out, held_out_positions, hinge) > 0.995
-    assert untrained.decoding_r2(held_out, held_out_positions, hinge) < 0.5
+    assert trainer.decoding_r2(held_out, held_out_positions, periods) > 0.995
+    assert untrained.decoding_r2(held_out, held_out_positions, periods) < 0.5
     assert LearnedCost.from_checkpoint(cost.to_checkpoint()).settings["decoded_outputs"] == 1
 
 
-def test_success_targets_read_hinge_angles_as_sin_and_cos():
+def test_success_targets_read_hinge_angles_as_sin_and_cos_of_their_turn_within_the_period():
     from jepa_wm.learned_cost import success_targets
 
     coordinates = torch.tensor([[math.pi - 1e-3, 0.5], [-math.pi + 1e-3, 0.5]])
-    targets = success_targets(coordinates, torch.tensor([True, False]))
+    targets = success_targets(coordinates, torch.tensor([2 * math.pi, 0.0]))
     assert targets.shape == (2, 3) and torch.allclose(targets[0], targets[1], atol=1e-2)  # one angle, two spellings
-    assert torch.equal(success_targets(coordinates, torch.tensor([False, False])), coordinates)
+    assert torch.equal(success_targets(coordinates, torch.tensor([0.0, 0.0])), coordinates)
+    # A body that looks the same after half a turn: its angle and the angle + pi are one target, and a quarter
+    # turn is as far as targets go (the opposite point of the circle).
+    half_turn = torch.tensor([[0.3], [0.3 + math.pi], [0.3 + math.pi / 2]])
+    targets = success_targets(half_turn, torch.tensor([math.pi]))
+    assert torch.allclose(targets[0], targets[1], atol=1e-5)
+    assert torch.allclose(targets[0], -targets[2], atol=1e-5)
 
 
 def test_train_cost_decoded_stores_a_task_aware_cost_that_plans(tmp_path, reacher_pixel_dataset):

@@ -74,16 +74,16 @@ def windows(file, episodes: int, count: int, span: int, frameskip: int, seed: in
 RIDGES = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # the probe's ridge, chosen by 2-fold validation inside the fitted half
 
 
-def hinge_of(file) -> np.ndarray:
-    """Which goal coordinates are hinge angles (read as sin and cos), from the manifest ``export_hdf5`` stores in
-    the file; none when the file has no manifest."""
+def angle_periods_of(file) -> np.ndarray:
+    """The period of each goal coordinate (0: not an angle; angles are read as sin and cos), from the manifest
+    ``export_hdf5`` stores in the file; no angles when the file has no manifest."""
     if "jepa_wm_manifest" not in file.attrs:
-        return np.zeros(file["position"].shape[1], dtype=bool)
+        return np.zeros(file["position"].shape[1])
     from jepa_wm.data.envs import make_env
 
     env = make_env(json.loads(file.attrs["jepa_wm_manifest"])["env"])
     try:
-        return env.hinge
+        return env.angle_periods
     finally:
         env.close()
 
@@ -111,7 +111,7 @@ def embedding_readings(model, file, episodes: int, stride: int = 2, seed: int = 
     rows = np.concatenate([np.arange(offsets[e], offsets[e] + lengths[e], stride) for e in chosen])
     episode_of = np.concatenate([np.full(len(range(0, lengths[e], stride)), e) for e in chosen])
     pixels, positions = file["pixels"][rows], torch.as_tensor(file["position"][rows])
-    targets = success_targets(positions, hinge_of(file)).double()  # hinge angles as sin and cos
+    targets = success_targets(positions, angle_periods_of(file)).double()  # hinge angles as sin and cos
     z = torch.cat([model.encode(torch.as_tensor(pixels[low:low + 64])[:, None]).flatten(1)
                    for low in range(0, len(rows), 64)]).double()
     # within an episode, as a planner compares a frame with a goal of the same scene (reacher's target differs

@@ -58,6 +58,7 @@ class GoalReachingEnv(gymnasium.Env):
         success: str = "position",
         success_threshold: float | None = None,
         success_joints=None,
+        joint_symmetry=None,
         name: str | None = None,
         variation=None,
     ):
@@ -86,7 +87,7 @@ class GoalReachingEnv(gymnasium.Env):
         self.physics = self._env.physics
         self.goal_task: GoalTask = goal_task_for(
             domain, task, goal_source, success, success_threshold, success_joints,
-            marker_radius=getattr(self._task, "_target_size", None),
+            marker_radius=getattr(self._task, "_target_size", None), joint_symmetry=joint_symmetry,
         )
         if self.goal_task.source == "trajectory_offset" and trajectory_length < goal_steps:
             raise ValueError(f"trajectory_length ({trajectory_length}) must be >= goal_steps ({goal_steps}) "
@@ -106,7 +107,7 @@ class GoalReachingEnv(gymnasium.Env):
         if image_size > min(buffer.offwidth, buffer.offheight):
             raise ValueError(f"image_size {image_size} is larger than {domain}'s offscreen buffer "
                              f"({buffer.offwidth}x{buffer.offheight}); use at most {min(buffer.offwidth, buffer.offheight)}")
-        self._hinge = self.success.hinge_mask(self.physics.model.ptr)
+        self._angle_periods = self.success.angle_periods(self.physics.model.ptr)
         self.physics_substeps = max(1, round(self._env.control_timestep() / self.physics.timestep()))
         spec = self._env.action_spec()
         self.action_low = np.asarray(spec.minimum, dtype=np.float32) * np.ones(spec.shape, np.float32)
@@ -212,7 +213,7 @@ class GoalReachingEnv(gymnasium.Env):
             for _ in range(100):
                 self._draw_goal_state(start)
                 goal = self.physics.get_state().copy()
-                gap = self.success.distance(self.success.coordinates(self.physics), start_coordinates, self._hinge)
+                gap = self.success.distance(self.success.coordinates(self.physics), start_coordinates, self._angle_periods)
                 if gap > 2 * self.success_threshold:
                     break
         self.set_state(goal)
@@ -271,9 +272,10 @@ class GoalReachingEnv(gymnasium.Env):
         return self._goal_state[: self.physics.model.nq].copy()
 
     @property
-    def hinge(self) -> np.ndarray:
-        """(C,) True where a success coordinate is a hinge angle (wrapped when distances are measured)."""
-        return self._hinge.copy()
+    def angle_periods(self) -> np.ndarray:
+        """(C,) the period each success coordinate is compared modulo (2 pi for a hinge, 2 pi / n for one that looks
+        the same after 1/n of a turn; 0: not an angle)."""
+        return self._angle_periods.copy()
 
     def position(self) -> np.ndarray:
         """The success coordinates of the current state."""
@@ -281,7 +283,7 @@ class GoalReachingEnv(gymnasium.Env):
 
     def distance_to_goal(self) -> float:
         """The success criterion's distance (Euclidean, or the largest joint error for ``qpos``)."""
-        return float(self.success.distance(self.position(), self._goal_coordinates, self._hinge))
+        return float(self.success.distance(self.position(), self._goal_coordinates, self._angle_periods))
 
     def is_success(self) -> bool:
         return self.distance_to_goal() <= self.success_threshold

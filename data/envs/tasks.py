@@ -17,6 +17,10 @@ Two *success criteria* measure closeness on coordinates of the physics state:
 - ``qpos``: every selected joint position is within ``success_threshold`` of the goal's (hinge angles
   compared modulo 2 pi); the distance is the largest joint error.
 
+A hinge whose body looks the same after 1/n of a turn (``joint_symmetry``: qpos index -> n; finger-spin's spinner,
+two mirrored capsules with its tip marker hidden, n = 2) is compared modulo 2 pi / n: a goal image cannot say
+more, so success asks for no more than the image shows. ``visual_symmetry`` measures n from rendered frames.
+
 Velocities are free at the goal.
 """
 
@@ -51,12 +55,15 @@ class SuccessCriterion:
     ``geom``: x-y world position of that geom (needs forward kinematics); otherwise the joint positions
     ``joints`` (``None`` = all of qpos). ``metric`` is ``"euclidean"`` (the ``position`` criterion) or
     ``"max_joint"`` (the ``qpos`` criterion: the largest absolute joint error, hinges wrapped).
+    ``symmetry``: ``(qpos index, n)`` pairs of hinges that look the same after 1/n of a turn (compared modulo
+    2 pi / n).
     """
 
     threshold: float
     metric: str = "euclidean"
     geom: str | None = None
     joints: tuple[int, ...] | None = None
+    symmetry: tuple[tuple[int, int], ...] = ()
 
     @property
     def name(self) -> str:
@@ -86,23 +93,35 @@ class SuccessCriterion:
             positions[i] = scratch.geom_xpos[geom_id, :2]
         return positions
 
-    def distance(self, coordinates: np.ndarray, goal: np.ndarray, hinge: np.ndarray) -> np.ndarray:
-        """Distance of coordinates (..., C) to the goal's (C,); ``hinge`` (C,) marks angles to wrap."""
+    def distance(self, coordinates: np.ndarray, goal: np.ndarray, periods: np.ndarray) -> np.ndarray:
+        """Distance of coordinates (..., C) to the goal's (C,); ``periods`` (C,) is each angle's period (0: not an
+        angle), see ``angle_periods``."""
         difference = np.asarray(coordinates, np.float64) - goal
         if self.metric == "euclidean":
             return np.linalg.norm(difference, axis=-1)
-        wrapped = np.where(hinge, (difference + np.pi) % (2 * np.pi) - np.pi, difference)
-        return np.abs(wrapped).max(axis=-1)
+        return np.abs(wrap_angles(difference, periods)).max(axis=-1)
 
-    def hinge_mask(self, model: mujoco.MjModel) -> np.ndarray:
-        """(C,) True where a coordinate is a hinge angle (only joint coordinates can be)."""
+    def angle_periods(self, model: mujoco.MjModel) -> np.ndarray:
+        """(C,) the period each success coordinate is compared modulo: 2 pi for a hinge, 2 pi / n for a hinge that
+        looks the same after 1/n of a turn (``symmetry``), 0 for a coordinate that is not an angle."""
         if self.geom is not None:
-            return np.zeros(2, dtype=bool)
-        hinge = np.zeros(model.nq, dtype=bool)
+            return np.zeros(2)
+        periods = np.zeros(model.nq)
         for joint in range(model.njnt):
             if model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_HINGE:
-                hinge[model.jnt_qposadr[joint]] = True
-        return hinge if self.joints is None else hinge[list(self.joints)]
+                periods[model.jnt_qposadr[joint]] = 2 * np.pi
+        for index, order in self.symmetry:
+            if not (0 <= index < model.nq and periods[index]):
+                raise ValueError(f"joint_symmetry names qpos {index}, which is not a hinge (see jepa-wm joints)")
+            periods[index] = 2 * np.pi / order
+        return periods if self.joints is None else periods[list(self.joints)]
+
+
+def wrap_angles(difference: np.ndarray, periods: np.ndarray) -> np.ndarray:
+    """Differences (..., C) with each angle (``periods`` (C,) > 0) wrapped into [-period / 2, period / 2)."""
+    periods = np.asarray(periods, np.float64)
+    span = np.where(periods > 0, periods, 1.0)
+    return np.where(periods > 0, (difference + span / 2) % span - span / 2, difference)
 
 
 @dataclass(frozen=True)
@@ -120,7 +139,8 @@ POINT_MASS_RADIUS = 0.03
 
 
 def goal_task_for(domain: str, task: str, goal_source: str | None = None, success: str = "position",
-                  success_threshold: float | None = None, success_joints=None, marker_radius=None) -> GoalTask:
+                  success_threshold: float | None = None, success_joints=None, marker_radius=None,
+                  joint_symmetry=None) -> GoalTask:
     """The goal definition of ``domain-task``; ``None`` settings take the task's own."""
     name = f"{domain}-{task}"
     if goal_source is not None and goal_source not in GOAL_SOURCES:
@@ -130,6 +150,7 @@ def goal_task_for(domain: str, task: str, goal_source: str | None = None, succes
         raise ValueError(f"unknown success criterion '{success}'{did_you_mean(success, SUCCESS_CRITERIA)} "
                          f"(choices: {', '.join(SUCCESS_CRITERIA)})")
     joints = None if success_joints is None else tuple(int(i) for i in success_joints)
+    symmetry = symmetry_pairs(joint_symmetry)
     geom, default_source, default_threshold = None, "random_rollout", None
     if domain == "reacher":
         geom, default_source, default_threshold = "finger", "random_joints", marker_radius
@@ -143,11 +164,23 @@ def goal_task_for(domain: str, task: str, goal_source: str | None = None, succes
             f"e.g. 0.1) (tasks with a built-in one: {', '.join(SPECIFIC_TASKS)})"
         )
     if success == "qpos":
-        criterion = SuccessCriterion(threshold, "max_joint", joints=joints)
+        criterion = SuccessCriterion(threshold, "max_joint", joints=joints, symmetry=symmetry)
     else:
-        criterion = SuccessCriterion(threshold, "euclidean", geom=geom, joints=None if geom else joints)
+        criterion = SuccessCriterion(threshold, "euclidean", geom=geom, joints=None if geom else joints,
+                                     symmetry=() if geom else symmetry)
     marker = "target" if geom is not None else None
     return GoalTask(criterion, goal_source or default_source, marker, geom)
+
+
+def symmetry_pairs(joint_symmetry) -> tuple[tuple[int, int], ...]:
+    """``joint_symmetry`` of an env config (qpos index -> n, or None) as sorted ``(index, n)`` pairs, checked."""
+    pairs = []
+    for index, order in dict(joint_symmetry or {}).items():
+        if not (str(index).isdigit() and isinstance(order, int) and not isinstance(order, bool) and order >= 1):
+            raise ValueError(f"joint_symmetry maps a qpos index to how many times its body looks the same in a "
+                             f"turn (an integer >= 1), e.g. {{2: 2}}; got {index!r}: {order!r}")
+        pairs.append((int(index), order))
+    return tuple(sorted(pairs))
 
 
 # What a world model trained on one env config needs of another to plan in it: the same physics,
@@ -190,9 +223,8 @@ JOINT_TYPES = {int(mujoco.mjtJoint.mjJNT_FREE): "free", int(mujoco.mjtJoint.mjJN
                int(mujoco.mjtJoint.mjJNT_SLIDE): "slide", int(mujoco.mjtJoint.mjJNT_HINGE): "hinge"}
 
 
-def domain_joints(domain: str, task: str | None = None) -> list[dict]:
-    """Every joint of a dm_control.suite domain: name, type, first qpos index and range (what ``success_joints``
-    indexes). A free joint takes 7 qpos entries, a ball 4, hinges and slides 1."""
+def domain_task(domain: str, task: str | None = None) -> str:
+    """``task``, or the domain's first task when None; checked (nearest names in the error)."""
     from dm_control import suite
 
     tasks = [t for d, t in suite.ALL_TASKS if d == domain]
@@ -201,7 +233,15 @@ def domain_joints(domain: str, task: str | None = None) -> list[dict]:
         raise ValueError(f"unknown dm_control domain '{domain}'{did_you_mean(domain, domains)} "
                          f"(choices: {', '.join(domains)})")
     check_suite_task(domain, task or tasks[0])
-    model = suite.load(domain, task or tasks[0]).physics.model
+    return task or tasks[0]
+
+
+def domain_joints(domain: str, task: str | None = None) -> list[dict]:
+    """Every joint of a dm_control.suite domain: name, type, first qpos index and range (what ``success_joints``
+    indexes). A free joint takes 7 qpos entries, a ball 4, hinges and slides 1."""
+    from dm_control import suite
+
+    model = suite.load(domain, domain_task(domain, task)).physics.model
     rows = []
     for joint in range(model.njnt):
         kind = JOINT_TYPES[int(model.jnt_type[joint])]
@@ -209,3 +249,56 @@ def domain_joints(domain: str, task: str | None = None) -> list[dict]:
         rows.append({"qpos": int(model.jnt_qposadr[joint]), "name": model.id2name(joint, "joint"), "type": kind,
                      "range": [round(float(x), 3) for x in model.jnt_range[joint]] if limited else "unlimited"})
     return rows
+
+
+# Turns tried by ``visual_symmetry``: a body that looks the same after 1/n of a turn, for these n.
+TURN_ORDERS = (6, 4, 3, 2)
+GENERIC_TURN = 0.5  # rad: no symmetry of TURN_ORDERS; how much of the frame a hinge's body covers
+CHANGED_LEVEL = 24  # a pixel changed when a channel moved by more than this (of 255)
+
+
+def visual_symmetry(domain: str, task: str, camera_id: int = 0, image_size: int = 64, poses: int = 3) -> dict[int, int]:
+    """``qpos index -> n`` for every hinge of ``domain-task``, measured on rendered frames: n > 1 when turning the
+    hinge by 1/n of a turn leaves the frame as it was (at most 1% of the pixels a 0.5 rad turn changes,
+    at ``poses`` random poses), 1 when no such turn does, 0 when the hinge's body is not in view at all.
+
+    What a goal image can show of a joint: a success criterion asking more (finger-spin's spinner, whose tip
+    marker the task hides, within 0.15 rad modulo 2 pi) asks for what no pixel world model can see.
+    """
+    from dm_control import suite
+
+    check_suite_task(domain, task)
+    env = suite.load(domain, task, task_kwargs={"random": np.random.RandomState(0)})
+    physics, model = env.physics, env.physics.model
+
+    def changed(frame: np.ndarray, index: int, turn: float) -> float:
+        """The fraction of pixels that change when hinge qpos ``index`` turns by ``turn``."""
+        saved = physics.data.qpos.copy()
+        with physics.reset_context():
+            physics.data.qpos[index] += turn
+        turned = physics.render(image_size, image_size, camera_id=camera_id)
+        with physics.reset_context():
+            physics.data.qpos[:] = saved
+        return float((np.abs(turned.astype(int) - frame.astype(int)).max(-1) > CHANGED_LEVEL).mean())
+
+    hinges = [int(model.jnt_qposadr[j]) for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE]
+    fractions = {index: {turn: [] for turn in (GENERIC_TURN, *TURN_ORDERS)} for index in hinges}
+    for _ in range(poses):
+        env.reset()  # the task's own random pose (and its look: finger-spin hides the spinner's tip here)
+        with physics.reset_context():  # the reference frame drawn as the turned ones are (after forward kinematics)
+            pass
+        frame = physics.render(image_size, image_size, camera_id=camera_id)
+        for index in hinges:
+            fractions[index][GENERIC_TURN].append(changed(frame, index, GENERIC_TURN))
+            for order in TURN_ORDERS:
+                fractions[index][order].append(changed(frame, index, 2 * np.pi / order))
+    orders = {}
+    for index, by_turn in fractions.items():
+        generic = by_turn[GENERIC_TURN]
+        if max(generic) == 0:
+            orders[index] = 0
+            continue
+        same = [order for order in TURN_ORDERS
+                if all(turned <= 0.01 * moved for turned, moved in zip(by_turn[order], generic))]
+        orders[index] = same[0] if same else 1
+    return orders
