@@ -140,6 +140,16 @@ def where_the_gap_is(rows: dict, probe: dict) -> str:
     return "; ".join(parts) or "not explained by these rows"
 
 
+def joints_off(row: dict) -> str:
+    """``"hinge 12, proximal 8 of 13"``: per success joint, the failed episodes that ended beyond its tolerance there
+    (qpos tasks; "-" for a position criterion or a report written before it was counted)."""
+    off = row.get("off_at_failure")
+    if not off:
+        return "-"
+    ranked = sorted(off.items(), key=lambda item: (-item[1], item[0]))
+    return ", ".join(f"{name} {count}" for name, count in ranked) + f" of {row['failures']}"
+
+
 def report(cfg, out: Path) -> str:
     lines = [
         f"Each row plans the same {cfg.plan.episodes} {cfg.plan.split} episodes (plan seed {cfg.plan.seed}, never "
@@ -149,15 +159,16 @@ def report(cfg, out: Path) -> str:
         "trained on the model's own data); oracle whole-pose: the true simulator comparing every joint of the pose "
         "instead of the success coordinates. Probe R^2: the decoded cost's probe on held-out encodings, and on the "
         "model's own predictions 1 and 5 model steps ahead. decoded +/-: episodes the decoded cost reaches that the "
-        "default does not / the other way round. Limit: what the rows say holds the model back (benchmarks/gap.py, "
+        "default does not / the other way round. Joints off: per success joint, how many of ours' failed "
+        "episodes ended beyond its tolerance there (qpos tasks). Limit: what the rows say holds the model back (benchmarks/gap.py, "
         "where_the_gap_is: none at >= 0.9 x the oracle; planner or cost when 4x budget or decoded wins back half the "
         "gap; encoding when the probe's R^2 on encodings is < 0.5; prediction when it falls by >= 0.2 over 5 steps; "
         "whole picture when the whole-pose oracle loses half the gap). "
         f"Figure: [benchmarks/figures/gap.png](benchmarks/figures/gap.png).",
         "",
         "| task | model | random | ours | 4x budget | decoded | decoded +/- | oracle whole-pose | oracle | ours / oracle "
-        "| probe R^2 enc / 1 / 5 steps | ms / step ours / decoded | limit |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| probe R^2 enc / 1 / 5 steps | ms / step ours / decoded | ours' failures: joints off at the end | limit |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     summaries = {}
     for group, tasks in task_groups(list(cfg.tasks)).items():
@@ -184,7 +195,8 @@ def report(cfg, out: Path) -> str:
                 ms = " / ".join(f"{rows[c]['ms_per_step']:.0f}" if c in rows else "-" for c in ("ours", "ours-decoded"))
                 lines.append(f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
                              f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('oracle-whole-pose')} | "
-                             f"{cell('oracle')} | {ratio} | {r2} | {ms} | {where_the_gap_is(rows, probe)} |")
+                             f"{cell('oracle')} | {ratio} | {r2} | {ms} | {joints_off(rows['ours'])} | "
+                             f"{where_the_gap_is(rows, probe)} |")
     if summaries:
         plot(summaries, FIGURE)
     return "\n".join(lines)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class EpisodeRecord:
     frames: list[np.ndarray] = field(default_factory=list)  # observation beside goal, when recorded
     variation: dict = field(default_factory=dict)  # the scene's changes drawn for this episode (env.variation)
     solved_at_start: bool = False  # the start already met the goal (goal sources without rejection, as published)
+    off_goal: list[str] = field(default_factory=list)  # success joints beyond the tolerance when the episode ended
 
 
 def run_episode(env, controller, seed: int, record: bool = False, frame_size: int = 128) -> EpisodeRecord:
@@ -60,7 +62,7 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
         done = terminated or truncated
     return EpisodeRecord(reached, env.is_success(), distances[-1], steps, distances,
                          list(controller.planning_seconds), frames, dict(reset_info.get("variation") or {}),
-                         solved_at_start)
+                         solved_at_start, env.coordinates_off_goal())
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -87,6 +89,11 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
     at_end = sum(record.success_at_end for record in records)
     planning = [s for record in records for s in record.planning_seconds]
     varied = {"variation": [record.variation for record in records]} if any(r.variation for r in records) else {}
+    failed = [record for record in records if not record.success]
+    # Where the failures fell short (qpos criterion): per success joint, how many failed episodes ended beyond its
+    # tolerance there. A task whose failures all leave one joint off says which part of the picture a model misses.
+    off = {"off_at_failure": dict(Counter(name for record in failed for name in record.off_goal))} if any(
+        record.off_goal for record in failed) else {}
     return {
         "env": env_name,
         "method": method,
@@ -104,6 +111,8 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
         "solved_at_start": sum(record.solved_at_start for record in records),
         "seed": seed,
         "split": split,
+        "failures": len(failed),
+        **off,
         **varied,  # per episode, what env.variation drew (only when the scene varies)
     }
 

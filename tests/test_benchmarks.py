@@ -180,9 +180,10 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     monkeypatch.setattr(gap, "FIGURE", tmp_path / "gap.png")
     cfg = compose("gap", [f"out={tmp_path}", "tasks=[hopper-stand]"])
     reached = {"ours": [1, 1, 0, 0], "ours-4x-budget": [1, 0, 0, 0], "ours-decoded": [0, 1, 1, 1]}
+    off = {"ours": {"failures": 2, "off_at_failure": {"knee": 1, "foot": 2}}}  # where ours' two failures fell short
     for name, episodes in reached.items():
         write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", name),
-                     [{**row("ours", sum(episodes) / 4, episodes=4), "reached": episodes}])
+                     [{**row("ours", sum(episodes) / 4, episodes=4), "reached": episodes, **off.get(name, {})}])
     write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", "baselines"),
                  [row("random", 0.0, episodes=4), row("oracle", 1.0, episodes=4)])
     write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", "oracle-whole-pose"),
@@ -193,7 +194,8 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     assert cells[2:10] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1",
                            "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
     assert cells[10] == "- / - / -"  # no decoded head trained yet: no probe readings
-    assert cells[12] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
+    assert cells[12] == "foot 2, knee 1 of 2"
+    assert cells[13] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
     assert (tmp_path / "gap.png").is_file()
 
 

@@ -448,3 +448,24 @@ def test_a_goal_already_met_at_the_start_is_counted_in_the_report_and_the_goal_s
     rejecting = make_env({**to_dict(load_group("env", "reacher-easy")), "obs_type": "state", "episode_length": 1})
     records = evaluate(rejecting, {"random": RandomController()}, 8, seed=0, progress=False)["random"]
     assert not any(record.solved_at_start for record in records)
+
+
+def test_the_report_says_which_success_joints_the_failed_episodes_ended_beyond_their_tolerance():
+    """finger-spin's failures: the report counts, per success joint by name, the failed episodes that ended off
+    there; a success leaves nothing counted."""
+    from jepa_wm.planning.evaluate import summarize
+
+    env = make_env(env_config("finger-spin", episode_length=3))
+    records = [run_episode(env, RandomController(), seed=seed) for seed in range(3)]
+    assert not any(record.success for record in records)  # three random steps reach none of these goals
+    for record in records:
+        assert set(record.off_goal) <= {"proximal", "distal", "hinge"} and record.off_goal
+    row = summarize(records, env.name, "random", None, 0)
+    counted = {name: sum(name in record.off_goal for record in records) for name in ("proximal", "distal", "hinge")}
+    assert row["failures"] == 3 and row["off_at_failure"] == {k: v for k, v in counted.items() if v}
+    env.reset(seed=0)
+    env.set_state(env._goal_state)
+    assert env.coordinates_off_goal() == []
+    reacher = make_env(env_config("reacher-easy"))
+    reacher.reset(seed=0)
+    assert reacher.coordinates_off_goal() == []  # a position criterion is one distance: it names no joint

@@ -22,6 +22,7 @@ from jepa_wm.data.envs.tasks import (  # noqa: E402
     goal_task_for,
     is_goal_dependent,
     randomize_joints,
+    wrap_angles,
 )
 
 OBS_TYPES = ("pixels", "state", "both")
@@ -108,6 +109,7 @@ class GoalReachingEnv(gymnasium.Env):
             raise ValueError(f"image_size {image_size} is larger than {domain}'s offscreen buffer "
                              f"({buffer.offwidth}x{buffer.offheight}); use at most {min(buffer.offwidth, buffer.offheight)}")
         self._angle_periods = self.success.angle_periods(self.physics.model.ptr)
+        self._coordinate_names = self.success.coordinate_names(self.physics.model.ptr)
         self.physics_substeps = max(1, round(self._env.control_timestep() / self.physics.timestep()))
         spec = self._env.action_spec()
         self.action_low = np.asarray(spec.minimum, dtype=np.float32) * np.ones(spec.shape, np.float32)
@@ -276,6 +278,14 @@ class GoalReachingEnv(gymnasium.Env):
         """(C,) the period each success coordinate is compared modulo (2 pi for a hinge, 2 pi / n for one that looks
         the same after 1/n of a turn; 0: not an angle)."""
         return self._angle_periods.copy()
+
+    def coordinates_off_goal(self) -> list[str]:
+        """The success joints (by name) now farther from the goal's than the tolerance: where a failed episode fell
+        short (the qpos criterion; a position criterion is one distance and names none)."""
+        if self.success.metric != "max_joint":
+            return []
+        errors = np.abs(wrap_angles(self.position() - self._goal_coordinates, self._angle_periods))
+        return [name for name, error in zip(self._coordinate_names, errors) if error > self.success_threshold]
 
     def position(self) -> np.ndarray:
         """The success coordinates of the current state."""

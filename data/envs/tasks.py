@@ -101,6 +101,18 @@ class SuccessCriterion:
             return np.linalg.norm(difference, axis=-1)
         return np.abs(wrap_angles(difference, periods)).max(axis=-1)
 
+    def coordinate_names(self, model: mujoco.MjModel) -> list[str]:
+        """(C,) names of the success coordinates: the geom's x and y, or each qpos entry's joint (``name[k]`` for the
+        k-th entry of a joint that takes several)."""
+        if self.geom is not None:
+            return [f"{self.geom} x", f"{self.geom} y"]
+        names = []
+        for joint in range(model.njnt):
+            width = (model.jnt_qposadr[joint + 1] if joint + 1 < model.njnt else model.nq) - model.jnt_qposadr[joint]
+            name = mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_JOINT, joint) or f"joint {joint}"
+            names += [name] if width == 1 else [f"{name}[{k}]" for k in range(width)]
+        return names if self.joints is None else [names[index] for index in self.joints]
+
     def angle_periods(self, model: mujoco.MjModel) -> np.ndarray:
         """(C,) the period each success coordinate is compared modulo: 2 pi for a hinge, 2 pi / n for a hinge that
         looks the same after 1/n of a turn (``symmetry``), 0 for a coordinate that is not an angle."""
