@@ -121,7 +121,7 @@ def episodes_changed(first: dict, second: dict) -> tuple[int, int]:
 def where_the_gap_is(rows: dict, probe: dict) -> str:
     """What the rows say limits a model, every part that holds: ``none`` at >= 0.9 x the oracle; ``planner`` or
     ``cost`` when 4 x the budget or the decoded cost wins back half the gap; ``encoding`` when the probe reads the
-    success coordinates badly from encodings (R^2 < 0.5); ``prediction`` when its R^2 falls by >= 0.2 over 5
+    success coordinates, or any one of them, badly from encodings (R^2 < 0.5); ``prediction`` when its R^2 falls by >= 0.2 over 5
     predicted steps; ``whole picture`` when comparing every joint costs the oracle itself half the gap."""
     ours, oracle = rows["ours"]["success_rate"], rows["oracle"]["success_rate"]
     if ours >= 0.9 * oracle:
@@ -130,8 +130,12 @@ def where_the_gap_is(rows: dict, probe: dict) -> str:
     parts = [name for name, column in (("planner", "ours-4x-budget"), ("cost", "ours-decoded"))
              if column in rows and rows[column]["success_rate"] - ours >= gap / 2]
     encoded, predicted = probe.get("probe_r2"), probe.get("probe_r2_predicted_5")
+    by_joint = {key.removeprefix("probe_r2/"): value for key, value in probe.items() if key.startswith("probe_r2/")}
+    weakest = min(by_joint, key=by_joint.get) if by_joint else None
     if encoded is not None and encoded < 0.5:
         parts.append(f"encoding (R^2 {encoded:.2f})")
+    elif weakest is not None and by_joint[weakest] < 0.5:  # success needs every joint: one the encoding lacks is enough
+        parts.append(f"encoding ({weakest} R^2 {by_joint[weakest]:.2f})")
     elif encoded is not None and predicted is not None and encoded - predicted >= 0.2:
         parts.append(f"prediction (R^2 {encoded:.2f} -> {predicted:.2f})")
     whole = rows.get("oracle-whole-pose")
@@ -158,11 +162,11 @@ def report(cfg, out: Path) -> str:
         "model planning with the task-aware cost alone (a probe of the success coordinates on its frozen embedding, "
         "trained on the model's own data); oracle whole-pose: the true simulator comparing every joint of the pose "
         "instead of the success coordinates. Probe R^2: the decoded cost's probe on held-out encodings, and on the "
-        "model's own predictions 1 and 5 model steps ahead. decoded +/-: episodes the decoded cost reaches that the "
+        "model's own predictions 1 and 5 model steps ahead (lowest: the success coordinate it reads worst from encodings). decoded +/-: episodes the decoded cost reaches that the "
         "default does not / the other way round. Joints off: per success joint, how many of ours' failed "
         "episodes ended beyond its tolerance there (qpos tasks). Limit: what the rows say holds the model back (benchmarks/gap.py, "
         "where_the_gap_is: none at >= 0.9 x the oracle; planner or cost when 4x budget or decoded wins back half the "
-        "gap; encoding when the probe's R^2 on encodings is < 0.5; prediction when it falls by >= 0.2 over 5 steps; "
+        "gap; encoding when the probe's R^2 on encodings, or on one success coordinate, is < 0.5; prediction when it falls by >= 0.2 over 5 steps; "
         "whole picture when the whole-pose oracle loses half the gap). "
         f"Figure: [benchmarks/figures/gap.png](benchmarks/figures/gap.png).",
         "",
@@ -192,6 +196,11 @@ def report(cfg, out: Path) -> str:
                 gained, lost = episodes_changed(rows["ours"], rows.get("ours-decoded", {}))
                 r2 = " / ".join(f"{probe[key]:.2f}" if key in probe else "-"
                                 for key in ("probe_r2", "probe_r2_predicted_1", "probe_r2_predicted_5"))
+                by_joint = {key.removeprefix("probe_r2/"): value for key, value in probe.items()
+                            if key.startswith("probe_r2/")}
+                if by_joint:  # the success coordinate the encoding holds least of
+                    weakest = min(by_joint, key=by_joint.get)
+                    r2 += f" (lowest: {weakest} {by_joint[weakest]:.2f})"
                 ms = " / ".join(f"{rows[c]['ms_per_step']:.0f}" if c in rows else "-" for c in ("ours", "ours-decoded"))
                 lines.append(f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
                              f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('oracle-whole-pose')} | "

@@ -208,6 +208,15 @@ class DecodedCoordinatesHead(nn.Module):
         return nn.functional.mse_loss(self.decoder(pairs.frames(episode, time)), trainer.targets[episode, time])
 
 
+def target_columns(periods) -> list[int]:
+    """The success coordinate behind each column of ``success_targets``: the non-angles, then each angle's sin,
+    then each angle's cos."""
+    angle = [float(period) > 0 for period in periods]
+    plain = [index for index, is_angle in enumerate(angle) if not is_angle]
+    angles = [index for index, is_angle in enumerate(angle) if is_angle]
+    return plain + angles + angles
+
+
 def success_targets(coordinates: torch.Tensor, periods) -> torch.Tensor:
     """Success coordinates (..., C) as a probe's targets: each angle (``periods`` (C,) > 0, see
     ``SuccessCriterion.angle_periods``) as the sin and cos of its turn within its period, so that -pi and pi are
@@ -349,12 +358,20 @@ class CostTrainer(HeadTrainer):
             cost.metrics = validation_metrics(cost, validation.float(), coordinates.float(), generator)
         return cost
 
-    def decoding_r2(self, episodes: torch.Tensor, coordinates: torch.Tensor, periods) -> float:
-        """R^2 of the decoded cost's probe on held-out episodes (E', T', F) and their success coordinates."""
+    def decoding_r2(self, episodes: torch.Tensor, coordinates: torch.Tensor, periods, by_coordinate: bool = False):
+        """R^2 of the decoded cost's probe on held-out episodes (E', T', F) and their success coordinates; with
+        ``by_coordinate`` a list, one R^2 per success coordinate (an angle's sin and cos together): which part of
+        the pose the encoding holds."""
         targets = (success_targets(coordinates, periods) - self.target_mean) / self.target_std
         with torch.no_grad():
             decoded = self.net.decoder((episodes.float() - self.mean) / self.std)
-        return float(1 - (decoded - targets).pow(2).sum() / (targets - targets.mean((0, 1))).pow(2).sum())
+        errors = (decoded - targets).pow(2).flatten(0, 1).sum(0)
+        spread = (targets - targets.mean((0, 1))).pow(2).flatten(0, 1).sum(0)
+        if not by_coordinate:
+            return float(1 - errors.sum() / spread.sum())
+        columns = torch.as_tensor(target_columns(periods))
+        return [float(1 - errors[columns == index].sum() / spread[columns == index].sum())
+                for index in range(len(periods))]
 
 
 def stored_with(entry: dict | None, settings: CostTrainingSettings) -> bool:

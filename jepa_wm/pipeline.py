@@ -422,13 +422,16 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
     correlations of the learned and of the latent distance with the true one, on held-out episodes."""
     def build(model, store, train_ids, val_ids):
         # A kind that reads the success coordinates: its targets, and how well its probe reads them.
-        periods = success_angle_periods(store) if getattr(HEADS[settings.kind], "needs_targets", False) else None
+        periods, names = (success_coordinates(store) if getattr(HEADS[settings.kind], "needs_targets", False)
+                          else (None, None))
 
         def finish(trainer):
             held_out = embed_episodes(model, store, val_ids)
             cost = trainer.result(held_out.goals, held_out.coordinates)
             if periods is not None:  # how well the probe reads the success coordinates from an encoding
                 cost.metrics["probe_r2"] = trainer.decoding_r2(held_out.goals, held_out.coordinates, periods)
+                by_coordinate = trainer.decoding_r2(held_out.goals, held_out.coordinates, periods, by_coordinate=True)
+                cost.metrics.update({f"probe_r2/{name}": r2 for name, r2 in zip(names, by_coordinate)})
                 for steps, r2 in enumerate(probe_r2_over_horizon(model, trainer, held_out, periods), start=1):
                     cost.metrics[f"probe_r2_predicted_{steps}"] = r2
             return cost.to_checkpoint(), cost.metrics
@@ -463,14 +466,14 @@ def probe_r2_over_horizon(model, trainer, episodes: EmbeddedEpisodes, periods, h
     return scores
 
 
-def success_angle_periods(store) -> np.ndarray:
+def success_coordinates(store) -> tuple[np.ndarray, list[str]]:
     """The period of each success coordinate of a dataset's task (0: not an angle; what a decoded cost reads as the
-    sin and cos of its turn, see ``success_targets``)."""
+    sin and cos of its turn, see ``success_targets``), and their names."""
     from jepa_wm.data.envs import make_env
 
     env = make_env(store.manifest["env"])
     try:
-        return env.angle_periods
+        return env.angle_periods, env.coordinate_names
     finally:
         env.close()
 

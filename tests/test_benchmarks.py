@@ -205,6 +205,8 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     ({"ours": 0.5, "oracle": 1.0, "ours-decoded": 0.74}, {"probe_r2": 0.9, "probe_r2_predicted_5": 0.85},
      "not explained by these rows"),  # wins back under half the gap
     ({"ours": 0.56, "oracle": 0.98}, {"probe_r2": 0.21, "probe_r2_predicted_5": 0.19}, "encoding (R^2 0.21)"),
+    ({"ours": 0.56, "oracle": 0.96}, {"probe_r2": 0.6, "probe_r2_predicted_5": 0.55, "probe_r2/proximal": 0.9,
+                                      "probe_r2/hinge": 0.1}, "encoding (hinge R^2 0.10)"),
     ({"ours": 0.68, "oracle": 1.0, "oracle-whole-pose": 0.9}, {"probe_r2": 0.83, "probe_r2_predicted_5": 0.49},
      "prediction (R^2 0.83 -> 0.49)"),
     ({"ours": 0.5, "oracle": 1.0, "ours-decoded": 0.9, "oracle-whole-pose": 0.6}, {},

@@ -180,12 +180,14 @@ def test_a_decoded_cost_reads_the_success_coordinates_where_the_latent_distance_
     assert learned > 0.99 and learned > cost.metrics["latent_true_distance_rank_correlation"] + 0.3, cost.metrics
     assert learned > untrained_metrics["true_distance_rank_correlation"] + 0.2, (cost.metrics, untrained_metrics)
     assert trainer.decoding_r2(held_out, held_out_positions, periods) > 0.995
+    assert trainer.decoding_r2(held_out, held_out_positions, periods, by_coordinate=True) == pytest.approx(
+        [trainer.decoding_r2(held_out, held_out_positions, periods)])
     assert untrained.decoding_r2(held_out, held_out_positions, periods) < 0.5
     assert LearnedCost.from_checkpoint(cost.to_checkpoint()).settings["decoded_outputs"] == 1
 
 
 def test_success_targets_read_hinge_angles_as_sin_and_cos_of_their_turn_within_the_period():
-    from jepa_wm.learned_cost import success_targets
+    from jepa_wm.learned_cost import success_targets, target_columns
 
     coordinates = torch.tensor([[math.pi - 1e-3, 0.5], [-math.pi + 1e-3, 0.5]])
     targets = success_targets(coordinates, torch.tensor([2 * math.pi, 0.0]))
@@ -193,6 +195,7 @@ def test_success_targets_read_hinge_angles_as_sin_and_cos_of_their_turn_within_t
     assert torch.equal(success_targets(coordinates, torch.tensor([0.0, 0.0])), coordinates)
     # A body that looks the same after half a turn: its angle and the angle + pi are one target, and a quarter
     # turn is as far as targets go (the opposite point of the circle).
+    assert target_columns([2 * math.pi, 0.0, math.pi]) == [1, 0, 2, 0, 2]  # plain, then sines, then cosines
     half_turn = torch.tensor([[0.3], [0.3 + math.pi], [0.3 + math.pi / 2]])
     targets = success_targets(half_turn, torch.tensor([math.pi]))
     assert torch.allclose(targets[0], targets[1], atol=1e-5)
@@ -207,6 +210,7 @@ def test_train_cost_decoded_stores_a_task_aware_cost_that_plans(tmp_path, reache
     path = run / "checkpoints" / "last.ckpt"
     metrics = train_cost_for_checkpoint(path, default_settings("decoded", steps=30, batch_size=32), progress=False)
     assert math.isfinite(metrics["probe_r2"]) and math.isfinite(metrics["true_distance_rank_correlation"])
+    assert {key for key in metrics if key.startswith("probe_r2/")} == {"probe_r2/finger x", "probe_r2/finger y"}
     predicted = [key for key in metrics if key.startswith("probe_r2_predicted_")]  # the fixture: 30-step episodes
     assert predicted and all(math.isfinite(metrics[key]) for key in predicted), metrics
     model = load_world_model(path)

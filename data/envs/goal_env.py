@@ -279,6 +279,11 @@ class GoalReachingEnv(gymnasium.Env):
         the same after 1/n of a turn; 0: not an angle)."""
         return self._angle_periods.copy()
 
+    @property
+    def coordinate_names(self) -> list[str]:
+        """(C,) the success coordinates' names (joints by name, or the geom's x and y)."""
+        return list(self._coordinate_names)
+
     def coordinates_off_goal(self) -> list[str]:
         """The success joints (by name) now farther from the goal's than the tolerance: where a failed episode fell
         short (the qpos criterion; a position criterion is one distance and names none)."""
