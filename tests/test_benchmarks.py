@@ -1,6 +1,7 @@
 """The suite's summary: the numbers BENCHMARKS.md reports are computed from the reports on disk correctly."""
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -194,8 +195,10 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     assert cells[2:10] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1",
                            "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
     assert cells[10] == "- / - / -"  # no decoded head trained yet: no probe readings
-    assert cells[12] == "foot 2, knee 1 of 2"
-    assert cells[13] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
+    shifts = dict(part.rsplit(" ", 1) for part in cells[11].split(", "))  # the shipped model, frames rendered here
+    assert set(shifts) == {"waist", "hip", "knee", "ankle"} and all(float(v) > 0 for v in shifts.values())
+    assert cells[13] == "foot 2, knee 1 of 2"
+    assert cells[14] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
     assert (tmp_path / "gap.png").is_file()
 
 
@@ -216,6 +219,13 @@ def test_the_gap_table_names_each_part_that_holds_a_model_back(rates, probe, lim
     import gap
 
     assert gap.where_the_gap_is({column: {"success_rate": rate} for column, rate in rates.items()}, probe) == limit
+    # With the embedding moving as much with the unread joint as with the others, the probe is what falls short.
+    shifts = {"proximal": 2.3, "distal": 2.2, "hinge": 2.6}
+    if limit == "encoding (hinge R^2 0.10)":
+        assert gap.where_the_gap_is({column: {"success_rate": rate} for column, rate in rates.items()}, probe,
+                                    shifts) == "hinge unread (probe R^2 0.10, latent shift 2.60)"
+        assert gap.where_the_gap_is({column: {"success_rate": rate} for column, rate in rates.items()}, probe,
+                                    {**shifts, "hinge": 0.1}) == limit  # barely moved: the encoding lacks it
 
 
 @pytest.mark.parametrize("study", ["suite", "history", "costs", "acting", "training_length", "gap", "zoo", "ablation",
@@ -437,3 +447,20 @@ def test_the_peers_study_reuses_a_run_or_report_only_when_its_settings_are_the_s
 
     with pytest.raises(ConfigError, match=r"peer_training must set trainer.max_epochs=N"):
         peers_study.max_epochs(compose("peers_study", ["peer_training=[img_size=64]"]))
+
+
+def test_the_latent_shift_sees_a_turned_joint_and_not_a_turn_that_leaves_the_frame_as_it_was(tmp_path):
+    """finger-spin's spinner looks the same after half a turn: turning it by pi leaves every embedding where it was,
+    by 0.5 rad moves it; a position task has no joint to turn."""
+    import gap
+    from tests.test_evaluation import save_model_checkpoint, tiny_pixel_model
+
+    from jepa_wm.config import load_group, to_dict
+
+    checkpoint = str(save_model_checkpoint(tiny_pixel_model(task="finger-spin"), tmp_path / "finger.ckpt"))
+    env_cfg = to_dict(load_group("env", "finger-spin"))
+    turned = gap.latent_shift(checkpoint, env_cfg, turn=0.5, poses=3)
+    half_turn = gap.latent_shift(checkpoint, env_cfg, turn=math.pi, poses=3)
+    assert set(turned) == {"proximal", "distal", "hinge"} and min(turned.values()) > 0
+    assert half_turn["hinge"] < 1e-6 < half_turn["proximal"]
+    assert gap.latent_shift(checkpoint, to_dict(load_group("env", "reacher-easy")), poses=1) == {}
