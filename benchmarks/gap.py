@@ -135,7 +135,7 @@ def where_the_gap_is(rows: dict, probe: dict, shifts: dict | None = None) -> str
     parts = [name for name, column in (("planner", "ours-4x-budget"), ("cost", "ours-decoded"))
              if column in rows and rows[column]["success_rate"] - ours >= gap / 2]
     encoded, predicted = probe.get("probe_r2"), probe.get("probe_r2_predicted_5")
-    by_joint = {key.removeprefix("probe_r2/"): value for key, value in probe.items() if key.startswith("probe_r2/")}
+    by_joint = probe_by_joint(probe)
     weakest = min(by_joint, key=by_joint.get) if by_joint else None
     # A joint the probe cannot read, though the embedding moves with it as much as with the others (``shifts``), is
     # in the encoding: the probe fitted on the model's own episodes is what falls short there, not the encoder.
@@ -154,6 +154,11 @@ def where_the_gap_is(rows: dict, probe: dict, shifts: dict | None = None) -> str
     return "; ".join(parts) or "not explained by these rows"
 
 
+def probe_by_joint(probe: dict) -> dict[str, float]:
+    """``joint -> R^2`` of the decoded cost's probe on encodings, per success coordinate (``probe_r2/<joint>``)."""
+    return {key.removeprefix("probe_r2/"): value for key, value in probe.items() if key.startswith("probe_r2/")}
+
+
 def latent_shift(checkpoint: str, env_cfg: dict, turn: float = 0.5, poses: int = 20) -> dict[str, float]:
     """``joint -> median distance`` between the embeddings of a frame and of the same frame with only that success
     joint turned by ``turn`` (rad), over ``poses`` episode starts: does the encoding see each joint? No probe is
@@ -165,10 +170,11 @@ def latent_shift(checkpoint: str, env_cfg: dict, turn: float = 0.5, poses: int =
     from jepa_wm.data.envs import make_env
     from jepa_wm.references import resolve_checkpoint
 
-    model = load_world_model(resolve_checkpoint(checkpoint), device="cpu").eval()
     env = make_env({**env_cfg, "obs_type": "pixels"})
     if env.success.joints is None and env.success.geom is not None:
+        env.close()
         return {}  # a geom's position: no joint to turn
+    model = load_world_model(resolve_checkpoint(checkpoint), device="cpu").eval()
     joints = list(env.success.joints) if env.success.joints is not None else list(range(env.physics.model.nq))
     shifts = {name: [] for name in env.coordinate_names}
     for pose in range(poses):
@@ -245,8 +251,7 @@ def report(cfg, out: Path) -> str:
                 gained, lost = episodes_changed(rows["ours"], rows.get("ours-decoded", {}))
                 r2 = " / ".join(f"{probe[key]:.2f}" if key in probe else "-"
                                 for key in ("probe_r2", "probe_r2_predicted_1", "probe_r2_predicted_5"))
-                by_joint = {key.removeprefix("probe_r2/"): value for key, value in probe.items()
-                            if key.startswith("probe_r2/")}
+                by_joint = probe_by_joint(probe)
                 if by_joint:  # the success coordinate the encoding holds least of
                     weakest = min(by_joint, key=by_joint.get)
                     r2 += f" (lowest: {weakest} {by_joint[weakest]:.2f})"

@@ -119,14 +119,17 @@ class SuccessCriterion:
         if self.geom is not None:
             return np.zeros(2)
         periods = np.zeros(model.nq)
-        for joint in range(model.njnt):
-            if model.jnt_type[joint] == mujoco.mjtJoint.mjJNT_HINGE:
-                periods[model.jnt_qposadr[joint]] = 2 * np.pi
+        periods[hinge_qpos(model)] = 2 * np.pi
         for index, order in self.symmetry:
             if not (0 <= index < model.nq and periods[index]):
                 raise ValueError(f"joint_symmetry names qpos {index}, which is not a hinge (see jepa-wm joints)")
             periods[index] = 2 * np.pi / order
         return periods if self.joints is None else periods[list(self.joints)]
+
+
+def hinge_qpos(model: mujoco.MjModel) -> list[int]:
+    """The qpos index of every hinge joint of a model."""
+    return [int(model.jnt_qposadr[j]) for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE]
 
 
 def wrap_angles(difference: np.ndarray, periods: np.ndarray) -> np.ndarray:
@@ -293,7 +296,7 @@ def visual_symmetry(domain: str, task: str, camera_id: int = 0, image_size: int 
             physics.data.qpos[:] = saved
         return float((np.abs(turned.astype(int) - frame.astype(int)).max(-1) > CHANGED_LEVEL).mean())
 
-    hinges = [int(model.jnt_qposadr[j]) for j in range(model.njnt) if model.jnt_type[j] == mujoco.mjtJoint.mjJNT_HINGE]
+    hinges = hinge_qpos(model)
     fractions = {index: {turn: [] for turn in (GENERIC_TURN, *TURN_ORDERS)} for index in hinges}
     for _ in range(poses):
         env.reset()  # the task's own random pose (and its look: finger-spin hides the spinner's tip here)
