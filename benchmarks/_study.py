@@ -52,13 +52,32 @@ def only_these(choices, only, option: str, what: str) -> dict:
     return {name: settings for name, settings in choices.items() if not only or name in only}
 
 
+# Keys with which a run works on a part of a study; its report still describes every part measured (``report_config``).
+SUBSET_KEYS = ("tasks", "seeds", "only", "only_rows", "only_costs")
+
+
+def report_config(name: str, argv: list[str]):
+    """The config a study's report describes: ``argv``'s settings, but every task and seed of the study (the ones
+    ``argv`` names too) and no ``only*`` subset. A report run for one task then keeps the other tasks' rows and
+    figures: each report skips what has no results on disk."""
+    asked = compose(name, argv)
+    whole = compose(name, [arg for arg in argv if arg.split("=", 1)[0].lstrip("+~") not in SUBSET_KEYS])
+    for key in ("tasks", "seeds"):
+        if key in whole and whole[key] is not None:
+            whole[key] = list(dict.fromkeys([*whole[key], *(asked[key] or [])]))
+    return whole
+
+
 class Study:
     """One run of the study ``configs/<name>.yaml`` with the command line ``argv`` (``--write``: put the report
-    into BENCHMARKS.md under ``section``). ``stages`` are the ones this study has, in order."""
+    into BENCHMARKS.md under ``section``). ``stages`` are the ones this study has, in order. ``cfg`` is what this
+    run works on; ``report_cfg`` what its report describes (every task and seed: ``report_config``)."""
 
     def __init__(self, name: str, argv: list[str], stages: tuple[str, ...], timings_file: str = "timings.json"):
         self.name, self.argv, self.write = name, list(argv), "--write" in argv
-        self.cfg = compose(name, [arg for arg in argv if arg != "--write"])
+        arguments = [arg for arg in argv if arg != "--write"]
+        self.cfg = compose(name, arguments)
+        self.report_cfg = report_config(name, arguments)
         unknown = sorted(set(self.cfg.stages) - set(stages))
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; choose from {', '.join(stages)}")

@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
                                       [f"checkpoint={checkpoint}", f"env={task}", *plan, f"split={split}",
                                        f"episodes={episodes}", *cfg.schedules[schedule],
                                        *cfg.costs[cfg.cost].plan, *spec.plan])
-    study.report(SECTION, lambda: report(cfg, out))
+    study.report(SECTION, lambda: report(study.report_cfg, out))
 
 
 def report(cfg, out: Path) -> str:

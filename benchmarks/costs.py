@@ -83,7 +83,7 @@ def main(argv: list[str]) -> None:
                                           evaluate, results / model_name(candidate, cost) / f"seed-{seed}",
                                           [f"checkpoint={checkpoint}", f"env={task}", *plan, f"split={split}",
                                            f"episodes={episodes}", *extra, *spec.plan])
-    study.report(SECTION, lambda: report(cfg, out))
+    study.report(SECTION, lambda: report(study.report_cfg, out))
 
 
 def summaries(cfg, out: Path) -> dict:

@@ -39,8 +39,9 @@ from jepa_wm.pipeline import collect_stage, train_cost_for_checkpoint, train_sta
 STAGES = ("collect", "train", "heads", "evaluate", "report")
 FIGURE = Path(__file__).resolve().parent / "figures" / "gap.png"
 SECTION = "Where the gap to the oracle is (cpu)"
-OURS_ROWS = ("ours", "ours-4x-budget", "ours-decoded")  # rows planned by our model (the others: by the simulator)
-COLUMNS = ("random", "ours", "ours-4x-budget", "ours-decoded", "oracle-whole-pose", "oracle")
+OURS_ROWS = ("ours", "ours-4x-budget", "ours-decoded", "ours-decoded+l2")  # planned by our model (the others: the simulator)
+HEAD_ROWS = ("ours-decoded", "ours-decoded+l2")  # planned with the copy of the checkpoint that carries the decoded cost
+COLUMNS = ("random", "ours", "ours-4x-budget", "ours-decoded", "ours-decoded+l2", "oracle-whole-pose", "oracle")
 
 
 def models(cfg, out: Path, group: str) -> dict[str, str]:
@@ -84,18 +85,20 @@ def main(argv: list[str]) -> None:
             for task in tasks:
                 for row, extra in rows.items():
                     if row in OURS_ROWS:
-                        model = head if row == "ours-decoded" else checkpoint
+                        model = head if row in HEAD_ROWS else checkpoint
                         overrides = [f"checkpoint={model}", f"env={task}", *plan, *extra]
                     else:  # the simulator's rows need no model: the task and the model's frameskip
                         overrides = [f"env={task}", "baselines=true",
                                      f"mpc.frameskip={checkpoint_frameskip(str(checkpoint))}",
                                      *plan, *extra]
-                    study.run(f"gap {task} {label} {row}", evaluate, results_directory(out, task, label, row), overrides)
-    study.report(SECTION, lambda: report(cfg, out))
+                    study.run(f"gap {cfg.plan.split} {task} {label} {row}", evaluate,
+                              results_directory(out, cfg.plan.split, task, label, row), overrides)
+    study.report(SECTION, lambda: report(study.report_cfg, out))
 
 
-def results_directory(out: Path, task: str, label: str, row: str) -> Path:
-    return out / "gap" / "results" / task / label / row
+def results_directory(out: Path, split: str, task: str, label: str, row: str) -> Path:
+    """Test reports in ``gap/results/``; reports on other splits apart (``gap/results-dev/``), as the suite keeps them."""
+    return out / "gap" / ("results" if split == "test" else f"results-{split}") / task / label / row
 
 
 def probe_metrics(head: Path) -> dict:
@@ -109,7 +112,7 @@ def task_rows(cfg, out: Path, task: str, label: str) -> dict:
     """``column -> report row`` of one task and model, from the reports on disk."""
     found = {}
     for row in cfg.rows:
-        for method, values in report_rows(results_directory(out, task, label, row)).items():
+        for method, values in report_rows(results_directory(out, cfg.plan.split, task, label, row)).items():
             found[row if method == "ours" or row == "oracle-whole-pose" else method] = values
     return found
 
@@ -207,11 +210,11 @@ def joints_off(row: dict) -> str:
 
 def report(cfg, out: Path) -> str:
     lines = [
-        f"Each row plans the same {cfg.plan.episodes} {cfg.plan.split} episodes (plan seed {cfg.plan.seed}, never "
-        f"used for tuning). Models: {'each task' + chr(39) + 's shipped model (training seed 0)' if cfg.models == 'pretrained' else 'the suite' + chr(39) + 's runs, seeds ' + ', '.join(map(str, cfg.seeds))}. "
+        f"Each row plans the same {cfg.plan.episodes} {cfg.plan.split} episodes (plan seed {cfg.plan.seed}"
+        f"{', never used for tuning' if cfg.plan.split == 'test' else ''}). Models: {'each task' + chr(39) + 's shipped model (training seed 0)' if cfg.models == 'pretrained' else 'the suite' + chr(39) + 's runs, seeds ' + ', '.join(map(str, cfg.seeds))}. "
         "Success rate with its 95% Wilson interval; 4x budget: 4 x the CEM samples and elites; decoded: the same "
         "model planning with the task-aware cost alone (a probe of the success coordinates on its frozen embedding, "
-        "trained on the model's own data); oracle whole-pose: the true simulator comparing every joint of the pose "
+        "trained on the model's own data), decoded + l2: with it summed with the latent distance; oracle whole-pose: the true simulator comparing every joint of the pose "
         "instead of the success coordinates. Probe R^2: the decoded cost's probe on held-out encodings, and on the "
         "model's own predictions 1 and 5 model steps ahead (lowest: the success coordinate it reads worst from encodings). "
         "Latent shift: the median distance between the embeddings of a frame and of the same frame with one success "
@@ -224,10 +227,10 @@ def report(cfg, out: Path) -> str:
         "whole picture when the whole-pose oracle loses half the gap). "
         f"Figure: [benchmarks/figures/gap.png](benchmarks/figures/gap.png).",
         "",
-        "| task | model | random | ours | 4x budget | decoded | decoded +/- | oracle whole-pose | oracle | ours / oracle "
-        "| probe R^2 enc / 1 / 5 steps | latent shift per joint turned 0.5 rad | ms / step ours / decoded "
+        "| task | model | random | ours | 4x budget | decoded | decoded +/- | decoded + l2 | oracle whole-pose | oracle "
+        "| ours / oracle | probe R^2 enc / 1 / 5 steps | latent shift per joint turned 0.5 rad | ms / step ours / decoded "
         "| ours' failures: joints off at the end | limit |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
     ]
     summaries = {}
     for group, tasks in task_groups(list(cfg.tasks)).items():
@@ -259,15 +262,15 @@ def report(cfg, out: Path) -> str:
                 shifts = latent_shift(checkpoint, to_dict(load_group("env", task)))
                 shift = ", ".join(f"{name} {value:.2f}" for name, value in shifts.items()) or "-"
                 lines.append(f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
-                             f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('oracle-whole-pose')} | "
+                             f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('ours-decoded+l2')} | {cell('oracle-whole-pose')} | "
                              f"{cell('oracle')} | {ratio} | {r2} | {shift} | {ms} | {joints_off(rows['ours'])} | "
                              f"{where_the_gap_is(rows, probe, shifts)} |")
     if summaries:
-        plot(summaries, FIGURE)
+        plot(summaries, FIGURE if cfg.plan.split == "test" else FIGURE.with_name(f"gap-{cfg.plan.split}.png"), cfg.plan.split)
     return "\n".join(lines)
 
 
-def plot(summaries: dict, path: Path) -> None:
+def plot(summaries: dict, path: Path, split: str = "test") -> None:
     """Success per task and row: floor, ours and its variants, the two oracles."""
     import numpy as np
 
@@ -281,7 +284,7 @@ def plot(summaries: dict, path: Path) -> None:
         axis.bar(x + (index - (len(COLUMNS) - 1) / 2) * width, values, width, label=column, color=f"C{index}")
     axis.set_xticks(x, labels, fontsize=8)
     axis.set_ylim(0, 1.05)
-    axis.set_ylabel("success rate (test episodes)")
+    axis.set_ylabel(f"success rate ({split} episodes)")
     axis.legend(fontsize=7, ncol=3)
     save_figure(figure, path)
 

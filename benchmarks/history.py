@@ -83,7 +83,7 @@ def main(argv: list[str]) -> None:
                             checkpoint = suite.run_directory(out, group, model, seed) / "checkpoints" / cfg.checkpoint
                             study.run(f"evaluate {task} {schedule} {split} {model} seed {seed}", evaluate,
                                       results / model / f"seed-{seed}", [f"checkpoint={checkpoint}", f"env={task}", *settings])
-    study.report(SECTION, lambda: report(cfg, out))
+    study.report(SECTION, lambda: report(study.report_cfg, out))
 
 
 def summaries(cfg, out: Path) -> dict:

@@ -194,7 +194,7 @@ def main(argv: list[str]) -> None:
                         suffix = "" if variant == suite.DEFAULT_VARIANT else f" {variant}"
                         study.run(f"peers evaluate {task} {peer} seed {seed}{suffix}", plan, cfg, out, task, group,
                                   checkpoint, results / f"seed-{seed}", schedule)
-    study.report(SECTION, lambda: report(cfg, out, study.timings))
+    study.report(SECTION, lambda: report(study.report_cfg, out, study.timings))
 
 
 def reference(cfg, out: Path, task: str, timings) -> tuple[dict, dict, str] | None:
@@ -209,7 +209,7 @@ def reference(cfg, out: Path, task: str, timings) -> tuple[dict, dict, str] | No
     source = "the suite's runs"
     train_names = [f"train {group} default seed {seed}" for seed in (ours or {}).get("finished_seeds", [])]
     if not (ours and baselines) and cfg.plan.split == "test":
-        shipped = gap.results_directory(out, task, "pretrained", "")
+        shipped = gap.results_directory(out, cfg.plan.split, task, "pretrained", "")
         ours = suite.summarize_seeds({0: report_rows(shipped / "ours").get("ours")})
         baselines, source = report_rows(shipped / "baselines"), "the shipped model (seed 0), planned by benchmarks/gap.py"
         train_names = [f"train {group} default seed 0"]

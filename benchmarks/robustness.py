@@ -75,7 +75,7 @@ def main(argv: list[str]) -> None:
                                   [*baselines[task], *variation(factor, strength)])
     if study.wants("remedy"):
         remedy(study)
-    study.report(SECTION, lambda: report(cfg, out))
+    study.report(SECTION, lambda: report(study.report_cfg, out))
 
 
 def remedy_directory(out: Path) -> Path:

@@ -101,7 +101,7 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
                         study.run(f"evaluate {task} {schedule} {model} seed {seed}{tag}", evaluate,
                                   results / model / f"seed-{seed}",
                                   [f"checkpoint={checkpoint}", f"env={task}", *plan, *extra])
-    study.report(section, lambda: (reporter or report)(cfg, out, study.timings))
+    study.report(section, lambda: (reporter or report)(study.report_cfg, out, study.timings))
 
 
 def schedules(cfg, task: str) -> dict[str, list[str]]:

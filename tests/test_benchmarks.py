@@ -180,25 +180,26 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
 
     monkeypatch.setattr(gap, "FIGURE", tmp_path / "gap.png")
     cfg = compose("gap", [f"out={tmp_path}", "tasks=[hopper-stand]"])
-    reached = {"ours": [1, 1, 0, 0], "ours-4x-budget": [1, 0, 0, 0], "ours-decoded": [0, 1, 1, 1]}
+    reached = {"ours": [1, 1, 0, 0], "ours-4x-budget": [1, 0, 0, 0], "ours-decoded": [0, 1, 1, 1],
+               "ours-decoded+l2": [1, 0, 0, 0]}
     off = {"ours": {"failures": 2, "off_at_failure": {"knee": 1, "foot": 2}}}  # where ours' two failures fell short
     for name, episodes in reached.items():
-        write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", name),
+        write_report(gap.results_directory(tmp_path, "test", "hopper-stand", "pretrained", name),
                      [{**row("ours", sum(episodes) / 4, episodes=4), "reached": episodes, **off.get(name, {})}])
-    write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", "baselines"),
+    write_report(gap.results_directory(tmp_path, "test", "hopper-stand", "pretrained", "baselines"),
                  [row("random", 0.0, episodes=4), row("oracle", 1.0, episodes=4)])
-    write_report(gap.results_directory(tmp_path, "hopper-stand", "pretrained", "oracle-whole-pose"),
+    write_report(gap.results_directory(tmp_path, "test", "hopper-stand", "pretrained", "oracle-whole-pose"),
                  [row("oracle", 0.5, episodes=4)])
     text = gap.report(cfg, tmp_path)
     line = next(line for line in text.splitlines() if line.startswith("| hopper-stand"))
     cells = [cell.strip() for cell in line.strip("|").split("|")]
-    assert cells[2:10] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1",
+    assert cells[2:11] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1", "25% [5%, 70%]",
                            "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
-    assert cells[10] == "- / - / -"  # no decoded head trained yet: no probe readings
-    shifts = dict(part.rsplit(" ", 1) for part in cells[11].split(", "))  # the shipped model, frames rendered here
+    assert cells[11] == "- / - / -"  # no decoded head trained yet: no probe readings
+    shifts = dict(part.rsplit(" ", 1) for part in cells[12].split(", "))  # the shipped model, frames rendered here
     assert set(shifts) == {"waist", "hip", "knee", "ankle"} and all(float(v) > 0 for v in shifts.values())
-    assert cells[13] == "foot 2, knee 1 of 2"
-    assert cells[14] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
+    assert cells[14] == "foot 2, knee 1 of 2"
+    assert cells[15] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
     assert (tmp_path / "gap.png").is_file()
 
 
@@ -338,7 +339,7 @@ def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the
     assert "point_mass-easy" not in text  # no peer finished there: no rows
     import gap
 
-    shipped = gap.results_directory(tmp_path, "point_mass-easy", "pretrained", "")  # the suite's runs are not there
+    shipped = gap.results_directory(tmp_path, "test", "point_mass-easy", "pretrained", "")  # the suite's runs are not there
     write_report(shipped / "ours", [row("ours", 0.76)])
     write_report(shipped / "baselines", [row("random", 0.02), row("oracle", 0.84)])
     write_report(suite.results_directory(tmp_path, "test", "point_mass-easy", suite.DEFAULT_VARIANT) / "lewm" / "seed-0",
@@ -366,7 +367,7 @@ def test_the_peers_table_sets_each_peer_beside_ours_random_and_the_oracle_of_the
                  [row("ours", 0.1)])
     write_report(suite.results_directory(tmp_path, "test", "reacher-offset25", suite.DEFAULT_VARIANT) / "lewm" / "seed-0",
                  [row("ours", 0.06)])
-    shipped = gap.results_directory(tmp_path, "reacher-offset25", "pretrained", "")
+    shipped = gap.results_directory(tmp_path, "test", "reacher-offset25", "pretrained", "")
     write_report(shipped / "baselines", [row("random", 0.04), row("oracle", 1.0)])
     write_report(shipped / "ours", [row("ours", 1.0)])
     offset_only = compose("peers_study", [f"out={tmp_path}", "tasks=[reacher-offset25]", "seeds=[0,1]"])
@@ -464,3 +465,22 @@ def test_the_latent_shift_sees_a_turned_joint_and_not_a_turn_that_leaves_the_fra
     assert set(turned) == {"proximal", "distal", "hinge"} and min(turned.values()) > 0
     assert half_turn["hinge"] < 1e-6 < half_turn["proximal"]
     assert gap.latent_shift(checkpoint, to_dict(load_group("env", "reacher-easy")), poses=1) == {}
+
+
+def test_a_report_run_for_part_of_a_study_still_reports_every_task_and_seed_measured(tmp_path, monkeypatch, capsys):
+    """Reporting after a run for one task must not drop the other tasks' rows (nor redraw the figure without them)."""
+    monkeypatch.setattr(suite, "FIGURE", tmp_path / "suite.png")
+    for task, rate in (("reacher-easy", 0.9), ("finger-spin", 0.5)):
+        results = suite.results_directory(tmp_path, "test", task, suite.DEFAULT_VARIANT)
+        write_report(results / "baselines", [row("random", 0.0), row("oracle", 1.0)])
+        for seed in range(3):
+            write_report(results / "default" / f"seed-{seed}", [row("ours", rate)])
+    study = _study.Study("suite", [f"out={tmp_path}", "tasks=[finger-spin]", "seeds=[1]", "only=[default]"], suite.STAGES)
+    assert list(study.cfg.tasks) == ["finger-spin"] and list(study.cfg.seeds) == [1]  # what the run works on
+    assert "reacher-easy" in study.report_cfg.tasks and list(study.report_cfg.seeds) == [0, 1, 2]
+    suite.main([f"out={tmp_path}", "tasks=[finger-spin]", "seeds=[1]", "stages=[report]"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in lines[2:]] == ["reacher-easy", "finger-spin"]
+    assert all("| 3 | " in line for line in lines[2:])  # every seed on disk, not only the one this run named
+    assert set(json.loads((tmp_path / "suite.json").read_text())) == {
+        f"{task}/{suite.DEFAULT_VARIANT}/default" for task in ("reacher-easy", "finger-spin")}
