@@ -39,7 +39,7 @@ from jepa_wm.pipeline import collect_stage, train_cost_for_checkpoint, train_sta
 STAGES = ("collect", "train", "heads", "evaluate", "report")
 FIGURE = Path(__file__).resolve().parent / "figures" / "gap.png"
 SECTION = "Where the gap to the oracle is (cpu)"
-OURS_ROWS = ("ours", "ours-4x-budget", "ours-decoded", "ours-decoded+l2")  # planned by our model (the others: the simulator)
+OURS_ROWS = ("ours", "ours-4x-budget", "ours-decoded", "ours-decoded+l2")  # planned by our model (others: the simulator)
 HEAD_ROWS = ("ours-decoded", "ours-decoded+l2")  # planned with the copy of the checkpoint that carries the decoded cost
 COLUMNS = ("random", "ours", "ours-4x-budget", "ours-decoded", "ours-decoded+l2", "oracle-whole-pose", "oracle")
 
@@ -97,7 +97,7 @@ def main(argv: list[str]) -> None:
 
 
 def results_directory(out: Path, split: str, task: str, label: str, row: str) -> Path:
-    """Test reports in ``gap/results/``; reports on other splits apart (``gap/results-dev/``), as the suite keeps them."""
+    """Test reports in ``gap/results/``, other splits' apart (``gap/results-dev/``), as the suite keeps them."""
     return out / "gap" / ("results" if split == "test" else f"results-{split}") / task / label / row
 
 
@@ -209,12 +209,16 @@ def joints_off(row: dict) -> str:
 
 
 def report(cfg, out: Path) -> str:
+    measured = ("each task's shipped model (training seed 0)" if cfg.models == "pretrained"
+                else "the suite's runs, seeds " + ", ".join(map(str, cfg.seeds)))
+    untuned = ", never used for tuning" if cfg.plan.split == "test" else ""
     lines = [
-        f"Each row plans the same {cfg.plan.episodes} {cfg.plan.split} episodes (plan seed {cfg.plan.seed}"
-        f"{', never used for tuning' if cfg.plan.split == 'test' else ''}). Models: {'each task' + chr(39) + 's shipped model (training seed 0)' if cfg.models == 'pretrained' else 'the suite' + chr(39) + 's runs, seeds ' + ', '.join(map(str, cfg.seeds))}. "
+        f"Each row plans the same {cfg.plan.episodes} {cfg.plan.split} episodes (plan seed {cfg.plan.seed}{untuned}). "
+        f"Models: {measured}. "
         "Success rate with its 95% Wilson interval; 4x budget: 4 x the CEM samples and elites; decoded: the same "
         "model planning with the task-aware cost alone (a probe of the success coordinates on its frozen embedding, "
-        "trained on the model's own data), decoded + l2: with it summed with the latent distance; oracle whole-pose: the true simulator comparing every joint of the pose "
+        "trained on the model's own data), decoded + l2: with it summed with the latent distance; oracle whole-pose: "
+        "the true simulator comparing every joint of the pose "
         "instead of the success coordinates. Probe R^2: the decoded cost's probe on held-out encodings, and on the "
         "model's own predictions 1 and 5 model steps ahead (lowest: the success coordinate it reads worst from encodings). "
         "Latent shift: the median distance between the embeddings of a frame and of the same frame with one success "
@@ -262,11 +266,13 @@ def report(cfg, out: Path) -> str:
                 shifts = latent_shift(checkpoint, to_dict(load_group("env", task)))
                 shift = ", ".join(f"{name} {value:.2f}" for name, value in shifts.items()) or "-"
                 lines.append(f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
-                             f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('ours-decoded+l2')} | {cell('oracle-whole-pose')} | "
+                             f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('ours-decoded+l2')} | "
+                             f"{cell('oracle-whole-pose')} | "
                              f"{cell('oracle')} | {ratio} | {r2} | {shift} | {ms} | {joints_off(rows['ours'])} | "
                              f"{where_the_gap_is(rows, probe, shifts)} |")
     if summaries:
-        plot(summaries, FIGURE if cfg.plan.split == "test" else FIGURE.with_name(f"gap-{cfg.plan.split}.png"), cfg.plan.split)
+        figure = FIGURE if cfg.plan.split == "test" else FIGURE.with_name(f"gap-{cfg.plan.split}.png")
+        plot(summaries, figure, cfg.plan.split)
     return "\n".join(lines)
 
 

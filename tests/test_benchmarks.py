@@ -193,8 +193,8 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     text = gap.report(cfg, tmp_path)
     line = next(line for line in text.splitlines() if line.startswith("| hopper-stand"))
     cells = [cell.strip() for cell in line.strip("|").split("|")]
-    assert cells[2:11] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1", "25% [5%, 70%]",
-                           "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
+    assert cells[2:11] == ["0% [0%, 49%]", "50% [15%, 85%]", "25% [5%, 70%]", "75% [30%, 95%]", "+2 / -1",
+                           "25% [5%, 70%]", "50% [15%, 85%]", "100% [51%, 100%]", "0.50"]
     assert cells[11] == "- / - / -"  # no decoded head trained yet: no probe readings
     shifts = dict(part.rsplit(" ", 1) for part in cells[12].split(", "))  # the shipped model, frames rendered here
     assert set(shifts) == {"waist", "hip", "knee", "ankle"} and all(float(v) > 0 for v in shifts.values())
@@ -475,7 +475,8 @@ def test_a_report_run_for_part_of_a_study_still_reports_every_task_and_seed_meas
         write_report(results / "baselines", [row("random", 0.0), row("oracle", 1.0)])
         for seed in range(3):
             write_report(results / "default" / f"seed-{seed}", [row("ours", rate)])
-    study = _study.Study("suite", [f"out={tmp_path}", "tasks=[finger-spin]", "seeds=[1]", "only=[default]"], suite.STAGES)
+    arguments = [f"out={tmp_path}", "tasks=[finger-spin]", "seeds=[1]", "only=[default]"]
+    study = _study.Study("suite", arguments, suite.STAGES)
     assert list(study.cfg.tasks) == ["finger-spin"] and list(study.cfg.seeds) == [1]  # what the run works on
     assert "reacher-easy" in study.report_cfg.tasks and list(study.report_cfg.seeds) == [0, 1, 2]
     suite.main([f"out={tmp_path}", "tasks=[finger-spin]", "seeds=[1]", "stages=[report]"])
