@@ -18,7 +18,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from tqdm.auto import tqdm
 
 from jepa_wm.checkpoint import read_checkpoint
-from jepa_wm.config import as_overrides, compose, decode_value, is_plain_value, parse_overrides, to_dict
+from jepa_wm.config import as_overrides, compose, decode_value, group_choices, is_plain_value, parse_overrides, to_dict
 from jepa_wm.data.collect import collect_from_config
 from jepa_wm.data.datamodule import TrajectoryDataModule
 from jepa_wm.errors import ConfigError, TrainingTerminated
@@ -43,18 +43,21 @@ def datamodule_from_config(cfg: DictConfig) -> TrajectoryDataModule:
 
 
 # What a dataset may ask of the models trained on it (``train_overrides`` of its env config): model settings
-# with plain values. Never the output directory, the logger or anything else of the run, and never an
-# interpolation (``${oc.env:...}`` would copy the trainer's environment into the run's config and checkpoint).
+# with plain values, and which of configs/learned_cost/ its planning cost is. Never the output directory, the
+# logger or anything else of the run, and never an interpolation (``${oc.env:...}`` would copy the trainer's
+# environment into the run's config and checkpoint).
 TASK_OVERRIDE_KEY = re.compile(r"model\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+TASK_COST_KEY = "learned_cost"  # a file of configs/learned_cost/ by name: nothing else of that group
 
 
 def task_train_overrides(dataset) -> list[str]:
     """``train_overrides`` of the env config a dataset was collected with: model settings its task needs.
 
-    A dataset is input from anyone: each override must set a ``model.`` key to a plain value, or the whole
-    dataset is refused (``DatasetError``) before anything is trained or written. The value is judged as the
-    config will read it (YAML-decoded, so an escape such as ``"\\u0024{...}"`` is seen as the ``${...}`` it
-    becomes), never on its raw text.
+    A dataset is input from anyone: each override must set a ``model.`` key to a plain value, or pick one of
+    the learned costs jepa-wm ships (``learned_cost=decoded``), or the whole dataset is refused
+    (``DatasetError``) before anything is trained or written. The value is judged as the config will read it
+    (YAML-decoded, so an escape such as ``"\\u0024{...}"`` is seen as the ``${...}`` it becomes), never on its
+    raw text.
     """
     from jepa_wm.data.storage import DatasetError, load_manifest
 
@@ -65,12 +68,16 @@ def task_train_overrides(dataset) -> list[str]:
     overrides = manifest["env"].get("train_overrides") or []
     if not isinstance(overrides, list):
         raise DatasetError(f"{dataset}/manifest.json: env.train_overrides must be a list of key=value strings")
+    costs = group_choices(TASK_COST_KEY)
     for item in overrides:
         key, equals, value = str(item).partition("=")
-        if not (isinstance(item, str) and equals and TASK_OVERRIDE_KEY.fullmatch(key.strip())
-                and is_plain_value(decode_value(value))):
+        key = key.strip()
+        model_setting = TASK_OVERRIDE_KEY.fullmatch(key) and is_plain_value(decode_value(value))
+        cost_choice = key == TASK_COST_KEY and value.strip() in costs
+        if not (isinstance(item, str) and equals and (model_setting or cost_choice)):
             raise DatasetError(f"{dataset}/manifest.json: env.train_overrides item {str(item)[:80]!r} is refused: a "
-                               f"dataset may only set model.* keys to plain values (no interpolations)")
+                               f"dataset may only set model.* keys to plain values (no interpolations) and "
+                               f"{TASK_COST_KEY} to one of {', '.join(costs)}")
     return list(overrides)
 
 

@@ -239,6 +239,8 @@ def test_resume_refuses_another_dataset_of_the_same_task(tmp_path, reacher_env_c
     'model.encoder.name="\\u0024{oc.env:SECRET_TOKEN}"', 'model.encoder.name="\\x24{oc.env:SECRET_TOKEN}"',
     'model.encoder.name="\\U00000024{oc.env:SECRET_TOKEN}"', 'model.encoder.channels=[16,"\\u0024{oc.env:SECRET_TOKEN}"]',
     "model.encoder.name={secret: ${oc.env:SECRET_TOKEN}}",
+    # the learned cost by name only: no file outside configs/learned_cost/, no setting of it, no interpolation
+    "learned_cost=../train", "learned_cost=${oc.env:SECRET_TOKEN}", "learned_cost.steps=1", "learned_cost=nonesuch",
 ])
 def test_a_dataset_cannot_steer_training_or_pull_the_environment_into_a_run(
         override, tmp_path, reacher_pixel_dataset, capsys, monkeypatch):
@@ -255,8 +257,12 @@ def test_a_dataset_cannot_steer_training_or_pull_the_environment_into_a_run(
 
 def test_a_datasets_model_settings_still_apply(tmp_path, reacher_pixel_dataset):
     dataset = shutil.copytree(reacher_pixel_dataset, tmp_path / "task")
-    reseal(dataset, lambda manifest: manifest["env"].update(train_overrides=["model.regularizers.temporal=0.5"]))
-    run = train_from_config(train_config(tiny_run(dataset, tmp_path / "run", steps=2, every=2)))
+    reseal(dataset, lambda manifest: manifest["env"].update(train_overrides=["model.regularizers.temporal=0.5",
+                                                                             "learned_cost=decoded"]))
+    arguments = [arg for arg in tiny_run(dataset, tmp_path / "run", steps=2, every=2) if arg != "learned_cost=none"]
+    assert train_config(arguments).learned_cost.kind == "decoded"  # the task's planning cost: a file by name
+    assert train_config([*arguments, "learned_cost=temporal"]).learned_cost.kind == "temporal"  # the command line wins
+    run = train_from_config(train_config([*arguments, "learned_cost=none"]))  # (a cost would add a minute here)
     assert "temporal: 0.5" in (run / "config.yaml").read_text()
 
 
