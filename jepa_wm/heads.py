@@ -78,6 +78,7 @@ class HeadSettings:
 
     family: ClassVar[Registry]
     what: ClassVar[str] = "head"
+    from_data: ClassVar[tuple[str, ...]] = ()  # fields training sets from the data, not choices (``chosen``)
 
     def __post_init__(self):
         self.family[self.kind]  # an unknown kind fails here, with the nearest one
@@ -94,8 +95,13 @@ class HeadSettings:
         return {key: tuple(value) if isinstance(value, list) else value for key, value in chosen.items()}
 
     def record(self) -> dict:
-        """Plain values (lists, not tuples): what checkpoints store and compare."""
+        """Plain values (lists, not tuples): what checkpoints store."""
         return {key: list(value) if isinstance(value, tuple) else value for key, value in self.__dict__.items()}
+
+    def chosen(self) -> dict:
+        """The record without what training set from the data: what a stored head is compared by when a
+        pipeline decides whether to train it again."""
+        return {key: value for key, value in self.record().items() if key not in self.from_data}
 
 
 # ---------------------------------------------------------------------------------------------- stored head

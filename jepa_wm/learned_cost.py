@@ -91,6 +91,8 @@ class HilbertSettings(CostTrainingSettings):
 class DecodedSettings(CostTrainingSettings):
     decoded_outputs: int = 0  # size of the probe's targets (set from the data when it trains)
 
+    from_data: ClassVar[tuple[str, ...]] = ("decoded_outputs",)
+
 
 @HEADS.register("temporal")
 class TemporalDistanceHead(nn.Module):
@@ -380,7 +382,7 @@ def stored_with(entry: dict | None, settings: CostTrainingSettings) -> bool:
     if not entry or not isinstance(entry.get("settings"), dict):
         return False
     try:
-        return CostTrainingSettings.from_config(entry["settings"]).record() == settings.record()
+        return CostTrainingSettings.from_config(entry["settings"]).chosen() == settings.chosen()
     except (KeyError, TypeError, ValueError):  # a record this version cannot read: train it anew
         return False
 

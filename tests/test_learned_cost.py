@@ -299,3 +299,16 @@ def test_a_cost_stored_by_an_earlier_version_counts_as_trained_with_the_same_set
     assert not stored_with({"settings": {**earlier, "negative_fraction": 0.5}}, settings)
     assert not stored_with({"settings": {**earlier, "kind": "hilbert"}}, settings)
     assert not stored_with(None, settings) and not stored_with({"settings": {"kind": "nonsense"}}, settings)
+
+
+def test_a_decoded_cost_counts_as_trained_with_the_settings_its_config_asks_for():
+    """Its probe's size is set from the data when it trains: a finished run's decoded cost is not trained again
+    each time a pipeline stage reuses the run (it was, once for every stage)."""
+    import dataclasses
+
+    from jepa_wm.learned_cost import stored_with
+
+    asked = default_settings("decoded")
+    stored = dataclasses.replace(asked, decoded_outputs=8).record()  # as train_cost_for_checkpoint stores it
+    assert asked.decoded_outputs == 0 and stored_with({"settings": stored}, asked)
+    assert not stored_with({"settings": {**stored, "hidden_dim": asked.hidden_dim * 2}}, asked)
