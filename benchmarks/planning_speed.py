@@ -1,8 +1,8 @@
 """Planning speed: ms per MPC step and candidate rollouts per second, for each planner; and ms per control
 decision for each way to act (act=planner | policy | policy+planner), idle and beside a busy neighbour.
 
-Each planner plans from a real reacher-easy observation toward a real goal with a world model (a
-checkpoint, or a freshly initialised model of the default pixel config: speed does not depend on the
+Each planner plans from a real observation toward a real goal with a world model: a checkpoint, in its own
+task, or a freshly initialised model of the default pixel config in reacher-easy (speed does not depend on the
 weights). The baseline, measured in the same process, is the straightforward implementation that
 scores candidates one at a time in a Python loop; the ratio is loop time / batched time. A decision is what
 the MPC controller does per replan (encode the history, then propose and/or plan), timed by the controller
@@ -25,7 +25,7 @@ import torch
 from _report import machine_description, update_benchmarks_section
 from jepa_wm.data.envs import make_env
 from jepa_wm.planning.costs import LatentGoalCost
-from jepa_wm.planning.experiment import ACTING, build_ours, planner_from_settings
+from jepa_wm.planning.experiment import ACTING, build_ours, planner_from_settings, planning_env_settings
 from jepa_wm.planning.planners import PLANNERS
 
 from jepa_wm.checkpoint import load_world_model
@@ -114,6 +114,12 @@ def time_decisions(model, env, act: str, device: str, repeats: int, neighbour: s
     return statistics.median(times)
 
 
+def timing_env(model, from_checkpoint: bool) -> dict:
+    """The env config timed in: a checkpoint's own task (its actions and frames: another task's would not fit
+    them), reacher-easy for the untrained default model."""
+    return planning_env_settings(None, model) if from_checkpoint else to_dict(load_group("env", "reacher-easy"))
+
+
 def main(argv: list[str]) -> None:
     options, flags = command_line(argv, {"device": "cuda" if torch.cuda.is_available() else "cpu", "repeats": 5,
                                          "loop_repeats": 2, "decisions": 20, "checkpoint": None})
@@ -126,7 +132,8 @@ def main(argv: list[str]) -> None:
         model = JEPAWorldModel(model_cfg, (64, 64, 3), 2 * model_cfg.frameskip).world_model.eval().to(device)
     if model.learned_cost is None and compose("train", ["data.path=none"]).learned_cost.kind != "none":
         model.learned_cost = untrained_learned_cost(model)  # what a default run carries
-    env = make_env(to_dict(load_group("env", "reacher-easy")), obs_type=model.cfg["obs_type"])
+    env_cfg = timing_env(model, from_checkpoint=bool(options["checkpoint"]))
+    env = make_env(env_cfg, obs_type=model.cfg["obs_type"])
     obs, _ = env.reset(seed=0)
     cost = LatentGoalCost.from_config(model, PLAN.cost)
     cost_fn = cost.make_cost(env, [obs], [])
@@ -170,7 +177,7 @@ def main(argv: list[str]) -> None:
         f"{latent_ms:.1f} ms per MPC step ({default_ms / latent_ms:.2f}x).",
         "",
         f"Ways to act (configs/plan.yaml act=): ms per control decision (encode the history, then propose and/or "
-        f"plan), median of {options['decisions']} decisions from reacher-easy starts after a warm-up one; planner = "
+        f"plan), median of {options['decisions']} decisions from {env_cfg['name']} starts after a warm-up one; planner = "
         f"{plan.name} {plan.samples} x {plan.iterations}, policy+planner = the policy's proposal seeding "
         f"{plan.name} {budget.samples} x {budget.iterations} (init_std {budget.init_std}). Busy neighbour: a torch "
         f"training loop in another process. Load average (1 min) before / after: {load_before:.2f} / {load_after:.2f}.",

@@ -485,3 +485,21 @@ def test_a_report_run_for_part_of_a_study_still_reports_every_task_and_seed_meas
     assert all("| 3 | " in line for line in lines[2:])  # every seed on disk, not only the one this run named
     assert set(json.loads((tmp_path / "suite.json").read_text())) == {
         f"{task}/{suite.DEFAULT_VARIANT}/default" for task in ("reacher-easy", "finger-spin")}
+
+
+def test_planning_speed_acts_in_a_checkpoints_own_task():
+    """A hopper-stand checkpoint timed in reacher-easy failed on its 4-d actions once the benchmark acted."""
+    import planning_speed
+
+    from jepa_wm.checkpoint import load_world_model
+    from jepa_wm.data.envs import make_env
+    from jepa_wm.references import resolve_checkpoint
+
+    model = load_world_model(resolve_checkpoint("pretrained:hopper-stand"), device="cpu")
+    env_cfg = planning_speed.timing_env(model, from_checkpoint=True)
+    env = make_env(env_cfg, obs_type=model.cfg["obs_type"])
+    try:
+        assert env_cfg["name"] == "hopper-stand" and env.action_dim * model.frameskip == model.action_dim
+    finally:
+        env.close()
+    assert planning_speed.timing_env(model, from_checkpoint=False)["name"] == "reacher-easy"
