@@ -56,11 +56,10 @@ def only_these(choices, only, option: str, what: str) -> dict:
 SUBSET_KEYS = ("tasks", "seeds", "only", "only_rows", "only_costs")
 
 
-def report_config(name: str, argv: list[str]):
-    """The config a study's report describes: ``argv``'s settings, but every task and seed of the study (the ones
-    ``argv`` names too) and no ``only*`` subset. A report run for one task then keeps the other tasks' rows and
-    figures: each report skips what has no results on disk."""
-    asked = compose(name, argv)
+def report_config(name: str, argv: list[str], asked):
+    """The config a study's report describes: ``argv``'s settings (``asked``: composed from them), but every task
+    and seed of the study (the ones ``argv`` names too) and no ``only*`` subset. A report run for one task then
+    keeps the other tasks' rows and figures: each report skips what has no results on disk."""
     whole = compose(name, [arg for arg in argv if arg.split("=", 1)[0].lstrip("+~") not in SUBSET_KEYS])
     for key in ("tasks", "seeds"):
         if key in whole and whole[key] is not None:
@@ -77,7 +76,7 @@ class Study:
         self.name, self.argv, self.write = name, list(argv), "--write" in argv
         arguments = [arg for arg in argv if arg != "--write"]
         self.cfg = compose(name, arguments)
-        self.report_cfg = report_config(name, arguments)
+        self.report_cfg = report_config(name, arguments, self.cfg)
         unknown = sorted(set(self.cfg.stages) - set(stages))
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; choose from {', '.join(stages)}")
