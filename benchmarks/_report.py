@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import platform
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from jepa_wm.files import atomic_path, write_text_atomic
 
 BENCHMARKS_FILE = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+FIGURES_DIR = Path(__file__).resolve().parent / "figures"  # the figures BENCHMARKS.md shows (committed)
 HEADER = "# Benchmarks\n\nEvery table below is written by the script named under it; rerun it to reproduce.\n"
 
 
@@ -53,8 +55,28 @@ def pyplot():
     return plt
 
 
+_drafts: Path | None = None  # where figures meant for FIGURES_DIR go instead (``drafting_figures``)
+
+
+@contextmanager
+def drafting_figures(folder: Path | None):
+    """Inside, a figure meant for ``FIGURES_DIR`` is drawn into ``folder`` instead (None: where it was meant to go).
+    A report printed but not written into BENCHMARKS.md (no ``--write``) must leave the committed figures as the
+    committed tables describe them; a machine with part of a study's results would otherwise redraw them."""
+    global _drafts
+    previous, _drafts = _drafts, folder
+    try:
+        yield
+    finally:
+        _drafts = previous
+
+
 def save_figure(figure, path: Path) -> Path:
-    """Lay out, write (creating the folder) and close a figure that is saved with a benchmark."""
+    """Lay out, write (creating the folder) and close a figure that is saved with a benchmark; the path it went to
+    (a draft folder's, inside ``drafting_figures``)."""
+    if _drafts is not None and Path(path).resolve().parent == FIGURES_DIR.resolve():
+        path = _drafts / Path(path).name
+        print(f"figure drawn into {path} (benchmarks/figures/ is only redrawn with --write)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:

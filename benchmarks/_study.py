@@ -14,7 +14,7 @@ import json
 import time
 from pathlib import Path
 
-from _report import machine_description, update_benchmarks_section
+from _report import drafting_figures, machine_description, update_benchmarks_section
 
 from jepa_wm.config import compose, to_dict
 from jepa_wm.errors import ConfigError
@@ -92,10 +92,12 @@ class Study:
 
     def report(self, section: str, make_text) -> None:
         """With the ``report`` stage: print ``make_text()`` (None: nothing to report yet) and, with ``--write``,
-        put it into BENCHMARKS.md under ``section`` with the command that made it."""
+        put it into BENCHMARKS.md under ``section`` with the command that made it. Its figures go to
+        benchmarks/figures/ with ``--write`` only, to ``<out>/figures/`` without."""
         if not self.wants("report"):
             return
-        text = make_text()
+        with drafting_figures(None if self.write else self.out / "figures"):
+            text = make_text()
         if text is None:
             return
         print(text)

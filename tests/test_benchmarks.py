@@ -503,3 +503,22 @@ def test_planning_speed_acts_in_a_checkpoints_own_task():
     finally:
         env.close()
     assert planning_speed.timing_env(model, from_checkpoint=False)["name"] == "reacher-easy"
+
+
+def test_a_report_redraws_the_committed_figures_only_when_it_writes_benchmarks_md(tmp_path, monkeypatch, capsys):
+    """A report run without --write on a machine holding part of a study's results redrew benchmarks/figures/ from
+    that part: the committed figure no longer matched the committed tables."""
+    import _report
+
+    committed = tmp_path / "committed"
+    monkeypatch.setattr(_report, "FIGURES_DIR", committed)
+    monkeypatch.setattr(_report, "BENCHMARKS_FILE", tmp_path / "BENCHMARKS.md")
+    monkeypatch.setattr(suite, "FIGURE", committed / "suite.png")
+    results = suite.results_directory(tmp_path, "test", "reacher-easy", suite.DEFAULT_VARIANT)
+    write_report(results / "baselines", [row("random", 0.0), row("oracle", 1.0)])
+    write_report(results / "default" / "seed-0", [row("ours", 0.9)])
+    suite.main([f"out={tmp_path}", "tasks=[reacher-easy]", "seeds=[0]", "stages=[report]"])
+    assert not committed.exists() and (tmp_path / "figures" / "suite.png").is_file()
+    assert not (tmp_path / "BENCHMARKS.md").exists()
+    suite.main([f"out={tmp_path}", "tasks=[reacher-easy]", "seeds=[0]", "stages=[report]", "--write"])
+    assert (committed / "suite.png").is_file() and "reacher-easy" in (tmp_path / "BENCHMARKS.md").read_text()
