@@ -89,9 +89,15 @@ class HilbertSettings(CostTrainingSettings):
 
 @dataclass
 class DecodedSettings(CostTrainingSettings):
+    predicted_steps: int = 0  # also fit the probe on the world model's predictions 1..N model steps ahead
     decoded_outputs: int = 0  # size of the probe's targets (set from the data when it trains)
 
     from_data: ClassVar[tuple[str, ...]] = ("decoded_outputs",)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.predicted_steps < 0:
+            raise ValueError(f"predicted_steps must be >= 0 (0: encodings only); got {self.predicted_steps}")
 
 
 @HEADS.register("temporal")
@@ -207,7 +213,13 @@ class DecodedCoordinatesHead(nn.Module):
     def loss(self, trainer: "CostTrainer") -> torch.Tensor:
         pairs, batch = trainer.pairs, trainer.settings.batch_size
         episode, time = pairs.integers(pairs.count, (batch,)), pairs.integers(pairs.length, (batch,))
-        return nn.functional.mse_loss(self.decoder(pairs.frames(episode, time)), trainer.targets[episode, time])
+        loss = nn.functional.mse_loss(self.decoder(pairs.frames(episode, time)), trainer.targets[episode, time])
+        if trainer.predictions is None:
+            return loss
+        # Planning decodes predictions, not encodings: fit both, an equal batch of each.
+        predicted, targets = trainer.predictions
+        index = pairs.integers(len(predicted), (batch,))
+        return (loss + nn.functional.mse_loss(self.decoder(predicted[index]), targets[index])) / 2
 
 
 def target_columns(periods) -> list[int]:
@@ -308,9 +320,11 @@ class CostTrainer(HeadTrainer):
     """Trains a learned cost on embedded episodes (E, T, F), whose frames are consecutive env steps: each step's
     loss is the kind's (``loss(trainer)`` of its head class), on the trainer's ``pairs`` of frames. A kind that
     ``needs_targets`` trains on ``targets`` (E, T, C'), the success coordinates of every frame; one that
-    ``uses_target`` gets an EMA copy of its head as ``target``."""
+    ``uses_target`` gets an EMA copy of its head as ``target``; given ``predictions``, the world model's predicted
+    embeddings (N, F) and their frames' targets (N, C'), it fits those as well (``DecodedSettings.predicted_steps``)."""
 
-    def __init__(self, episodes: torch.Tensor, settings: CostTrainingSettings, targets: torch.Tensor | None = None):
+    def __init__(self, episodes: torch.Tensor, settings: CostTrainingSettings, targets: torch.Tensor | None = None,
+                 predictions: tuple[torch.Tensor, torch.Tensor] | None = None):
         kind = HEADS[settings.kind]
         if getattr(kind, "needs_targets", False):
             if targets is None or targets.shape[:2] != episodes.shape[:2]:
@@ -322,6 +336,11 @@ class CostTrainer(HeadTrainer):
         episodes = episodes.float()
         flat = episodes.flatten(0, 1)
         self.episodes, self.mean, self.std = episodes, flat.mean(0), flat.std(0).clamp_min(1e-6)
+        self.predictions = None
+        if predictions is not None:
+            predicted, predicted_targets = predictions
+            self.predictions = ((predicted.float() - self.mean) / self.std,
+                                (predicted_targets.float() - self.target_mean) / self.target_std)
         self.start(settings, lambda: build_head(settings, episodes.shape[-1]))
         self.pairs = _Pairs((episodes - self.mean) / self.std, self.generator)
         if hasattr(self.net, "target_std"):

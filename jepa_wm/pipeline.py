@@ -445,30 +445,43 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
 
         training = embed_episodes(model, store, train_ids)
         targets = None if periods is None else success_targets(training.coordinates, periods)
-        return (CostTrainer(training.goals, settings, targets), settings.steps, f"learned cost ({settings.kind})",
-                finish)
+        predictions = None
+        if getattr(settings, "predicted_steps", 0):  # the probe also fits what planning decodes: predictions
+            predicted, coordinates = zip(*(predicted_embeddings(model, training, steps, PROBE_PREDICTIONS, settings.seed + steps)
+                                           for steps in range(1, settings.predicted_steps + 1)))
+            predictions = torch.cat(predicted), success_targets(torch.cat(coordinates), periods)
+        return (CostTrainer(training.goals, settings, targets, predictions), settings.steps,
+                f"learned cost ({settings.kind})", finish)
 
     return train_into_checkpoint(path, "learned_cost", build, dataset, out, progress, save_every)
 
 
+PROBE_PREDICTIONS = 4096  # predicted embeddings per horizon a decoded cost's probe fits (``predicted_steps``)
+
+
+def predicted_embeddings(model, episodes: EmbeddedEpisodes, steps: int, count: int, seed: int = 0):
+    """``count`` predictions of the world model ``steps`` model steps ahead (open loop from true history frames,
+    with the episode's own actions), flattened (count, F), and the true goal coordinates (count, C) there."""
+    def sample(goals):  # the same draws for embeddings and coordinates
+        return relabelled_examples(episodes.history, goals, episodes.actions, count, model.history, steps,
+                                   model.frameskip, torch.Generator().manual_seed(seed), goal="block")
+
+    examples, truth = sample(episodes.goals), sample(episodes.coordinates).goal
+    z_history = examples.z_history.reshape(count, model.history, model.num_tokens, model.embed_dim)
+    with torch.no_grad():
+        predicted = model.rollout(z_history.to(model.device), examples.actions.to(model.device),
+                                  examples.past_actions.to(model.device))[:, -1].flatten(1).float().cpu()
+    return predicted, truth
+
+
 def probe_r2_over_horizon(model, trainer, episodes: EmbeddedEpisodes, periods, horizons: int = 5, count: int = 512,
                           seed: int = 0) -> list[float]:
-    """R^2 of a decoded cost's probe on the world model's predictions 1..``horizons`` model steps ahead (open
-    loop from true history frames, with the episode's own actions), against the true success coordinates there:
-    how much of what success measures prediction keeps, step by step (the probe itself read encodings)."""
-    frames = episodes.history.shape[1]
-    horizons = min(horizons, (frames - 2) // model.frameskip)
+    """R^2 of a decoded cost's probe on the world model's predictions 1..``horizons`` model steps ahead against
+    the true success coordinates there: how much of what success measures prediction keeps, step by step."""
+    horizons = min(horizons, (episodes.history.shape[1] - 2) // model.frameskip)
     scores = []
     for steps in range(1, horizons + 1):
-        def sample(goals):  # the same draws for embeddings and coordinates
-            return relabelled_examples(episodes.history, goals, episodes.actions, count, model.history, steps,
-                                       model.frameskip, torch.Generator().manual_seed(seed), goal="block")
-
-        examples, truth = sample(episodes.goals), sample(episodes.coordinates).goal
-        z_history = examples.z_history.reshape(count, model.history, model.num_tokens, model.embed_dim)
-        with torch.no_grad():
-            predicted = model.rollout(z_history.to(model.device), examples.actions.to(model.device),
-                                      examples.past_actions.to(model.device))[:, -1].flatten(1).float().cpu()
+        predicted, truth = predicted_embeddings(model, episodes, steps, count, seed)
         scores.append(trainer.decoding_r2(predicted[None], truth[None], periods))
     return scores
 

@@ -186,6 +186,32 @@ def test_a_decoded_cost_reads_the_success_coordinates_where_the_latent_distance_
     assert LearnedCost.from_checkpoint(cost.to_checkpoint()).settings["decoded_outputs"] == 1
 
 
+def test_a_decoded_cost_fitted_on_predictions_too_reads_predictions_it_misread_from_encodings_alone():
+    """Planning decodes the world model's predictions, which drift from encodings along the horizon: a probe fitted
+    on encodings alone misreads them; ``predicted_steps`` fits it on predictions too (here: a fixed distortion)."""
+    from jepa_wm.learned_cost import success_targets
+
+    def predict(features):  # what a predictor might make of an embedding: shrunk, mixed and shifted
+        return 0.5 * features[..., [1, 0, 3, 2]] + torch.tensor([1.0, -1.0, 1.0, 1.0])
+
+    episodes, positions = random_walk_episodes()
+    held_out, held_out_positions = random_walk_episodes(episodes=20, seed=1)
+    periods = torch.tensor([0.0])
+    targets = success_targets(positions, periods)
+    settings = default_settings("decoded", steps=600, batch_size=256, predicted_steps=1)
+    readings = {}
+    for name, predictions in (("encodings", None), ("with predictions", (predict(episodes).flatten(0, 1),
+                                                                          targets.flatten(0, 1)))):
+        trainer = CostTrainer(episodes, settings, targets, predictions)
+        trainer.train(settings.steps)
+        readings[name] = (trainer.decoding_r2(held_out, held_out_positions, periods),
+                          trainer.decoding_r2(predict(held_out), held_out_positions, periods))
+    # Measured: encodings alone 1.00 on encodings, -0.13 on predictions; with predictions 1.00 and 1.00.
+    assert readings["encodings"][1] < 0.5 and min(readings["with predictions"]) > 0.99, readings
+    with pytest.raises(ValueError, match="predicted_steps"):
+        default_settings("decoded", predicted_steps=-1)
+
+
 def test_success_targets_read_hinge_angles_as_sin_and_cos_of_their_turn_within_the_period():
     from jepa_wm.learned_cost import success_targets, target_columns
 
@@ -208,13 +234,15 @@ def test_train_cost_decoded_stores_a_task_aware_cost_that_plans(tmp_path, reache
 
     run = train(reacher_pixel_dataset, tmp_path / "run", "learned_cost=none", steps=4, every=4)
     path = run / "checkpoints" / "last.ckpt"
-    metrics = train_cost_for_checkpoint(path, default_settings("decoded", steps=30, batch_size=32), progress=False)
+    metrics = train_cost_for_checkpoint(path, default_settings("decoded", steps=30, batch_size=32, predicted_steps=2),
+                                        progress=False)
     assert math.isfinite(metrics["probe_r2"]) and math.isfinite(metrics["true_distance_rank_correlation"])
     assert {key for key in metrics if key.startswith("probe_r2/")} == {"probe_r2/finger x", "probe_r2/finger y"}
     predicted = [key for key in metrics if key.startswith("probe_r2_predicted_")]  # the fixture: 30-step episodes
     assert predicted and all(math.isfinite(metrics[key]) for key in predicted), metrics
     model = load_world_model(path)
     assert model.learned_cost.kind == "decoded" and model.learned_cost.settings["decoded_outputs"] == 2  # finger x-y
+    assert model.learned_cost.settings["predicted_steps"] == 2
     result = run_plan(compose("plan", [f"checkpoint={path}", "cost.name=learned", "episodes=1", "videos=0",
                                        "progress=false", "env.episode_length=3", "planner.samples=8",
                                        "planner.elites=2", "planner.iterations=1", f"out={tmp_path / 'plan'}"]))
