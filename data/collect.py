@@ -50,7 +50,9 @@ def collection_env_settings(env_cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def dataset_header(env_cfg, steps_per_episode, policy_cfg, seed, episodes, episodes_per_shard) -> dict[str, Any]:
-    """Everything that defines a dataset; a resumed collection must match it exactly."""
+    """Everything that defines a dataset; a resumed collection must match it exactly. In the form the manifest
+    stores it (JSON: a mapping's integer keys, such as ``joint_symmetry``'s, become strings), so that the
+    settings a dataset was collected with compare equal to themselves read back."""
     env = make_env(collection_env_settings(env_cfg))
     env.reset(seed=0)
     header = {
@@ -68,7 +70,7 @@ def dataset_header(env_cfg, steps_per_episode, policy_cfg, seed, episodes, episo
         "episodes_per_shard": int(episodes_per_shard),
     }
     env.close()
-    return header
+    return json.loads(json.dumps(header))
 
 
 def collect_episode(env, policy, seed: int, episode: int, steps: int) -> dict[str, np.ndarray]:

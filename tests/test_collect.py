@@ -212,3 +212,20 @@ def test_killed_collection_resumes_to_the_same_dataset(tmp_path, reacher_env_cfg
     reference = collect(reacher_env_cfg, tmp_path / "reference", episodes=8, steps_per_episode=15, policy=OU,
                         seed=0, workers=1, episodes_per_shard=2, progress=False)
     assert_same_data(out, reference)
+
+
+def test_a_finished_collection_of_every_task_is_reused_by_the_same_command(tmp_path):
+    """finger-spin's env config holds a mapping with integer keys (joint_symmetry {2: 2}) that the manifest, being
+    JSON, stores as strings: the same collection asked again, or resumed after a kill, was refused as "a different
+    dataset". Every task's settings must compare equal to themselves read back from the manifest."""
+    from jepa_wm.config import load_group, to_dict
+    from jepa_wm.data.collect import dataset_header
+
+    for path in sorted((ROOT / "configs" / "env").glob("*.yaml")):
+        header = dataset_header(to_dict(load_group("env", path.stem)), 3, OU, 0, 1, 1)
+        assert json.loads(json.dumps(header)) == header, path.stem
+    finger = to_dict(load_group("env", "finger-spin"))
+    first = small_collection(finger, tmp_path / "finger", episodes=1, steps=3)
+    written = (first / MANIFEST_NAME).read_text()
+    assert small_collection(finger, tmp_path / "finger", episodes=1, steps=3) == first  # reused, not refused
+    assert (first / MANIFEST_NAME).read_text() == written
