@@ -522,3 +522,25 @@ def test_a_report_redraws_the_committed_figures_only_when_it_writes_benchmarks_m
     assert not (tmp_path / "BENCHMARKS.md").exists()
     suite.main([f"out={tmp_path}", "tasks=[reacher-easy]", "seeds=[0]", "stages=[report]", "--write"])
     assert (committed / "suite.png").is_file() and "reacher-easy" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_the_coverage_study_says_how_much_of_each_success_coordinate_each_collection_policy_moves(tmp_path, capsys):
+    import coverage
+    import numpy as np
+
+    from jepa_wm.data.dataset import load_episodes
+
+    coverage.main([f"out={tmp_path}", "episodes=3", "steps_per_episode=8", "workers=1", "stages=[collect,report]"])
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert table[0] == "| policy | proximal | distal | hinge |"  # finger-spin's success coordinates
+    assert [line.split(" (")[0] for line in table[2:]] == [f"| {name}" for name in
+                                                           ("ou", "ou-strong", "ou-fast-strong", "ou-slow", "random")]
+    # Against the positions the datasets hold: the spinner's share of still episodes and its median range.
+    for policy in ("ou", "random"):
+        store = load_episodes(tmp_path / "finger-spin" / policy, "pixels")
+        hinge = [np.asarray(store.episode(index)["position"])[:, 2] for index in range(store.num_episodes)]
+        found = coverage.coverage(tmp_path / "finger-spin" / policy, still=1e-3, moving=0.02)["hinge"]
+        assert found["still"] == pytest.approx(np.mean([np.ptp(angle) < 1e-3 for angle in hinge]))
+        assert found["range"] == pytest.approx(np.median([np.ptp(angle) for angle in hinge]), rel=1e-5)
+    ou, uniform = (coverage.coverage(tmp_path / "finger-spin" / name, 1e-3, 0.02)["proximal"] for name in ("ou", "random"))
+    assert ou != uniform and 0 < ou["moving"] <= 1
