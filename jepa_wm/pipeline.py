@@ -447,8 +447,9 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
         targets = None if periods is None else success_targets(training.coordinates, periods)
         predictions = None
         if getattr(settings, "predicted_steps", 0):  # the probe also fits what planning decodes: predictions
-            predicted, coordinates = zip(*(predicted_embeddings(model, training, steps, PROBE_PREDICTIONS, settings.seed + steps)
-                                           for steps in range(1, settings.predicted_steps + 1)))
+            drawn = [predicted_embeddings(model, training, steps, PROBE_PREDICTIONS, seed=settings.seed + steps)
+                     for steps in range(1, settings.predicted_steps + 1)]
+            predicted, coordinates = zip(*drawn)
             predictions = torch.cat(predicted), success_targets(torch.cat(coordinates), periods)
         return (CostTrainer(training.goals, settings, targets, predictions), settings.steps,
                 f"learned cost ({settings.kind})", finish)

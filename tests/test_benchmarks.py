@@ -542,5 +542,6 @@ def test_the_coverage_study_says_how_much_of_each_success_coordinate_each_collec
         found = coverage.coverage(tmp_path / "finger-spin" / policy, still=1e-3, moving=0.02)["hinge"]
         assert found["still"] == pytest.approx(np.mean([np.ptp(angle) < 1e-3 for angle in hinge]))
         assert found["range"] == pytest.approx(np.median([np.ptp(angle) for angle in hinge]), rel=1e-5)
-    ou, uniform = (coverage.coverage(tmp_path / "finger-spin" / name, 1e-3, 0.02)["proximal"] for name in ("ou", "random"))
+    ou, uniform = (coverage.coverage(tmp_path / "finger-spin" / name, 1e-3, 0.02)["proximal"]
+                   for name in ("ou", "random"))
     assert ou != uniform and 0 < ou["moving"] <= 1
