@@ -24,7 +24,7 @@ from _report import pyplot, save_figure
 from _study import Study, evaluate, only_these
 
 from jepa_wm.cli import benchmark
-from jepa_wm.config import as_overrides, load_group, model_config
+from jepa_wm.config import as_overrides, load_group
 from jepa_wm.pipeline import collect_stage, train_stage
 
 FIGURE = Path(__file__).resolve().parent / "figures" / "history.png"
@@ -57,12 +57,12 @@ def main(argv: list[str]) -> None:
     study = Study("history", argv, suite.STAGES)
     cfg, out = study.cfg, study.out
     train, plan = as_overrides(cfg.train), as_overrides(cfg.plan)
-    frameskip = model_config(*train).frameskip
     for group, tasks in suite.task_groups(list(cfg.tasks)).items():
         dataset = out / group / "dataset"
         if study.wants("collect"):
             study.run(f"collect {group}", collect_stage, load_group("env", group), dataset, as_overrides(cfg.collect),
                       workers=cfg.workers, progress=False)
+        frameskip = suite.task_frameskip(dataset, train)
         for model, model_overrides in selected(cfg).items():
             if study.wants("train"):
                 for seed in cfg.seeds:

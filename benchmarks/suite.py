@@ -25,10 +25,10 @@ from _report import pyplot, save_figure
 from _study import Study, Timings, evaluate, only_these, report_rows
 
 from jepa_wm.cli import benchmark
-from jepa_wm.config import as_overrides, compose, load_group, model_config, to_dict
+from jepa_wm.config import as_overrides, compose, load_group, to_dict
 from jepa_wm.data.envs.tasks import dynamics_differences
 from jepa_wm.files import write_json_atomic
-from jepa_wm.pipeline import collect_stage, train_stage
+from jepa_wm.pipeline import collect_stage, train_config, train_stage
 from jepa_wm.planning.evaluate import wilson_interval
 
 STAGES = ("collect", "train", "baselines", "evaluate", "report")
@@ -74,7 +74,6 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
     cfg, out = study.cfg, study.out
     collect, train, plan = as_overrides(cfg.collect), as_overrides(cfg.train), as_overrides(cfg.plan)
     models = {name: list(extra) for name, extra in only_these(cfg.models, cfg.get("only"), "only", "models").items()}
-    frameskip = model_config(*train).frameskip
     tag = split_tag(cfg.plan.split)
 
     for group, tasks in task_groups(list(cfg.tasks)).items():
@@ -82,6 +81,7 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
         if study.wants("collect"):
             study.run(f"collect {group}", collect_stage, load_group("env", group), dataset, collect,
                       workers=cfg.workers, progress=False)
+        frameskip = task_frameskip(dataset, train)
         for model, model_overrides in models.items():  # each model is evaluated as soon as it is trained
             if study.wants("train"):
                 for seed in cfg.seeds:
@@ -102,6 +102,12 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
                                   results / model / f"seed-{seed}",
                                   [f"checkpoint={checkpoint}", f"env={task}", *plan, *extra])
     study.report(section, lambda: (reporter or report)(study.report_cfg, out, study.timings))
+
+
+def task_frameskip(dataset: Path, train: list[str]) -> int:
+    """Env steps per model step of a task's models, as ``train_stage`` trains them (the study's training settings
+    after the task's own ``train_overrides``): random and the oracle act at that rate beside them."""
+    return train_config([f"data.path={dataset}", *train]).model.frameskip
 
 
 def schedules(cfg, task: str) -> dict[str, list[str]]:

@@ -545,3 +545,17 @@ def test_the_coverage_study_says_how_much_of_each_success_coordinate_each_collec
     ou, uniform = (coverage.coverage(tmp_path / "finger-spin" / name, 1e-3, 0.02)["proximal"]
                    for name in ("ou", "random"))
     assert ou != uniform and 0 < ou["moving"] <= 1
+
+
+def test_random_and_the_oracle_act_at_the_control_rate_of_the_tasks_own_models(tmp_path):
+    """A task whose train_overrides set model.frameskip trains its models at that rate; its baselines planned at
+    the suite's default rate instead (5 env steps per decision beside a model deciding every 3)."""
+    from jepa_wm.config import load_group, to_dict
+    from jepa_wm.data.collect import collect
+
+    env_cfg = to_dict(load_group("env", "reacher-easy"))
+    policy = {"name": "ou", "theta": 0.15, "sigma": 0.3}
+    plain = collect(env_cfg, tmp_path / "plain", 1, 3, policy, progress=False)
+    own = collect({**env_cfg, "train_overrides": ["model.frameskip=3"]}, tmp_path / "own", 1, 3, policy, progress=False)
+    assert suite.task_frameskip(plain, []) == 5 and suite.task_frameskip(own, []) == 3
+    assert suite.task_frameskip(own, ["model.frameskip=4"]) == 4  # the study's own setting wins, as in training
