@@ -18,11 +18,10 @@ import numpy as np
 from _study import Study
 
 from jepa_wm.cli import benchmark
-from jepa_wm.config import load_group, to_dict
+from jepa_wm.config import as_overrides, load_group, to_dict
 from jepa_wm.data.dataset import load_episodes
-from jepa_wm.data.envs import make_env
-from jepa_wm.data.storage import load_manifest
-from jepa_wm.pipeline import collect_stage
+from jepa_wm.data.storage import MANIFEST_NAME, load_manifest
+from jepa_wm.pipeline import collect_stage, success_coordinates
 
 SECTION = "Collection coverage: how much of the success coordinates a collection policy moves (cpu)"
 STAGES = ("collect", "report")
@@ -30,10 +29,6 @@ STAGES = ("collect", "report")
 
 def dataset_directory(out: Path, task: str, policy: str) -> Path:
     return out / task / policy
-
-
-def policy_overrides(settings) -> list[str]:
-    return [f"policy.{key}={value}" for key, value in to_dict(settings).items()]
 
 
 def main(argv: list[str]) -> None:
@@ -45,7 +40,7 @@ def main(argv: list[str]) -> None:
                 study.run(f"collect {task} {name}", collect_stage, load_group("env", task),
                           dataset_directory(study.out, task, name),
                           [f"episodes={cfg.episodes}", f"steps_per_episode={cfg.steps_per_episode}",
-                           *policy_overrides(settings)], seed=cfg.seed, workers=cfg.workers, progress=False)
+                           *as_overrides({"policy": to_dict(settings)})], seed=cfg.seed, workers=cfg.workers, progress=False)
     study.report(SECTION, lambda: report(study.report_cfg, study.out))
 
 
@@ -53,13 +48,8 @@ def coverage(path: Path, still: float, moving: float) -> dict[str, dict[str, flo
     """Per success coordinate of the dataset at ``path``: ``still`` (share of episodes in which its range stays
     below ``still``), ``range`` (median range within an episode) and ``moving`` (share of steps changing it by
     more than ``moving``)."""
-    manifest = load_manifest(path)
-    env = make_env(manifest["env"])
-    try:
-        names = env.coordinate_names
-    finally:
-        env.close()
-    store = load_episodes(path, next(iter(manifest["observations"])))
+    store = load_episodes(path, next(iter(load_manifest(path)["observations"])))
+    _, names = success_coordinates(store)
     positions = [np.asarray(store.episode(index)["position"], dtype=np.float64) for index in range(store.num_episodes)]
     ranges = np.stack([np.ptp(episode, axis=0) for episode in positions])  # (E, C)
     steps = np.concatenate([np.abs(np.diff(episode, axis=0)) for episode in positions])  # (E * T, C)
@@ -72,7 +62,7 @@ def report(cfg, out: Path) -> str | None:
     for task in cfg.tasks:
         for name, settings in cfg.policies.items():
             path = dataset_directory(out, task, name)
-            if (path / "manifest.json").is_file():
+            if (path / MANIFEST_NAME).is_file():
                 described = ", ".join(f"{key} {value}" for key, value in to_dict(settings).items() if key != "name")
                 rows.append((task, f"{name} ({settings.name}{': ' + described if described else ''})",
                              coverage(path, cfg.still, cfg.moving)))
