@@ -3,7 +3,9 @@
 A script config (``configs/train.yaml``) names one file per *group* (``env: reacher-easy`` loads
 ``configs/env/reacher-easy.yaml``). On the command line, ``model=state`` picks another file of a group
 and ``model.encoder.embed_dim=128`` sets one value; ``+trainer.accumulate_grad_batches=4`` adds a
-key the file does not list. Leading dashes are accepted (``--lr=1e-3``), since
+key the file does not list. A study's ``collect:``, ``train:`` and ``plan:`` sections (configs/suite.yaml) hold
+settings of those commands' configs: ``collect.policy.theta=0.3`` is checked against configs/collect.yaml.
+Leading dashes are accepted (``--lr=1e-3``), since
 W&B sweep agents pass arguments either way. Unknown keys are errors that name the nearest valid key.
 """
 
@@ -31,6 +33,9 @@ def _config_dir() -> Path:
 
 CONFIG_DIR = _config_dir()
 GROUPS = ("env", "model", "planner", "learned_cost", "policy")
+# A study's sections that hold settings of a command's config (configs/suite.yaml's `train:` are overrides of
+# configs/train.yaml): any key of that command's file is a key of the section, checked against it.
+COMMAND_SECTIONS = ("collect", "train", "plan")
 
 
 def group_choices(group: str, config_dir: Path = CONFIG_DIR) -> list[str]:
@@ -55,6 +60,16 @@ def load_group(group: str, choice: str, config_dir: Path = CONFIG_DIR) -> DictCo
 def load_command_config(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
     """Load ``configs/<name>.yaml`` (merged onto its ``base:`` file, if it names one)."""
     return load_with_base(config_dir, name, sorted(path.stem for path in config_dir.glob("*.yaml")), "config")
+
+
+def command_defaults(name: str, config_dir: Path = CONFIG_DIR) -> DictConfig:
+    """``configs/<name>.yaml`` with the files its groups name loaded and no override: every key the command
+    takes, with its default (a group left null, such as plan.yaml's ``env``, with its first file's keys)."""
+    cfg = load_command_config(name, config_dir)
+    for group in GROUPS:
+        if group in cfg and (cfg[group] is None or isinstance(cfg[group], str)):
+            cfg[group] = load_group(group, cfg[group] or group_choices(group, config_dir)[0], config_dir)
+    return cfg
 
 
 def model_config(*overrides: str) -> DictConfig:
@@ -287,6 +302,11 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
             with open_dict(cfg):
                 OmegaConf.update(cfg, key, parsed, merge=False)
             continue
+        section, _, rest = key.partition(".")
+        if section in COMMAND_SECTIONS and section != script and isinstance(cfg.get(section), DictConfig) \
+                and rest not in leaf_keys(cfg[section]):
+            _set_command_setting(cfg, section, rest, parsed, config_dir)  # a study's setting of another command
+            continue
         try:
             default = OmegaConf.select(cfg, key, throw_on_missing=False)
             OmegaConf.update(cfg, key, _checked_value(key, default, parsed), merge=False)
@@ -294,6 +314,20 @@ def compose(script: str, overrides: Iterable[str] = (), config_dir: Path = CONFI
             raise ConfigError(f"unknown config key '{key}'{did_you_mean(key, valid)} (see configs/{script}.yaml)") from None
     check_values(cfg, script)
     return cfg
+
+
+def _set_command_setting(cfg: DictConfig, section: str, key: str, value: Any, config_dir: Path) -> None:
+    """Set ``section.key`` of a study's config, where the section holds settings of ``configs/<section>.yaml``
+    and lists only some of them: the key must be one of that file's, the value of its type."""
+    command = command_defaults(section, config_dir)
+    keys = leaf_keys(command)
+    if key not in keys:
+        raise ConfigError(f"unknown config key '{section}.{key}'"
+                          f"{did_you_mean(f'{section}.{key}', [f'{section}.{name}' for name in keys])} "
+                          f"(the {section} section holds settings of configs/{section}.yaml)")
+    with open_dict(cfg):
+        OmegaConf.update(cfg, f"{section}.{key}", _checked_value(f"{section}.{key}", OmegaConf.select(command, key),
+                                                                   value), merge=False)
 
 
 def command_line(argv: Iterable[str], defaults: dict, flags: Iterable[str] = ("--write",)) -> tuple[dict, set[str]]:

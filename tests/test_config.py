@@ -56,6 +56,23 @@ def test_unknown_key_names_the_nearest_valid_key():
         compose("train", ["model.encoder.embed_dimm=3"])
 
 
+def test_a_studys_command_section_takes_any_key_of_that_commands_config_and_checks_it_there():
+    # The suite's `collect:` lists two of configs/collect.yaml's settings; the others are its keys too.
+    cfg = compose("levers", ["collect.policy.theta=0.3", "collect.policy.sigma=1", "train.model.frameskip=3",
+                             "plan.env.episode_length=30"])
+    assert cfg.collect.policy == {"theta": 0.3, "sigma": 1.0} and cfg.collect.episodes == 150
+    assert cfg.train.model.frameskip == 3 and cfg.train.trainer.max_steps == 1500
+    assert cfg.plan.env.episode_length == 30 and cfg.plan.split == "dev"
+    with pytest.raises(ConfigError, match=r"unknown config key 'collect.policy.thetta'; did you mean "
+                                          r"'collect.policy.theta'\? \(the collect section holds settings of "
+                                          r"configs/collect.yaml\)"):
+        compose("suite", ["collect.policy.thetta=0.3"])
+    with pytest.raises(ConfigError, match="collect.policy.theta must be a finite number; got 'fast'"):
+        compose("suite", ["collect.policy.theta=fast"])
+    with pytest.raises(ConfigError, match="unknown config key 'episodez'"):  # the study's own keys stay its own
+        compose("suite", ["episodez=3"])
+
+
 def test_unknown_group_choice_lists_the_choices():
     with pytest.raises(ConfigError, match=r"unknown env 'reacher-esy'; did you mean 'reacher-easy'\? "
                                           r"\(choices: .*point_mass-easy, reacher-easy, reacher-hard"):
