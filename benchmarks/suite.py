@@ -3,9 +3,10 @@
 For each group of tasks with the same dynamics it collects one dataset, trains one world model per
 training seed, and evaluates every seed on every task of the group, on the test split (``split=test``:
 episodes drawn from a seed stream that no setting, checkpoint or training length was chosen on).
-Random and oracle run once per task on the same episodes. Every stage is reused when it is finished
-(a dataset, a checkpoint at max_steps, a report with the same settings), so the suite can be run in
-parts, killed and rerun; each stage's wall time is recorded.
+Random and oracle run once per task on the same episodes (and once more per other control rate a model of
+the study acts at: each model is compared with baselines that decide as often as it). Every stage is reused
+when it is finished (a dataset, a checkpoint at max_steps, a report with the same settings), so the suite can
+be run in parts, killed and rerun; each stage's wall time is recorded.
 
     python benchmarks/suite.py                                       # everything (configs/suite.yaml)
     python benchmarks/suite.py "tasks=[point_mass-easy]" "stages=[collect,train]"
@@ -18,15 +19,17 @@ interval of all their episodes pooled, random, oracle, and ours / oracle.
 from __future__ import annotations
 
 import functools
+import json
 import statistics
 from pathlib import Path
 
 from _report import pyplot, save_figure
-from _study import Study, Timings, evaluate, only_these, report_rows
+from _study import Study, Timings, checkpoint_frameskip, evaluate, only_these, report_rows
 
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, compose, load_group, to_dict
 from jepa_wm.data.envs.tasks import dynamics_differences
+from jepa_wm.errors import CheckpointError
 from jepa_wm.files import write_json_atomic
 from jepa_wm.pipeline import collect_stage, train_config, train_stage
 from jepa_wm.planning.evaluate import wilson_interval
@@ -81,8 +84,9 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
         if study.wants("collect"):
             study.run(f"collect {group}", collect_stage, load_group("env", group), dataset, collect,
                       workers=cfg.workers, progress=False)
-        frameskip = task_frameskip(dataset, train)
+        task_rate = task_frameskip(dataset, train)
         for model, model_overrides in models.items():  # each model is evaluated as soon as it is trained
+            frameskip = task_frameskip(dataset, [*train, *model_overrides])  # a model may act at another rate
             if study.wants("train"):
                 for seed in cfg.seeds:
                     study.run(f"train {group} {model} seed {seed}", train_stage, dataset,
@@ -90,8 +94,10 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
             for task in tasks:
                 for schedule, extra in schedules(cfg, task).items():
                     results = results_directory(out, cfg.plan.split, task, schedule)
-                    if study.wants("baselines"):  # once per task: later models reuse the report
-                        study.run(f"baselines {task} {schedule}{tag}", evaluate, results / "baselines",
+                    if study.wants("baselines"):  # once per task and rate: later models reuse the report
+                        rate = "" if frameskip == task_rate else f" frameskip {frameskip}"
+                        study.run(f"baselines {task} {schedule}{rate}{tag}", evaluate,
+                                  baselines_directory(results, frameskip, task_rate),
                                   [f"env={task}", "baselines=true", "methods=[random,oracle]",
                                    f"mpc.frameskip={frameskip}", *plan, *extra])
                     if not study.wants("evaluate"):
@@ -108,6 +114,36 @@ def task_frameskip(dataset: Path, train: list[str]) -> int:
     """Env steps per model step of a task's models, as ``train_stage`` trains them (the study's training settings
     after the task's own ``train_overrides``): random and the oracle act at that rate beside them."""
     return train_config([f"data.path={dataset}", *train]).model.frameskip
+
+
+def baselines_directory(results: Path, frameskip: int, task_rate: int) -> Path:
+    """Where random and the oracle beside models acting every ``frameskip`` env steps are planned: ``baselines/``
+    at the rate of the task's own models (``task_frameskip``), ``baselines-frameskip-N/`` beside a model of a study
+    that sets another (levers' ``frameskip-3``): each model is compared with baselines that decide as often as it."""
+    return results / "baselines" if frameskip == task_rate else results / f"baselines-frameskip-{frameskip}"
+
+
+def baselines_beside(results: Path, model: str, seeds) -> dict:
+    """The baselines' rows (by method) planned at the rate of ``model``'s runs ({} when none were): the rate its
+    runs' checkpoints act at, matched with the ``baselines*`` reports' own settings."""
+    reports = [results / model / f"seed-{seed}" / "report.json" for seed in seeds]
+    checkpoints = [json.loads(report.read_text())["config"].get("checkpoint") for report in reports if report.is_file()]
+    try:
+        frameskip = checkpoint_frameskip(str(checkpoints[0])) if checkpoints and checkpoints[0] else None
+    except CheckpointError:  # the runs' checkpoints are not on this machine: the baselines at the task's own rate
+        frameskip = None
+    candidates = [results / "baselines"] + ([results / f"baselines-frameskip-{frameskip}"] if frameskip else [])
+    for directory in candidates:
+        report = directory / "report.json"
+        if report.is_file() and frameskip in (None, plan_frameskip(json.loads(report.read_text())["config"])):
+            return report_rows(directory)
+    return {}
+
+
+def plan_frameskip(config: dict) -> int:
+    """Env steps per decision of the simulator's rows of a plan report (reports before ``mpc.frameskip`` was set
+    planned at the pixel model's default)."""
+    return int((config.get("mpc") or {}).get("frameskip") or load_group("model", "pixels").frameskip)
 
 
 def schedules(cfg, task: str) -> dict[str, list[str]]:
@@ -135,8 +171,8 @@ def summarize_seeds(ours_by_seed: dict) -> dict | None:
 
 def summarize_task(results: Path, model: str, seeds) -> dict | None:
     """Ours over training seeds (mean, std, pooled Wilson), random and oracle, from the reports on disk."""
-    baselines = report_rows(results / "baselines")
     ours = summarize_seeds({seed: report_rows(results / model / f"seed-{seed}").get("ours") for seed in seeds})
+    baselines = baselines_beside(results, model, seeds)
     if not ours or not baselines:
         return None
     return {**ours, "random": baselines["random"]["success_rate"], "oracle": baselines["oracle"]["success_rate"],
@@ -180,7 +216,7 @@ def report(cfg, out: Path, timings: Timings) -> str:
     own = ({f"collect {group}" for group in groups}
            | {f"train {group} {model} seed {seed}" for group in groups for model in cfg.models for seed in cfg.seeds}
            | {f"{stage} {task} {schedule}{suffix}" for task in cfg.tasks for schedule in schedules(cfg, task)
-              for stage, suffix in [("baselines", tag)]
+              for stage, suffix in [("baselines", tag)] + [("baselines", f" frameskip {rate}{tag}") for rate in range(1, 11)]
               + [("evaluate", f" {model} seed {seed}{tag}") for model in cfg.models for seed in cfg.seeds]})
     stage_times = sorted((name, seconds) for name, seconds in timings.seconds.items() if name in own)  # not the studies'
     if stage_times:

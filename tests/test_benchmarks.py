@@ -559,3 +559,22 @@ def test_random_and_the_oracle_act_at_the_control_rate_of_the_tasks_own_models(t
     own = collect({**env_cfg, "train_overrides": ["model.frameskip=3"]}, tmp_path / "own", 1, 3, policy, progress=False)
     assert suite.task_frameskip(plain, []) == 5 and suite.task_frameskip(own, []) == 3
     assert suite.task_frameskip(own, ["model.frameskip=4"]) == 4  # the study's own setting wins, as in training
+
+
+def test_each_model_is_compared_with_random_and_the_oracle_deciding_as_often_as_it(tmp_path):
+    """A study's model acting at another rate than the task's own models (levers' frameskip-3) is planned beside
+    baselines of its own rate, and its row reads those, not the ones beside the task's own models."""
+    def write(directory: Path, rows: list[dict], config: dict) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "report.json").write_text(json.dumps({"results": rows, "config": config}))
+
+    assert suite.baselines_directory(tmp_path, 5, 5) == tmp_path / "baselines"
+    assert suite.baselines_directory(tmp_path, 3, 5) == tmp_path / "baselines-frameskip-3"
+    write(tmp_path / "baselines", [row("random", 0.1), row("oracle", 1.0)], {"mpc": {"frameskip": 5}})
+    write(tmp_path / "default" / "seed-0", [row("ours", 0.5)], {"checkpoint": "pretrained:point_mass-easy"})  # 5
+    write(tmp_path / "frameskip-3" / "seed-0", [row("ours", 0.6)], {"checkpoint": "pretrained:hopper-stand"})  # 3
+    assert suite.summarize_task(tmp_path, "frameskip-3", [0]) is None  # nothing planned at its rate yet
+    write(tmp_path / "baselines-frameskip-3", [row("random", 0.2), row("oracle", 0.9)], {"mpc": {"frameskip": 3}})
+    default, other_rate = (suite.summarize_task(tmp_path, model, [0]) for model in ("default", "frameskip-3"))
+    assert (default["random"], default["oracle"]) == (0.1, 1.0)
+    assert (other_rate["random"], other_rate["oracle"]) == (0.2, 0.9)
