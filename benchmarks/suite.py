@@ -95,7 +95,7 @@ def main(argv: list[str], config: str = "suite", section: str = "Goal-reaching s
                 for schedule, extra in schedules(cfg, task).items():
                     results = results_directory(out, cfg.plan.split, task, schedule)
                     if study.wants("baselines"):  # once per task and rate: later models reuse the report
-                        rate = "" if frameskip == task_rate else f" frameskip {frameskip}"
+                        rate = "" if frameskip == task_rate else f" at {model}'s rate"
                         study.run(f"baselines {task} {schedule}{rate}{tag}", evaluate,
                                   baselines_directory(results, frameskip, task_rate),
                                   [f"env={task}", "baselines=true", "methods=[random,oracle]",
@@ -216,7 +216,8 @@ def report(cfg, out: Path, timings: Timings) -> str:
     own = ({f"collect {group}" for group in groups}
            | {f"train {group} {model} seed {seed}" for group in groups for model in cfg.models for seed in cfg.seeds}
            | {f"{stage} {task} {schedule}{suffix}" for task in cfg.tasks for schedule in schedules(cfg, task)
-              for stage, suffix in [("baselines", tag)] + [("baselines", f" frameskip {rate}{tag}") for rate in range(1, 11)]
+              for stage, suffix in [("baselines", tag)]
+              + [("baselines", f" at {model}'s rate{tag}") for model in cfg.models]
               + [("evaluate", f" {model} seed {seed}{tag}") for model in cfg.models for seed in cfg.seeds]})
     stage_times = sorted((name, seconds) for name, seconds in timings.seconds.items() if name in own)  # not the studies'
     if stage_times:
