@@ -194,3 +194,17 @@ def test_a_shipped_model_reaches_its_goals_where_random_actions_do_not(tmp_path)
     rows = {row["method"]: row for row in result["rows"]}
     assert sum(rows["ours"]["reached"]) >= 5, rows["ours"]
     assert sum(rows["random"]["reached"]) <= 1, rows["random"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_model_carries_the_planning_cost_its_task_trains_with_and_its_card_says_which(name):
+    """A task whose env config asks for another learned cost than the default (the decoded cost of point_mass-easy
+    and hopper-stand) plans with it: the shipped model must have been re-exported with it inside."""
+    from jepa_wm.config import compose, load_group
+
+    task_overrides = dict(item.split("=", 1) for item in load_group("env", name).get("train_overrides") or [])
+    expected = task_overrides.get("learned_cost") or compose("train", ["data.path=x"]).learned_cost.kind
+    checkpoint = torch.load(jepa_wm.references.PRETRAINED_DIR / f"{name}.ckpt", map_location="cpu", weights_only=True)
+    shipped = (checkpoint.get("learned_cost") or {}).get("kind", "none")
+    assert shipped == jepa_wm.references.pretrained_card(name)["learned_cost"] == expected, \
+        f"rebuild the zoo: {jepa_wm.references.REBUILD_ZOO}"
