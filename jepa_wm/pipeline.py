@@ -428,9 +428,7 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
     """Train a learned planning cost into a checkpoint (see ``train_into_checkpoint``); returns its metrics: rank
     correlations of the learned and of the latent distance with the true one, on held-out episodes."""
     def build(model, store, train_ids, val_ids):
-        # A kind that reads the success coordinates: its targets, and how well its probe reads them.
-        periods, names = (success_coordinates(store) if getattr(HEADS[settings.kind], "needs_targets", False)
-                          else (None, None))
+        trainer, periods, names = learned_cost_trainer(model, store, embed_episodes(model, store, train_ids), settings)
 
         def finish(trainer):
             held_out = embed_episodes(model, store, val_ids)
@@ -443,18 +441,25 @@ def train_cost_for_checkpoint(path, settings: CostTrainingSettings, dataset=None
                     cost.metrics[f"probe_r2_predicted_{steps}"] = r2
             return cost.to_checkpoint(), cost.metrics
 
-        training = embed_episodes(model, store, train_ids)
-        targets = None if periods is None else success_targets(training.coordinates, periods)
-        predictions = None
-        if getattr(settings, "predicted_steps", 0):  # the probe also fits what planning decodes: predictions
-            drawn = [predicted_embeddings(model, training, steps, PROBE_PREDICTIONS, seed=settings.seed + steps)
-                     for steps in range(1, settings.predicted_steps + 1)]
-            predicted, coordinates = zip(*drawn)
-            predictions = torch.cat(predicted), success_targets(torch.cat(coordinates), periods)
-        return (CostTrainer(training.goals, settings, targets, predictions), settings.steps,
-                f"learned cost ({settings.kind})", finish)
+        return trainer, settings.steps, f"learned cost ({settings.kind})", finish
 
     return train_into_checkpoint(path, "learned_cost", build, dataset, out, progress, save_every)
+
+
+def learned_cost_trainer(model, store, training: EmbeddedEpisodes, settings: CostTrainingSettings):
+    """The trainer of a learned cost on a world model's embedded training episodes, as every command trains one: a
+    kind that reads the task's success coordinates (decoded) gets them as targets, and with ``predicted_steps`` the
+    model's own predictions too. Returns it with the coordinates' periods and names (None for other kinds)."""
+    periods, names = (success_coordinates(store) if getattr(HEADS[settings.kind], "needs_targets", False)
+                      else (None, None))
+    targets = None if periods is None else success_targets(training.coordinates, periods)
+    predictions = None
+    if getattr(settings, "predicted_steps", 0):  # the probe also fits what planning decodes: predictions
+        drawn = [predicted_embeddings(model, training, steps, PROBE_PREDICTIONS, seed=settings.seed + steps)
+                 for steps in range(1, settings.predicted_steps + 1)]
+        predicted, coordinates = zip(*drawn)
+        predictions = torch.cat(predicted), success_targets(torch.cat(coordinates), periods)
+    return CostTrainer(training.goals, settings, targets, predictions), periods, names
 
 
 PROBE_PREDICTIONS = 4096  # predicted embeddings per horizon a decoded cost's probe fits (``predicted_steps``)
