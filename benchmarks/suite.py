@@ -116,7 +116,7 @@ def task_frameskip(dataset: Path, train: list[str]) -> int:
     return train_config([f"data.path={dataset}", *train]).model.frameskip
 
 
-def baselines_directory(results: Path, frameskip: int, task_rate: int) -> Path:
+def baselines_directory(results: Path, frameskip: int, task_rate: int | None) -> Path:
     """Where random and the oracle beside models acting every ``frameskip`` env steps are planned: ``baselines/``
     at the rate of the task's own models (``task_frameskip``), ``baselines-frameskip-N/`` beside a model of a study
     that sets another (levers' ``frameskip-3``): each model is compared with baselines that decide as often as it."""
@@ -132,7 +132,7 @@ def baselines_beside(results: Path, model: str, seeds) -> dict:
         frameskip = checkpoint_frameskip(str(checkpoints[0])) if checkpoints and checkpoints[0] else None
     except CheckpointError:  # the runs' checkpoints are not on this machine: the baselines at the task's own rate
         frameskip = None
-    candidates = [results / "baselines"] + ([results / f"baselines-frameskip-{frameskip}"] if frameskip else [])
+    candidates = [results / "baselines"] + ([baselines_directory(results, frameskip, None)] if frameskip else [])
     for directory in candidates:
         report = directory / "report.json"
         if report.is_file() and frameskip in (None, plan_frameskip(json.loads(report.read_text())["config"])):
