@@ -41,12 +41,22 @@ class AdaLNBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, S, W); mask (S, S) bool, True = may not attend; cond (B, S, C) per-token condition."""
+        return self.extend(x, None, mask, cond)[0]
+
+    def extend(self, x: torch.Tensor, attended: torch.Tensor | None, mask: torch.Tensor | None = None,
+               cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """New tokens x (B, S, W) after the earlier tokens this block already saw: ``attended`` (B, P, W), what
+        it attended to for them (its normed inputs; None: no earlier tokens). Returns the new tokens' outputs and
+        what to attend to from now on, (B, P+S, W). A causal rollout then computes each new frame once instead
+        of the whole sequence again (the earlier tokens' keys and values are only re-projected); ``mask`` (S, P+S)
+        bool, True = may not attend."""
         if self.modulation is None:
-            h = self.norm_attention(x)
-            x = x + self.attention(h, h, h, attn_mask=mask, need_weights=False)[0]
-            return x + self.mlp(self.norm_mlp(x))
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(cond).chunk(6, dim=-1)
+            shift_a = scale_a = shift_m = scale_m = 0.0
+            gate_a = gate_m = 1.0
+        else:
+            shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(cond).chunk(6, dim=-1)
         h = self.norm_attention(x) * (1 + scale_a) + shift_a
-        x = x + gate_a * self.attention(h, h, h, attn_mask=mask, need_weights=False)[0]
+        attended = h if attended is None else torch.cat([attended, h], dim=1)
+        x = x + gate_a * self.attention(h, attended, attended, attn_mask=mask, need_weights=False)[0]
         h = self.norm_mlp(x) * (1 + scale_m) + shift_m
-        return x + gate_m * self.mlp(h)
+        return x + gate_m * self.mlp(h), attended

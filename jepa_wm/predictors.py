@@ -97,20 +97,53 @@ class CausalTransformerPredictor(nn.Module):
         batch, frames, tokens, _ = z.shape
         if frames > self.max_frames:
             raise ValueError(f"the transformer predictor was built for at most {self.max_frames} frames; got {frames}")
-        action_tokens = self.action_embed(actions)  # (B, T, W)
-        x = self.embed(z)  # (B, T, N, W)
-        if self.conditioning == "token":
-            x = torch.cat([x, action_tokens[:, :, None]], dim=2)  # (B, T, N+1, W)
-        x = x + self.frame_position[:, :frames] + self.token_position  # (B, T, N', W)
-        x = x.flatten(1, 2)  # (B, T*N', W)
-        cond = None
-        if self.conditioning == "adaln":
-            cond = action_tokens.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, T*N', W)
+        x, cond = self._frame_tokens(z, actions, first_frame=0)
         mask = self.block_causal_mask(frames, z.device)
         for block in self.blocks:
             x = block(x, mask, cond)
         x = x.view(batch, frames, self.tokens_per_frame, -1)[:, :, :tokens]  # (B, T, N, W): observation tokens
         return z + self.out(self.norm(x))
+
+    def rollout(self, z_history: torch.Tensor, past_actions: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Open-loop prediction of K frames, each frame's tokens computed once (a cache of what every block
+        attends to): z_history (B, H, N, D), past_actions (B, H-1, A), actions (B, K, A) -> (B, K, N, D).
+
+        The same numbers as calling ``forward`` on the growing sequence and keeping its last frame, at a
+        fraction of the cost (one frame per step instead of all of them); it needs every frame to fit,
+        H + K - 1 <= max_frames, since dropping the oldest frame would move every frame's position.
+        """
+        batch, history, tokens, _ = z_history.shape
+        steps = actions.shape[1]
+        if history + steps - 1 > self.max_frames:
+            raise ValueError(f"a cached rollout keeps every frame: {history} + {steps} - 1 frames exceed the "
+                             f"{self.max_frames} this predictor was built for")
+        x, cond = self._frame_tokens(z_history, torch.cat([past_actions, actions[:, :1]], dim=1), first_frame=0)
+        mask = self.block_causal_mask(history, z_history.device)
+        attended: list[torch.Tensor | None] = [None] * len(self.blocks)
+        last_z, predictions = z_history[:, -1], []
+        for step in range(steps):
+            for index, block in enumerate(self.blocks):
+                x, attended[index] = block.extend(x, attended[index], mask, cond)
+            x = x[:, -self.tokens_per_frame:][:, :tokens]  # (B, N, W): the newest frame's observation tokens
+            last_z = last_z + self.out(self.norm(x))  # (B, N, D): the next frame
+            predictions.append(last_z)
+            if step + 1 < steps:  # the predicted frame, with the action taken at it, is the next input
+                x, cond = self._frame_tokens(last_z[:, None], actions[:, step + 1 : step + 2], first_frame=history + step)
+                mask = None  # a frame's tokens see every earlier frame and each other
+        return torch.stack(predictions, dim=1)
+
+    def _frame_tokens(self, z: torch.Tensor, actions: torch.Tensor, first_frame: int):
+        """The tokens of frames first_frame.. (B, T*N', W) and their AdaLN conditions (B, T*N', W), or None."""
+        frames = z.shape[1]
+        action_tokens = self.action_embed(actions)  # (B, T, W)
+        x = self.embed(z)  # (B, T, N, W)
+        if self.conditioning == "token":
+            x = torch.cat([x, action_tokens[:, :, None]], dim=2)  # (B, T, N+1, W)
+        x = x + self.frame_position[:, first_frame : first_frame + frames] + self.token_position  # (B, T, N', W)
+        cond = None
+        if self.conditioning == "adaln":
+            cond = action_tokens.repeat_interleave(self.tokens_per_frame, dim=1)  # (B, T*N', W)
+        return x.flatten(1, 2), cond
 
 
 def build_predictor(cfg, embed_dim: int, num_tokens: int, action_dim: int, max_frames: int, history: int = 1) -> nn.Module:

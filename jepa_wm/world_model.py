@@ -111,6 +111,13 @@ class WorldModel(nn.Module):
             self.check_actions(z_history, past_actions, "past_actions")
         if past_actions is None:
             past_actions = actions.new_zeros(batch, frames - 1, actions.shape[-1])
+        if hasattr(self.predictor, "rollout") and frames + actions.shape[1] - 1 <= self.max_context:
+            return self.predictor.rollout(z_history, past_actions, actions)  # each frame once (a causal cache)
+        return self.rollout_whole_sequence(z_history, actions, past_actions)
+
+    def rollout_whole_sequence(self, z_history: torch.Tensor, actions: torch.Tensor, past_actions: torch.Tensor) -> torch.Tensor:
+        """``rollout`` by calling the predictor on the whole (growing, then sliding) sequence at every step: what a
+        predictor without a cached rollout needs, and the reference a cached one is measured against."""
         sequence, context_actions = z_history, past_actions  # (B, T, N, D), (B, T-1, A)
         predictions = []
         for step in range(actions.shape[1]):

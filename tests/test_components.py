@@ -44,6 +44,22 @@ def test_predictions_never_depend_on_future_frames_or_actions(name, tokens):
     assert not torch.allclose(predictor(z, moved)[:, 2], output[:, 2])  # the action at t does matter
 
 
+@pytest.mark.parametrize("name", ["transformer-adaln", "transformer-token"])
+@pytest.mark.parametrize("history", [1, 2])
+def test_transformer_rollout_computes_each_frame_once_and_predicts_what_the_whole_sequence_does(name, history):
+    """The cached rollout (each new frame through the blocks once) against forward on the growing sequence."""
+    predictor = randomize(PREDICTORS[name](4))
+    z_history, past, future = torch.randn(3, history, 4, 8), torch.randn(3, history - 1, 3), torch.randn(3, 7 - history, 3)
+    sequence, actions, expected = z_history, past, []
+    for step in range(future.shape[1]):
+        actions = torch.cat([actions, future[:, step : step + 1]], dim=1)
+        expected.append(predictor(sequence, actions)[:, -1])
+        sequence = torch.cat([sequence, expected[-1][:, None]], dim=1)
+    assert torch.allclose(predictor.rollout(z_history, past, future), torch.stack(expected, dim=1), atol=1e-5)
+    with pytest.raises(ValueError, match="exceed the 6 this predictor was built for"):
+        predictor.rollout(z_history, past, torch.randn(3, 8 - history, 3))
+
+
 def test_transformer_rejects_more_frames_than_it_was_built_for():
     predictor = CausalTransformerPredictor(8, 1, 3, max_frames=2, depth=1, heads=2, hidden_dim=16)
     with pytest.raises(ValueError, match="at most 2 frames"):

@@ -58,6 +58,24 @@ def test_rollout_never_sees_future_frames(predictor):
     assert not torch.allclose(base[:, 2:], moved[:, 2:])
 
 
+def test_transformer_rollout_predicts_each_frame_once_and_as_the_whole_sequence_would():
+    model = small_pixel_model("model.predictor.name=transformer", "model.predictor.hidden_dim=32", "model.history=2",
+                              "model.encoder.tokens=true").world_model.eval()
+    with torch.no_grad():
+        for parameter in model.predictor.parameters():
+            parameter.normal_(0, 0.2)
+    z_history, past = torch.randn(3, 2, model.num_tokens, model.embed_dim), torch.randn(3, 1, 2)
+    calls = []
+    model.predictor.register_forward_hook(lambda module, inputs, output: calls.append(inputs[0].shape[1]))
+    for steps in (model.max_context - 1, model.max_context):  # every frame fits; then the oldest must slide out
+        actions = torch.randn(3, steps, 2)
+        calls.clear()
+        rolled = model.rollout(z_history, actions, past)
+        assert calls == ([] if steps < model.max_context else [2, 3, 4, 5, 6, 6])  # cached: no whole-sequence call
+        calls.clear()
+        assert torch.allclose(rolled, model.rollout_whole_sequence(z_history, actions, past), atol=1e-5)
+
+
 def test_rollout_matches_repeated_predict_for_markov_model():
     model = small_pixel_model("model.history=1").eval()
     z = torch.randn(4, 1, 1, 16)
