@@ -43,20 +43,35 @@ class AdaLNBlock(nn.Module):
         """x (B, S, W); mask (S, S) bool, True = may not attend; cond (B, S, C) per-token condition."""
         return self.extend(x, None, mask, cond)[0]
 
-    def extend(self, x: torch.Tensor, attended: torch.Tensor | None, mask: torch.Tensor | None = None,
-               cond: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """New tokens x (B, S, W) after the earlier tokens this block already saw: ``attended`` (B, P, W), what
-        it attended to for them (its normed inputs; None: no earlier tokens). Returns the new tokens' outputs and
-        what to attend to from now on, (B, P+S, W). A causal rollout then computes each new frame once instead
-        of the whole sequence again (the earlier tokens' keys and values are only re-projected); ``mask`` (S, P+S)
-        bool, True = may not attend."""
+    def extend(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None, mask: torch.Tensor | None = None,
+               cond: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """New tokens x (B, S, W) after the earlier tokens this block already saw, whose attention keys and values
+        ``cache`` holds (each (B, heads, P, W / heads); None: no earlier tokens). Returns the new tokens' outputs
+        and the keys and values to attend to from now on (P + S tokens): a causal rollout then computes each new
+        frame once instead of the whole sequence again. ``mask`` (S, P + S) bool, True = may not attend."""
         if self.modulation is None:
             shift_a = scale_a = shift_m = scale_m = 0.0
             gate_a = gate_m = 1.0
         else:
             shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.modulation(cond).chunk(6, dim=-1)
         h = self.norm_attention(x) * (1 + scale_a) + shift_a
-        attended = h if attended is None else torch.cat([attended, h], dim=1)
-        x = x + gate_a * self.attention(h, attended, attended, attn_mask=mask, need_weights=False)[0]
+        attended, cache = self._attend(h, cache, mask)
+        x = x + gate_a * attended
         h = self.norm_mlp(x) * (1 + scale_m) + shift_m
-        return x + gate_m * self.mlp(h), attended
+        return x + gate_m * self.mlp(h), cache
+
+    def _attend(self, h: torch.Tensor, cache, mask: torch.Tensor | None):
+        """Multi-head attention of h's tokens to the cached ones and each other, with ``self.attention``'s
+        weights (nn.MultiheadAttention cannot take keys and values already projected); also the keys and
+        values of all of them."""
+        attention = self.attention
+        batch, tokens, width = h.shape
+        heads = attention.num_heads
+        query, key, value = (part.view(batch, tokens, heads, width // heads).transpose(1, 2)
+                             for part in nn.functional.linear(h, attention.in_proj_weight, attention.in_proj_bias).chunk(3, dim=-1))
+        if cache is not None:
+            key, value = torch.cat([cache[0], key], dim=2), torch.cat([cache[1], value], dim=2)
+        out = nn.functional.scaled_dot_product_attention(
+            query, key, value, attn_mask=None if mask is None else ~mask,
+            dropout_p=attention.dropout if self.training else 0.0)  # (B, heads, S, W / heads)
+        return attention.out_proj(out.transpose(1, 2).reshape(batch, tokens, width)), (key, value)

@@ -105,8 +105,8 @@ class CausalTransformerPredictor(nn.Module):
         return z + self.out(self.norm(x))
 
     def rollout(self, z_history: torch.Tensor, past_actions: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Open-loop prediction of K frames, each frame's tokens computed once (a cache of what every block
-        attends to): z_history (B, H, N, D), past_actions (B, H-1, A), actions (B, K, A) -> (B, K, N, D).
+        """Open-loop prediction of K frames, each frame's tokens computed once (every block caches the keys and
+        values of the frames so far): z_history (B, H, N, D), past_actions (B, H-1, A), actions (B, K, A) -> (B, K, N, D).
 
         The same numbers as calling ``forward`` on the growing sequence and keeping its last frame, at a
         fraction of the cost (one frame per step instead of all of them); it needs every frame to fit,
@@ -119,11 +119,11 @@ class CausalTransformerPredictor(nn.Module):
                              f"{self.max_frames} this predictor was built for")
         x, cond = self._frame_tokens(z_history, torch.cat([past_actions, actions[:, :1]], dim=1), first_frame=0)
         mask = self.block_causal_mask(history, z_history.device)
-        attended: list[torch.Tensor | None] = [None] * len(self.blocks)
+        caches: list = [None] * len(self.blocks)  # per block: the keys and values of every frame so far
         last_z, predictions = z_history[:, -1], []
         for step in range(steps):
             for index, block in enumerate(self.blocks):
-                x, attended[index] = block.extend(x, attended[index], mask, cond)
+                x, caches[index] = block.extend(x, caches[index], mask, cond)
             x = x[:, -self.tokens_per_frame:][:, :tokens]  # (B, N, W): the newest frame's observation tokens
             last_z = last_z + self.out(self.norm(x))  # (B, N, D): the next frame
             predictions.append(last_z)

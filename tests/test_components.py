@@ -60,6 +60,30 @@ def test_transformer_rollout_computes_each_frame_once_and_predicts_what_the_whol
         predictor.rollout(z_history, past, torch.randn(3, 8 - history, 3))
 
 
+@pytest.mark.parametrize("conditioned", [False, True])
+def test_a_transformer_block_attends_as_torchs_multihead_attention_does(conditioned):
+    """The block projects keys and values itself (to cache them); its weights keep their meaning in checkpoints."""
+    from jepa_wm.layers import AdaLNBlock
+
+    block = randomize(AdaLNBlock(16, 4, cond_dim=8 if conditioned else None))
+    x, cond = torch.randn(2, 6, 16), torch.randn(2, 6, 8) if conditioned else None
+    mask = torch.arange(6)[None, :] > torch.arange(6)[:, None]
+    if conditioned:
+        shift, scale, gate, *_ = block.modulation(cond).chunk(6, dim=-1)
+        h = block.norm_attention(x) * (1 + scale) + shift
+    else:
+        h, gate = block.norm_attention(x), 1.0
+    attended = x + gate * block.attention(h, h, h, attn_mask=mask, need_weights=False)[0]
+    output, _ = block.extend(x, None, mask, cond)
+    mlp_input = block.norm_mlp(attended)
+    if conditioned:
+        _, _, _, shift_m, scale_m, gate_m = block.modulation(cond).chunk(6, dim=-1)
+        expected = attended + gate_m * block.mlp(mlp_input * (1 + scale_m) + shift_m)
+    else:
+        expected = attended + block.mlp(mlp_input)
+    assert torch.allclose(output, expected, atol=1e-5)
+
+
 def test_transformer_rejects_more_frames_than_it_was_built_for():
     predictor = CausalTransformerPredictor(8, 1, 3, max_frames=2, depth=1, heads=2, hidden_dim=16)
     with pytest.raises(ValueError, match="at most 2 frames"):
