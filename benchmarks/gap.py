@@ -22,6 +22,7 @@ Every row plans the same test episodes as the suite (``configs/gap.yaml``):
 
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -33,10 +34,13 @@ from jepa_wm.checkpoint import read_checkpoint
 from jepa_wm.cli import benchmark
 from jepa_wm.config import as_overrides, load_group, to_dict
 from jepa_wm.errors import ConfigError
+from jepa_wm.files import write_json_atomic
 from jepa_wm.learned_cost import CostTrainingSettings
 from jepa_wm.pipeline import collect_stage, train_cost_for_checkpoint, train_stage
 
 STAGES = ("collect", "train", "heads", "evaluate", "report")
+# The figure, and beside it the record of the rows it and the table show (gap.json): a run that measures some tasks
+# replaces their rows and keeps the others' (measured earlier, maybe on another machine), so the two always agree.
 FIGURE = Path(__file__).resolve().parent / "figures" / "gap.png"
 SECTION = "Where the gap to the oracle is (cpu)"
 OURS_ROWS = ("ours", "ours-4x-budget", "ours-decoded", "ours-decoded+l2")  # planned by our model (others: the simulator)
@@ -236,7 +240,7 @@ def report(cfg, out: Path) -> str:
         "| ours' failures: joints off at the end | limit |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- | --- |",
     ]
-    summaries = {}
+    measured = {}  # (task, label) -> the row's table line and success per column
     for group, tasks in task_groups(list(cfg.tasks)).items():
         for label, checkpoint in models(cfg, out, group).items():
             probe = probe_metrics(with_head(out, group, label, cfg.heads.learned_cost))
@@ -244,7 +248,7 @@ def report(cfg, out: Path) -> str:
                 rows = task_rows(cfg, out, task, label)
                 if not {"ours", "oracle"} <= set(rows):
                     continue
-                summaries[(task, label)] = {column: rows[column]["success_rate"] for column in COLUMNS if column in rows}
+                summary = {column: rows[column]["success_rate"] for column in COLUMNS if column in rows}
 
                 def cell(column):
                     if column not in rows:
@@ -265,15 +269,35 @@ def report(cfg, out: Path) -> str:
                 ms = " / ".join(f"{rows[c]['ms_per_step']:.0f}" if c in rows else "-" for c in ("ours", "ours-decoded"))
                 shifts = latent_shift(checkpoint, to_dict(load_group("env", task)))
                 shift = ", ".join(f"{name} {value:.2f}" for name, value in shifts.items()) or "-"
-                lines.append(f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
-                             f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('ours-decoded+l2')} | "
-                             f"{cell('oracle-whole-pose')} | "
-                             f"{cell('oracle')} | {ratio} | {r2} | {shift} | {ms} | {joints_off(rows['ours'])} | "
-                             f"{where_the_gap_is(rows, probe, shifts)} |")
-    if summaries:
-        figure = FIGURE if cfg.plan.split == "test" else FIGURE.with_name(f"gap-{cfg.plan.split}.png")
-        plot(summaries, figure, cfg.plan.split)
+                line = (f"| {task} | {label} | {cell('random')} | {cell('ours')} | {cell('ours-4x-budget')} | "
+                        f"{cell('ours-decoded')} | +{gained} / -{lost} | {cell('ours-decoded+l2')} | "
+                        f"{cell('oracle-whole-pose')} | "
+                        f"{cell('oracle')} | {ratio} | {r2} | {shift} | {ms} | {joints_off(rows['ours'])} | "
+                        f"{where_the_gap_is(rows, probe, shifts)} |")
+                measured[(task, label)] = {"task": task, "label": label, "line": line, "success": summary}
+    suffix = "" if cfg.plan.split == "test" else f"-{cfg.plan.split}"
+    settings = {"split": cfg.plan.split, "episodes": int(cfg.plan.episodes), "seed": int(cfg.plan.seed)}
+    kept = recorded_rows(FIGURE.with_name(f"gap{suffix}.json"), settings, measured)
+    lines.extend(row["line"] for row in kept)
+    if kept:
+        plot({(row["task"], row["label"]): row["success"] for row in kept}, FIGURE.with_name(f"gap{suffix}.png"),
+             cfg.plan.split)
     return "\n".join(lines)
+
+
+def recorded_rows(record: Path, settings: dict, measured: dict) -> list[dict]:
+    """The rows measured now merged into those recorded earlier (a task measured again replaces its row, in
+    place), written back; rows recorded under other plan settings (another episode count or seed) are dropped,
+    since they planned other episodes."""
+    earlier = json.loads(record.read_text()) if record.is_file() else {}
+    rows = earlier.get("rows", []) if earlier.get("settings") == settings else []
+    merged = {(row["task"], row["label"]): row for row in rows}
+    for key, row in measured.items():
+        merged[key] = row  # dicts keep the first insertion's place: a row measured again stays where it was
+    kept = list(merged.values())
+    if kept:
+        write_json_atomic(record, {"settings": settings, "rows": kept})
+    return kept
 
 
 def plot(summaries: dict, path: Path, split: str = "test") -> None:
@@ -289,9 +313,10 @@ def plot(summaries: dict, path: Path, split: str = "test") -> None:
         values = [summary.get(column, np.nan) for summary in summaries.values()]
         axis.bar(x + (index - (len(COLUMNS) - 1) / 2) * width, values, width, label=column, color=f"C{index}")
     axis.set_xticks(x, labels, fontsize=8)
-    axis.set_ylim(0, 1.05)
+    axis.set_ylim(0, 1.3)  # room above the bars for the legend
+    axis.set_yticks(np.linspace(0, 1, 6))
     axis.set_ylabel(f"success rate ({split} episodes)")
-    axis.legend(fontsize=7, ncol=3)
+    axis.legend(fontsize=7, ncol=4, loc="upper center")
     save_figure(figure, path)
 
 

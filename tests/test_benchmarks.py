@@ -203,6 +203,35 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     assert (tmp_path / "gap.png").is_file()
 
 
+def test_the_gap_table_and_figure_keep_the_rows_of_tasks_measured_earlier_and_replace_those_measured_again(tmp_path, monkeypatch):
+    import gap
+
+    from jepa_wm.config import compose
+
+    monkeypatch.setattr(gap, "FIGURE", tmp_path / "gap.png")
+    monkeypatch.setattr(gap, "latent_shift", lambda *args: {})
+    drawn = []
+    monkeypatch.setattr(gap, "plot", lambda summaries, path, split: drawn.append((dict(summaries), path)))
+    settings = {"split": "test", "episodes": 50, "seed": 0}
+    earlier = [{"task": task, "label": "pretrained", "line": f"| {task} | earlier | 50% |", "success": {"ours": 0.5}}
+               for task in ("reacher-easy", "hopper-stand", "cheetah-run")]
+    (tmp_path / "gap.json").write_text(json.dumps({"settings": settings, "rows": earlier}))
+    for name, rate in (("ours", 0.75), ("baselines", None)):
+        reports = [row("ours", rate, episodes=4)] if rate else [row("random", 0.0, episodes=4), row("oracle", 1.0, episodes=4)]
+        write_report(gap.results_directory(tmp_path, "test", "hopper-stand", "pretrained", name), reports)
+    text = gap.report(compose("gap", [f"out={tmp_path}", "tasks=[hopper-stand]"]), tmp_path)
+    table = [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert table == [["| reacher-easy", "earlier"], ["| hopper-stand", "pretrained"], ["| cheetah-run", "earlier"]]
+    summaries, path = drawn[-1]
+    assert path == tmp_path / "gap.png" and summaries[("hopper-stand", "pretrained")]["ours"] == 0.75
+    assert list(summaries) == [(task, "pretrained") for task in ("reacher-easy", "hopper-stand", "cheetah-run")]
+    assert [row["task"] for row in json.loads((tmp_path / "gap.json").read_text())["rows"]] == [
+        "reacher-easy", "hopper-stand", "cheetah-run"]
+    # planned on other episodes (here: another plan seed), the rows recorded before are not comparable: dropped
+    text = gap.report(compose("gap", [f"out={tmp_path}", "tasks=[hopper-stand]", "plan.seed=1"]), tmp_path)
+    assert not [line for line in text.splitlines() if line.startswith("| reacher-easy")]
+
+
 @pytest.mark.parametrize("rates, probe, limit", [
     ({"ours": 0.92, "oracle": 1.0}, {}, "none"),
     ({"ours": 0.5, "oracle": 1.0, "ours-4x-budget": 0.8}, {"probe_r2": 0.9, "probe_r2_predicted_5": 0.85}, "planner"),
