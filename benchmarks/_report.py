@@ -71,11 +71,19 @@ def drafting_figures(folder: Path | None):
         _drafts = previous
 
 
+def drafted(path: Path) -> Path:
+    """Where a file meant for ``FIGURES_DIR`` (a figure, or the record of what it shows) is written now: the draft
+    folder inside ``drafting_figures``, else ``path``."""
+    if _drafts is not None and Path(path).resolve().parent == FIGURES_DIR.resolve():
+        return _drafts / Path(path).name
+    return Path(path)
+
+
 def save_figure(figure, path: Path) -> Path:
     """Lay out, write (creating the folder) and close a figure that is saved with a benchmark; the path it went to
     (a draft folder's, inside ``drafting_figures``)."""
-    if _drafts is not None and Path(path).resolve().parent == FIGURES_DIR.resolve():
-        path = _drafts / Path(path).name
+    if drafted(path) != Path(path):
+        path = drafted(path)
         print(f"figure drawn into {path} (benchmarks/figures/ is only redrawn with --write)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

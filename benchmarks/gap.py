@@ -26,7 +26,7 @@ import json
 import statistics
 from pathlib import Path
 
-from _report import pyplot, save_figure
+from _report import drafted, pyplot, save_figure
 from _study import Study, checkpoint_frameskip, evaluate, only_these, report_rows
 from suite import run_directory, task_groups
 
@@ -287,8 +287,9 @@ def report(cfg, out: Path) -> str:
 
 def recorded_rows(record: Path, settings: dict, measured: dict) -> list[dict]:
     """The rows measured now merged into those recorded earlier (a task measured again replaces its row, in
-    place), written back; rows recorded under other plan settings (another episode count or seed) are dropped,
-    since they planned other episodes."""
+    place), written back (into the draft folder when the report is not written into BENCHMARKS.md: the committed
+    record describes the committed table); rows recorded under other plan settings (another episode count or
+    seed) are dropped, since they planned other episodes."""
     earlier = json.loads(record.read_text()) if record.is_file() else {}
     rows = earlier.get("rows", []) if earlier.get("settings") == settings else []
     merged = {(row["task"], row["label"]): row for row in rows}
@@ -296,7 +297,9 @@ def recorded_rows(record: Path, settings: dict, measured: dict) -> list[dict]:
         merged[key] = row  # dicts keep the first insertion's place: a row measured again stays where it was
     kept = list(merged.values())
     if kept:
-        write_json_atomic(record, {"settings": settings, "rows": kept})
+        target = drafted(record)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(target, {"settings": settings, "rows": kept})
     return kept
 
 
