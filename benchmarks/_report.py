@@ -33,12 +33,22 @@ def machine_description(device: str = "cpu") -> str:
     return "; ".join(parts)
 
 
+# In a section of BENCHMARKS.md, what follows this line was written by hand (what a table led to, the commands of
+# one-off measurements): a report written again replaces the part above it and keeps it.
+NOTES_MARKER = "<!-- notes: kept when the report above is written again -->"
+
+
 def update_benchmarks_section(title: str, body: str, command: str, machine: str) -> None:
-    """Replace (or append) the ``## title`` section of BENCHMARKS.md, leaving the others as they are."""
+    """Replace (or append) the ``## title`` section of BENCHMARKS.md, leaving the others as they are, and the
+    section's own notes after ``NOTES_MARKER``."""
     text = BENCHMARKS_FILE.read_text() if BENCHMARKS_FILE.is_file() else HEADER
     section = f"## {title}\n\nMachine: {machine}.\nCommand: `{command.strip()}`\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(text):
+    found = pattern.search(text)
+    if found:
+        earlier = found.group(0)
+        if NOTES_MARKER in earlier:
+            section += "\n" + NOTES_MARKER + earlier.split(NOTES_MARKER, 1)[1].rstrip("\n") + "\n"
         text = pattern.sub(lambda _: section + "\n", text)
     else:
         text = text.rstrip("\n") + "\n\n" + section

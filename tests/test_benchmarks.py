@@ -541,6 +541,24 @@ def test_planning_speed_acts_in_a_checkpoints_own_task():
     assert planning_speed.timing_env(model, from_checkpoint=False)["name"] == "reacher-easy"
 
 
+def test_writing_a_report_again_keeps_the_notes_written_under_it_and_the_other_sections(tmp_path, monkeypatch):
+    """A report written with --write replaced its whole section: the notes under its table (what was adopted and
+    why, one-off measurements) were lost."""
+    import _report
+
+    monkeypatch.setattr(_report, "BENCHMARKS_FILE", tmp_path / "BENCHMARKS.md")
+    (tmp_path / "BENCHMARKS.md").write_text(
+        "# Benchmarks\n\n## Gap\n\nold table\n\n" + _report.NOTES_MARKER + "\nAdopted: X, chosen on dev.\n\n"
+        "### A study under it\n\nkept too\n\n## Other\n\nuntouched\n")
+    _report.update_benchmarks_section("Gap", "new table", "python benchmarks/gap.py --write", "a machine")
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "old table" not in text and "new table" in text
+    assert text.index("new table") < text.index(_report.NOTES_MARKER) < text.index("Adopted: X, chosen on dev.")
+    assert "### A study under it\n\nkept too\n" in text and "## Other\n\nuntouched\n" in text
+    _report.update_benchmarks_section("Other", "rewritten", "python benchmarks/other.py --write", "a machine")
+    assert "untouched" not in (tmp_path / "BENCHMARKS.md").read_text()  # no notes marker: the whole section
+
+
 def test_a_report_redraws_the_committed_figures_only_when_it_writes_benchmarks_md(tmp_path, monkeypatch, capsys):
     """A report run without --write on a machine holding part of a study's results redrew benchmarks/figures/ from
     that part: the committed figure no longer matched the committed tables."""
