@@ -33,6 +33,22 @@ def machine_description(device: str = "cpu") -> str:
     return "; ".join(parts)
 
 
+def timed(function, device: str):
+    """Seconds ``function()`` took and what it returned; on CUDA the queued kernels are waited for before and after,
+    so the time is the work's, not its launch's."""
+    import time
+
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    result = function()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, result
+
+
 # In a section of BENCHMARKS.md, what follows this line was written by hand (what a table led to, the commands of
 # one-off measurements): a report written again replaces the part above it and keeps it.
 NOTES_MARKER = "<!-- notes: kept when the report above is written again -->"
@@ -92,9 +108,10 @@ def drafted(path: Path) -> Path:
 def save_figure(figure, path: Path) -> Path:
     """Lay out, write (creating the folder) and close a figure that is saved with a benchmark; the path it went to
     (a draft folder's, inside ``drafting_figures``)."""
-    if drafted(path) != Path(path):
-        path = drafted(path)
-        print(f"figure drawn into {path} (benchmarks/figures/ is only redrawn with --write)")
+    target = drafted(path)
+    if target != Path(path):
+        print(f"figure drawn into {target} (benchmarks/figures/ is only redrawn with --write)")
+    path = target
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temporary:

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from _report import machine_description, update_benchmarks_section
+from _report import machine_description, timed, update_benchmarks_section
 from jepa_wm.data.envs import make_env
 from jepa_wm.planning.costs import LatentGoalCost
 from jepa_wm.planning.experiment import ACTING, build_ours, planner_from_settings, planning_env_settings
@@ -59,14 +59,9 @@ def time_plan(planner_name: str, cost_fn, action_dim: int, device: str, repeats:
     times, evaluations = [], 0
     for repeat in range(repeats + 1):  # the first call warms up caches and kernels, and is dropped
         planner = planner_from_settings(settings, HORIZON, action_dim, device, seed=repeat)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        result = planner.plan(cost_fn)
-        if device == "cuda":
-            torch.cuda.synchronize()
+        seconds, result = timed(lambda: planner.plan(cost_fn), device)
         if repeat:
-            times.append(time.perf_counter() - start)
+            times.append(seconds)
         evaluations = result.info["evaluations"]
     return statistics.median(times), evaluations
 

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import torch
 
-from _report import machine_description, update_benchmarks_section
+from _report import machine_description, timed, update_benchmarks_section
 from jepa_wm.cli import benchmark
 from jepa_wm.config import command_line, compose, load_group, model_config
 from jepa_wm.module import JEPAWorldModel
@@ -32,16 +31,6 @@ MODELS = {  # name -> overrides of configs/model/pixels.yaml
     "spatial tokens, transformer 256 x 4": [
         "model.predictor.name=transformer", "model.encoder.tokens=true", "model.predictor.depth=4"],
 }
-
-
-def timed(function, device: str) -> float:
-    if device == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    function()
-    if device == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
 
 
 def main(argv: list[str]) -> None:
@@ -61,18 +50,19 @@ def main(argv: list[str]) -> None:
         cached, whole = [], []
         with torch.no_grad():
             for repeat in range(repeats + 1):  # the first of each warms up, and is dropped
-                cached_s = timed(lambda: model.rollout(z_history, actions, past), device)
-                whole_s = timed(lambda: model.rollout_whole_sequence(z_history, actions, past), device)
+                cached_s, _ = timed(lambda: model.rollout(z_history, actions, past), device)
+                whole_s, _ = timed(lambda: model.rollout_whole_sequence(z_history, actions, past), device)
                 if repeat:
                     cached.append(cached_s)
                     whole.append(whole_s)
         cached_ms, whole_ms = statistics.median(cached) * 1000, statistics.median(whole) * 1000
         rows.append((name, model.num_tokens, cached_ms, whole_ms))
+        history = model.history
         print(f"{name}: cached {cached_ms:.1f} ms, whole sequence {whole_ms:.1f} ms ({whole_ms / cached_ms:.2f}x)")
     load_after = os.getloadavg()[0]
     text = "\n".join([
         f"Device: {device}. One planner iteration's rollouts: {samples} candidates (configs/planner/cem.yaml) x "
-        f"{horizon} steps (configs/plan.yaml) from a history of 2 frames, no gradients; median of {repeats} calls "
+        f"{horizon} steps (configs/plan.yaml) from a history of {history} frames (configs/model/pixels.yaml), no gradients; median of {repeats} calls "
         f"after a warm-up call, the two ways interleaved. Load average (1 min) before / after: "
         f"{load_before:.2f} / {load_after:.2f}.",
         "",

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import resource
 import statistics
-import time
 
 import torch
 
-from _report import machine_description, update_benchmarks_section
+from _report import machine_description, timed, update_benchmarks_section
 
 from jepa_wm.cli import benchmark
 from jepa_wm.config import (
@@ -53,17 +52,14 @@ def measure(overrides, obs_shape, action_dim, batch_size: int, steps: int, repea
         torch.cuda.reset_peak_memory_stats()
 
     def train_steps(count: int) -> float:
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(count):
-            loss, _ = model.compute_losses(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        def steps_in_a_row():
+            for _ in range(count):
+                loss, _ = model.compute_losses(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+
+        return timed(steps_in_a_row, device)[0]
 
     train_steps(2)  # warm-up
     rates = [steps * batch_size * frames / train_steps(steps) for _ in range(repeats)]
