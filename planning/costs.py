@@ -199,6 +199,39 @@ class LatentGoalCost:
         return cost_fn
 
 
+class EnsembleGoalCost:
+    """The mean cost of the same candidates under several world models of one task (plan.yaml ``ensemble``).
+
+    A planner searches for the actions its model scores best, so it finds where that model's prediction is
+    wrong in its favour; the models of other training seeds are rarely wrong in the same place, and their mean
+    cost is harder to exploit (the argument of PETS-style model ensembles). Each member embeds its own history
+    and goal and keeps its own cost (a ``sum`` cost is already divided by its model's scales, so members weigh
+    alike). ``disagreement`` adds that weight times the members' standard deviation: pessimism where they
+    disagree.
+    """
+
+    def __init__(self, members: list[LatentGoalCost], disagreement: float = 0.0):
+        if len(members) < 2:
+            raise ValueError(f"an ensemble needs at least 2 world models; got {len(members)}")
+        if disagreement < 0:
+            raise ValueError(f"cost.disagreement must be >= 0 (a weight on the members' spread); got {disagreement}")
+        self.members, self.disagreement = members, float(disagreement)
+        self.model = members[0].model  # the one a proposer and the reports speak of
+        spread = f" + {self.disagreement:g} x their standard deviation" if self.disagreement else ""
+        self.description = (f"cost: mean over {len(members)} world models of "
+                            f"({members[0].description.removeprefix('cost: ')}){spread}")
+
+    def make_cost(self, env, observations: list[dict], actions: list[np.ndarray]):
+        member_costs = [member.make_cost(env, observations, actions) for member in self.members]
+
+        def cost_fn(candidates: torch.Tensor) -> torch.Tensor:
+            costs = torch.stack([cost(candidates) for cost in member_costs])  # (M, N)
+            total = costs.mean(dim=0)
+            return total + self.disagreement * costs.std(dim=0) if self.disagreement else total
+
+        return cost_fn
+
+
 class SimulatorCost:
     """The oracle: the true simulator as the world model, and the task's own success distance as the cost.
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from jepa_wm.data.envs import make_env
 from jepa_wm.data.envs.tasks import dynamics_differences
-from jepa_wm.planning.costs import LatentGoalCost, PolicyProposer, SimulatorCost
+from jepa_wm.planning.costs import EnsembleGoalCost, LatentGoalCost, PolicyProposer, SimulatorCost
 from jepa_wm.planning.evaluate import (
     distance_unit,
     evaluate,
@@ -144,16 +144,48 @@ def how_to_train_a_policy(checkpoint, model) -> str:
 ACTING = ("planner", "policy", "policy+planner")  # act=: the slow system, the fast one, or the fast seeding the slow
 
 
-def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str) -> MPCController:
+def ensemble_cost(plan_cfg, model, members) -> LatentGoalCost | EnsembleGoalCost:
+    """The plan config's cost under ``model``, or, with ensemble ``members``, its mean under all of them."""
+    cost = LatentGoalCost.from_config(model, plan_cfg.cost)
+    if not members:
+        return cost
+    costs = [cost] + [LatentGoalCost.from_config(member, plan_cfg.cost) for member in members]
+    differing = sorted({member.description for member in costs} - {cost.description})
+    if differing:
+        raise ValueError(f"the ensemble's models plan with different costs ({cost.description}; {'; '.join(differing)}): "
+                         f"train the same learned cost into each (jepa-wm train-cost), or name one with cost.name")
+    return EnsembleGoalCost(costs, float(plan_cfg.cost.get("disagreement", 0.0)))
+
+
+def load_ensemble(plan_cfg, model, env, device: str) -> list:
+    """The world models ``ensemble=[...]`` names besides the checkpoint's: of its task, frameskip and actions."""
+    references = plan_cfg.get("ensemble") or []
+    members = []
+    for reference in [references] if isinstance(references, str) else references:
+        member = load_world_model(reference, device=device)
+        check_compatible(member, env)
+        differences = dynamics_differences(checkpoint_env(model), checkpoint_env(member))
+        if differences:
+            raise ConfigError(f"ensemble member {reference} was trained on another task than the checkpoint "
+                              f"({'; '.join(differences)}): an ensemble's models must share a task's dynamics")
+        if member.frameskip != model.frameskip:
+            raise ConfigError(f"ensemble member {reference} acts every {member.frameskip} env steps and the checkpoint "
+                              f"every {model.frameskip}: an ensemble's models must share a frameskip")
+        members.append(member)
+    return members
+
+
+def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str, members=()) -> MPCController:
     """Our controller as ``act`` asks: MPC with the planner, the checkpoint's policy alone, or the policy's proposal
-    seeding the planner (run with ``policy_planner``'s smaller budget)."""
+    seeding the planner (run with ``policy_planner``'s smaller budget). With ensemble ``members``, the planner's
+    cost is the mean over the checkpoint's model and theirs."""
     if plan_cfg.act not in ACTING:
         raise ConfigError(f"unknown act={plan_cfg.act}{did_you_mean(plan_cfg.act, ACTING)} (choices: {', '.join(ACTING)})")
     if "policy" in plan_cfg.act and model.policy is None:
         raise ConfigError(f"act={plan_cfg.act} needs a checkpoint with a policy, and {plan_cfg.checkpoint} has none: "
                           f"{how_to_train_a_policy(plan_cfg.checkpoint, model)}; or plan with act=planner")
     try:
-        cost = LatentGoalCost.from_config(model, plan_cfg.cost)
+        cost = ensemble_cost(plan_cfg, model, members)
         proposer = PolicyProposer(model, cost, plan_cfg.mpc.horizon) if "policy" in plan_cfg.act else None
     except ValueError as error:
         raise ConfigError(f"{'act' if 'policy' in str(error) else 'cost'} settings: {error}") from error
@@ -172,15 +204,16 @@ def oracle_planner_settings(planner_settings: dict, fallback: str) -> dict:
     return to_dict(load_group("planner", fallback)) if PLANNERS[planner_settings["name"]].needs_gradients else planner_settings
 
 
-def build_controllers(plan_cfg, methods, model, env, device: str) -> tuple[dict, dict]:
-    """Controllers (and planner names) of ``methods`` for one env, all from the plan config."""
+def build_controllers(plan_cfg, methods, model, env, device: str, members=()) -> tuple[dict, dict]:
+    """Controllers (and planner names) of ``methods`` for one env, all from the plan config (``members``: the
+    ensemble's other world models)."""
     frameskip = model.frameskip if model is not None else int(plan_cfg.mpc.frameskip or load_group("model", "pixels").frameskip)
     action_dim = env.action_dim * frameskip
     planner_settings = to_dict(plan_cfg.planner)
     controllers, planner_names = {}, {}
     for method in methods:
         if method == "ours":
-            controllers[method] = build_ours(plan_cfg, model, action_dim, frameskip, device)
+            controllers[method] = build_ours(plan_cfg, model, action_dim, frameskip, device, members)
             planner_names[method] = {"policy": "policy", "policy+planner": f"policy+{planner_settings['name']}"}.get(
                 plan_cfg.act, planner_settings["name"])
         elif method == "random":
@@ -229,9 +262,13 @@ def run_plan(cfg) -> dict:
     else:
         env_settings = to_dict(cfg.env)
     env = make_env(env_settings)  # settings it refuses are a ConfigError naming the env
+    members = []
     if model is not None:
         check_compatible(model, env)
-    controllers, planner_names = build_controllers(cfg, methods, model, env, device)
+        members = load_ensemble(cfg, model, env, device) if "ours" in methods else []
+    elif cfg.get("ensemble"):
+        raise ConfigError("ensemble=[...] adds world models to checkpoint=PATH's; name the checkpoint too")
+    controllers, planner_names = build_controllers(cfg, methods, model, env, device, members)
 
     out.mkdir(parents=True, exist_ok=True)
     unit = distance_unit(env.success.metric)
@@ -243,7 +280,8 @@ def run_plan(cfg) -> dict:
         cost = controllers["ours"].cost_model.description if "ours" in controllers else None
         files = {
             "report": write_report(out / "report.json", rows, {**to_dict(cfg), "env": env_settings}, cost=cost,
-                                   unit=unit, checkpoint_sha256=checkpoint_sha256(cfg.checkpoint)),
+                                   unit=unit, checkpoint_sha256=checkpoint_sha256(cfg.checkpoint),
+                                   **ensemble_sha256(cfg)),
             "plot": save_plot(rows, records, env.success_threshold, out / "plot.png", unit),
             "video": save_video(records, out / "episodes.gif", env.success_threshold) if cfg.videos else None,
         }
@@ -265,6 +303,12 @@ def checkpoint_sha256(reference) -> str | None:
     return file_sha256(resolve_checkpoint(reference)) if reference else None
 
 
+def ensemble_sha256(cfg) -> dict:
+    """The sha256 of each ensemble member's checkpoint file, for the report (nothing without an ensemble)."""
+    members = cfg.get("ensemble") or []
+    return {"ensemble_sha256": [checkpoint_sha256(reference) for reference in members]} if members else {}
+
+
 def finished_report(cfg, out: Path) -> dict | None:
     """The result of an earlier run of this very plan config in ``out`` (same settings, same checkpoint file
     contents), as ``run_plan`` returns it (without per-episode records); None when there is none."""
@@ -275,7 +319,8 @@ def finished_report(cfg, out: Path) -> dict | None:
         return None
     wanted = {key: value for key, value in to_dict(cfg).items() if key != "env"}
     if {key: value for key, value in config.items() if key != "env"} != wanted or \
-            report.get("checkpoint_sha256") != checkpoint_sha256(cfg.checkpoint):
+            report.get("checkpoint_sha256") != checkpoint_sha256(cfg.checkpoint) or \
+            report.get("ensemble_sha256") != ensemble_sha256(cfg).get("ensemble_sha256"):
         return None
     files = {"report": out / "report.json", "plot": out / "plot.png", "video": out / "episodes.gif"}
     files = {kind: path if path.is_file() else None for kind, path in files.items()}

@@ -15,6 +15,7 @@ from jepa_wm.planning.planners import CEM, PlanResult
 
 from jepa_wm import CheckpointError, JEPAWorldModel
 from jepa_wm.config import ConfigError, compose, load_group, model_config, to_dict
+from jepa_wm.files import file_sha256
 from jepa_wm.seeds import evaluation_seed
 
 FRAMESKIP = 5  # the default model's
@@ -469,3 +470,40 @@ def test_the_report_says_which_success_joints_the_failed_episodes_ended_beyond_t
     reacher = make_env(env_config("reacher-easy"))
     reacher.reset(seed=0)
     assert reacher.coordinates_off_goal() == []  # a position criterion is one distance: it names no joint
+
+
+def test_an_ensemble_cost_is_the_mean_of_its_models_costs_plus_their_spread(reacher_env):
+    from jepa_wm.planning.costs import EnsembleGoalCost
+
+    torch.manual_seed(0)
+    members = [LatentGoalCost(tiny_pixel_model(), "l2", "all") for _ in range(3)]
+    obs, _ = reacher_env.reset(seed=0)
+    candidates = torch.rand(6, 5, members[0].model.action_dim) * 2 - 1
+    with torch.no_grad():
+        each = torch.stack([member.make_cost(reacher_env, [obs], [])(candidates) for member in members])  # (3, 6)
+        mean = EnsembleGoalCost(members).make_cost(reacher_env, [obs], [])(candidates)
+        pessimistic = EnsembleGoalCost(members, disagreement=2.0).make_cost(reacher_env, [obs], [])(candidates)
+    assert not torch.allclose(each[0], each[1])  # the models differ, so the mean is not any one of them
+    assert torch.allclose(mean, each.mean(dim=0)) and torch.allclose(pessimistic, mean + 2.0 * each.std(dim=0))
+    assert "mean over 3 world models" in EnsembleGoalCost(members).description
+    with pytest.raises(ValueError, match="at least 2 world models"):
+        EnsembleGoalCost(members[:1])
+
+
+def test_plan_with_an_ensemble_records_its_models_and_refuses_models_of_another_task_or_rate(tmp_path):
+    checkpoint = save_model_checkpoint(tiny_pixel_model(), tmp_path / "model.ckpt")
+    torch.manual_seed(1)
+    other = save_model_checkpoint(tiny_pixel_model(), tmp_path / "other.ckpt")
+    alone = run_plan(compose("plan", plan_overrides(checkpoint, tmp_path, "split=test")))
+    twice = run_plan(compose("plan", plan_overrides(checkpoint, tmp_path / "twice", "split=test", f"ensemble=[{checkpoint}]")))
+    # the mean of one model's cost taken twice is its cost: the same plans, episode for episode
+    assert [r.final_distance for r in twice["records"]["ours"]] == [r.final_distance for r in alone["records"]["ours"]]
+    result = run_plan(compose("plan", plan_overrides(checkpoint, tmp_path / "pair", "split=test", f"ensemble=[{other}]")))
+    report = json.loads((tmp_path / "pair" / "plan" / "report.json").read_text())
+    assert report["ensemble_sha256"] == [file_sha256(other)] and "mean over 2 world models" in result["cost"]
+    elsewhere = save_model_checkpoint(tiny_pixel_model(task="point_mass-easy"), tmp_path / "point_mass.ckpt")
+    with pytest.raises(ConfigError, match="ensemble member .*point_mass.ckpt was trained on another task"):
+        run_plan(compose("plan", plan_overrides(checkpoint, tmp_path / "x", f"ensemble=[{elsewhere}]")))
+    faster = save_model_checkpoint(tiny_pixel_model(64, "reacher-easy", "model.frameskip=3"), tmp_path / "f3.ckpt")
+    with pytest.raises(ConfigError, match="acts every 3 env steps and the checkpoint every 5"):
+        run_plan(compose("plan", plan_overrides(checkpoint, tmp_path / "x", f"ensemble=[{faster}]")))
