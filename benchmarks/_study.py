@@ -19,7 +19,7 @@ from _report import drafting_figures, machine_description, update_benchmarks_sec
 from jepa_wm.config import compose, to_dict
 from jepa_wm.errors import ConfigError
 from jepa_wm.files import write_json_atomic
-from jepa_wm.planning.experiment import run_plan
+from jepa_wm.planning.experiment import planned_with_env_settings, run_plan, with_later_defaults
 
 
 class Timings:
@@ -113,7 +113,8 @@ def comparable(config: dict) -> dict:
     with the weights' defaults, which only a sum uses. Reports written before ``act`` acted with the planner;
     ``policy_planner`` only matters when a policy seeds the planner; random and the oracle never read our
     cost or how we act."""
-    settings = {key: value for key, value in config.items() if key not in ("out", "progress", "videos", "device")}
+    settings = {key: value for key, value in with_later_defaults(config).items()
+                if key not in ("out", "progress", "videos", "device")}
     if "cost" in settings and "name" not in settings["cost"]:
         settings["cost"] = {"name": "l2", "latent_weight": 1.0, "learned_weight": 1.0, **settings["cost"]}
     settings.setdefault("act", "planner")
@@ -122,7 +123,7 @@ def comparable(config: dict) -> dict:
     settings.setdefault("oracle_planner", "cem")  # before the key, the oracle planned with ours' planner (cem)
     settings.setdefault("oracle_cost", "success")  # before the key, the oracle measured the success coordinates
     if "ours" not in (settings.get("methods") or ["ours"]):  # random and the oracle use neither our cost nor act
-        for key in ("cost", "act", "policy_planner"):
+        for key in ("cost", "act", "policy_planner", "ensemble"):
             settings.pop(key, None)
     return settings
 
@@ -133,7 +134,8 @@ def evaluate(out: Path, overrides: list[str]) -> list[dict]:
     report = out / "report.json"
     if report.is_file():
         saved = json.loads(report.read_text())
-        if comparable(saved["config"]) == comparable({**to_dict(cfg), "env": saved["config"]["env"]}):
+        if comparable(saved["config"]) == comparable({**to_dict(cfg), "env": saved["config"]["env"]}) and \
+                planned_with_env_settings(saved["config"]["env"] or {}, cfg.env, cfg.get("methods")):
             return saved["results"]
     return run_plan(cfg)["rows"]
 

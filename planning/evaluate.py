@@ -134,6 +134,32 @@ def evaluate(env, controllers: dict, episodes: int, seed: int, record_episodes: 
     return records
 
 
+def goal_moves(env, episodes: int, seed: int, split: str = "dev") -> list[list[str]]:
+    """Per evaluation episode, the success joints its goal asks to move: those the start holds farther from the
+    goal than the tolerance (qpos tasks; none for a position criterion). The episodes ``evaluate`` plans, drawn
+    again from their seeds without planning, so that a report written earlier can be split by what its goals ask."""
+    moves = []
+    for episode in range(episodes):
+        env.reset(seed=evaluation_seed(seed, episode, split))
+        moves.append(env.coordinates_off_goal())
+    return moves
+
+
+def success_by_goal_move(reached: list[int], moves: list[list[str]]) -> dict[str, dict[str, list[int]]]:
+    """Per success joint that some goals move and others keep: ``{"moved": [reached, episodes], "kept": [...]}``.
+    A success rate far lower where the goal moves a joint says which motion a model cannot plan (finger-spin's
+    spinner, which only contact turns)."""
+    if len(reached) != len(moves):
+        raise ValueError(f"{len(reached)} episodes reached or not, but {len(moves)} goals")
+    split = {}
+    for joint in sorted({name for names in moves for name in names}):
+        moved = [success for success, names in zip(reached, moves) if joint in names]
+        kept = [success for success, names in zip(reached, moves) if joint not in names]
+        if moved and kept:
+            split[joint] = {"moved": [int(sum(moved)), len(moved)], "kept": [int(sum(kept)), len(kept)]}
+    return split
+
+
 def distance_unit(metric: str) -> str:
     """How a success criterion's distance reads: meters for positions, radians for the largest joint error."""
     return "rad, largest joint error" if metric == "max_joint" else "m"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from jepa_wm.data.envs import make_env
-from jepa_wm.data.envs.tasks import dynamics_differences
+from jepa_wm.data.envs.tasks import PLANNING_KEYS, dynamics_differences
 from jepa_wm.planning.costs import EnsembleGoalCost, LatentGoalCost, PolicyProposer, SimulatorCost
 from jepa_wm.planning.evaluate import (
     distance_unit,
@@ -30,7 +30,7 @@ from omegaconf import DictConfig
 
 from jepa_wm.checkpoint import load_world_model
 from jepa_wm.references import is_reference, reference_name, resolve_checkpoint
-from jepa_wm.config import compose, load_group, to_dict
+from jepa_wm.config import compose, group_choices, load_group, to_dict
 from jepa_wm.errors import CheckpointError, ConfigError, did_you_mean
 from jepa_wm.files import DirectoryLock, check_output_directory, file_sha256
 from jepa_wm.seeds import SPLIT_STREAMS
@@ -74,6 +74,9 @@ def planning_env_settings(env_cfg, model) -> dict:
         raise ConfigError(f"env.obs_type={given['obs_type']} but the checkpoint's model reads "
                           f"{model.cfg['obs_type']} observations; drop env.obs_type")
     requested["obs_type"] = model.cfg["obs_type"]
+    for key in PLANNING_KEYS:  # not in the data the checkpoint was trained on: its task's choice as it stands
+        if key not in requested and requested.get("name") in group_choices("env"):
+            requested[key] = load_group("env", requested["name"]).get(key)
     differences = dynamics_differences(trained, requested)
     if differences:
         raise ConfigError(
@@ -144,12 +147,13 @@ def how_to_train_a_policy(checkpoint, model) -> str:
 ACTING = ("planner", "policy", "policy+planner")  # act=: the slow system, the fast one, or the fast seeding the slow
 
 
-def ensemble_cost(plan_cfg, model, members) -> LatentGoalCost | EnsembleGoalCost:
-    """The plan config's cost under ``model``, or, with ensemble ``members``, its mean under all of them."""
-    cost = LatentGoalCost.from_config(model, plan_cfg.cost)
+def ensemble_cost(plan_cfg, model, members, task_cost: str | None = None) -> LatentGoalCost | EnsembleGoalCost:
+    """The plan config's cost under ``model``, or, with ensemble ``members``, its mean under all of them
+    (``task_cost``: the env config's ``planning_cost``, what ``auto`` means in this task)."""
+    cost = LatentGoalCost.from_config(model, plan_cfg.cost, task_cost)
     if not members:
         return cost
-    costs = [cost] + [LatentGoalCost.from_config(member, plan_cfg.cost) for member in members]
+    costs = [cost] + [LatentGoalCost.from_config(member, plan_cfg.cost, task_cost) for member in members]
     differing = sorted({member.description for member in costs} - {cost.description})
     if differing:
         raise ValueError(f"the ensemble's models plan with different costs ({cost.description}; {'; '.join(differing)}): "
@@ -175,17 +179,19 @@ def load_ensemble(plan_cfg, model, env, device: str) -> list:
     return members
 
 
-def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str, members=()) -> MPCController:
+def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str, members=(),
+               task_cost: str | None = None) -> MPCController:
     """Our controller as ``act`` asks: MPC with the planner, the checkpoint's policy alone, or the policy's proposal
     seeding the planner (run with ``policy_planner``'s smaller budget). With ensemble ``members``, the planner's
-    cost is the mean over the checkpoint's model and theirs."""
+    cost is the mean over the checkpoint's model and theirs; ``task_cost`` is what ``cost.name=auto`` means in the
+    task (its env config's ``planning_cost``)."""
     if plan_cfg.act not in ACTING:
         raise ConfigError(f"unknown act={plan_cfg.act}{did_you_mean(plan_cfg.act, ACTING)} (choices: {', '.join(ACTING)})")
     if "policy" in plan_cfg.act and model.policy is None:
         raise ConfigError(f"act={plan_cfg.act} needs a checkpoint with a policy, and {plan_cfg.checkpoint} has none: "
                           f"{how_to_train_a_policy(plan_cfg.checkpoint, model)}; or plan with act=planner")
     try:
-        cost = ensemble_cost(plan_cfg, model, members)
+        cost = ensemble_cost(plan_cfg, model, members, task_cost)
         proposer = PolicyProposer(model, cost, plan_cfg.mpc.horizon) if "policy" in plan_cfg.act else None
     except ValueError as error:
         raise ConfigError(f"{'act' if 'policy' in str(error) else 'cost'} settings: {error}") from error
@@ -213,7 +219,8 @@ def build_controllers(plan_cfg, methods, model, env, device: str, members=()) ->
     controllers, planner_names = {}, {}
     for method in methods:
         if method == "ours":
-            controllers[method] = build_ours(plan_cfg, model, action_dim, frameskip, device, members)
+            controllers[method] = build_ours(plan_cfg, model, action_dim, frameskip, device, members,
+                                             getattr(env, "planning_cost", None))
             planner_names[method] = {"policy": "policy", "policy+planner": f"policy+{planner_settings['name']}"}.get(
                 plan_cfg.act, planner_settings["name"])
         elif method == "random":
@@ -309,6 +316,30 @@ def ensemble_sha256(cfg) -> dict:
     return {"ensemble_sha256": [checkpoint_sha256(reference) for reference in members]} if members else {}
 
 
+def planned_with_env_settings(saved_env: dict, env_cfg, methods=None) -> bool:
+    """Whether a report's env settings hold every setting ``env_cfg`` (a plan config's ``env``) gives now.
+
+    A report records the settings it planned in: the checkpoint's task with the given ones on top (the
+    observation type is always the model's). A setting the report lacks counts as null (it predates the key).
+    Random and the oracle never read the task's planning settings (``planning_cost``): only ours' reports compare them.
+    """
+    given = to_dict(env_cfg) if env_cfg is not None else {}
+    skip = {"obs_type", *(() if "ours" in (methods or ["ours"]) else PLANNING_KEYS)}
+    return all(saved_env.get(key) == value for key, value in given.items() if key not in skip)
+
+
+# Plan settings added after reports were written, at the values that plan as those reports did.
+LATER_DEFAULTS, LATER_COST_DEFAULTS = {"ensemble": []}, {"disagreement": 0.0}
+
+
+def with_later_defaults(config: dict) -> dict:
+    """A report's plan config with the settings it predates at the values it planned with."""
+    config = {**LATER_DEFAULTS, **config}
+    if isinstance(config.get("cost"), dict):
+        config["cost"] = {**LATER_COST_DEFAULTS, **config["cost"]}
+    return config
+
+
 def finished_report(cfg, out: Path) -> dict | None:
     """The result of an earlier run of this very plan config in ``out`` (same settings, same checkpoint file
     contents), as ``run_plan`` returns it (without per-episode records); None when there is none."""
@@ -318,7 +349,8 @@ def finished_report(cfg, out: Path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     wanted = {key: value for key, value in to_dict(cfg).items() if key != "env"}
-    if {key: value for key, value in config.items() if key != "env"} != wanted or \
+    if {key: value for key, value in with_later_defaults(config).items() if key != "env"} != wanted or \
+            not planned_with_env_settings(config.get("env") or {}, cfg.env, cfg.get("methods")) or \
             report.get("checkpoint_sha256") != checkpoint_sha256(cfg.checkpoint) or \
             report.get("ensemble_sha256") != ensemble_sha256(cfg).get("ensemble_sha256"):
         return None

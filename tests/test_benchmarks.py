@@ -199,7 +199,10 @@ def test_the_gap_table_puts_every_row_of_a_task_on_one_line_with_the_episodes_th
     shifts = dict(part.rsplit(" ", 1) for part in cells[12].split(", "))  # the shipped model, frames rendered here
     assert set(shifts) == {"waist", "hip", "knee", "ankle"} and all(float(v) > 0 for v in shifts.values())
     assert cells[14] == "foot 2, knee 1 of 2"
-    assert cells[15] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
+    joint, counts = cells[15].split(": ")  # ours' success where the goal moves that joint / keeps it
+    moved, kept = (part.split("% of ") for part in counts.split(" / "))
+    assert joint in shifts and int(moved[1]) + int(kept[1]) == 4
+    assert cells[16] == "cost; whole picture (oracle 50%)"  # decoded wins back half the gap; so does the whole pose
     assert (tmp_path / "gap.png").is_file()
 
 
@@ -632,3 +635,35 @@ def test_each_model_is_compared_with_random_and_the_oracle_deciding_as_often_as_
     default, other_rate = (suite.summarize_task(tmp_path, model, [0]) for model in ("default", "frameskip-3"))
     assert (default["random"], default["oracle"]) == (0.1, 1.0)
     assert (other_rate["random"], other_rate["oracle"]) == (0.2, 0.9)
+
+
+def test_a_study_plans_again_when_the_tasks_env_settings_changed_and_baselines_ignore_its_planning_cost(tmp_path,
+                                                                                                        monkeypatch):
+    from jepa_wm.config import compose, to_dict
+
+    planned = []
+    monkeypatch.setattr(_study, "run_plan", lambda cfg: planned.append(cfg) or {"rows": [row("ours", 0.5)]})
+
+    def saved(overrides, **env_changes):
+        cfg = to_dict(compose("plan", [*overrides, f"out={tmp_path}"]))
+        cfg["env"] = {**cfg["env"], **env_changes}  # as the report recorded the settings it planned in
+        tmp_path.joinpath("report.json").write_text(json.dumps({"results": [row("ours", 0.9)], "config": cfg}))
+
+    ours = ["checkpoint=model.ckpt", "env=reacher-easy"]
+    saved(ours)
+    assert _study.evaluate(tmp_path, ours)[0]["success_rate"] == 0.9 and not planned  # the same: reused
+    saved(ours, success_threshold=0.5)  # the task's success criterion changed since
+    assert _study.evaluate(tmp_path, ours)[0]["success_rate"] == 0.5 and len(planned) == 1
+    saved(ours, planning_cost=None)  # ours planned with another cost than the task now asks for
+    _study.evaluate(tmp_path, ours)
+    assert len(planned) == 2
+    baselines = ["env=reacher-easy", "baselines=true", "methods=[random,oracle]"]
+    saved(baselines, planning_cost=None)  # random and the oracle plan alike with any planning cost
+    _study.evaluate(tmp_path, baselines)
+    assert len(planned) == 2
+    saved([*baselines, "ensemble=[]"])
+    report = json.loads(tmp_path.joinpath("report.json").read_text())
+    del report["config"]["ensemble"], report["config"]["cost"]["disagreement"]  # a report from before those keys
+    tmp_path.joinpath("report.json").write_text(json.dumps(report))
+    _study.evaluate(tmp_path, ours[1:] + baselines[1:])
+    assert len(planned) == 2

@@ -393,6 +393,13 @@ def test_a_finished_plan_report_is_found_only_for_the_same_settings_and_checkpoi
     assert reused["rows"] == json.loads(json.dumps(result["rows"])) and reused["table"] == result["table"]
     assert reused["files"]["report"] == result["files"]["report"]
     assert finished_report(compose("plan", [*settings, "seed=1"]), tmp_path / "plan") is None
+    # planned in the same task under other env settings: not the same report either (it was once taken as one)
+    assert finished_report(compose("plan", [*settings, "env.episode_length=5"]), tmp_path / "plan") is None
+    assert finished_report(compose("plan", [*settings, "env.planning_cost=sum"]), tmp_path / "plan") is None
+    report = json.loads((tmp_path / "plan" / "report.json").read_text())
+    del report["config"]["ensemble"], report["config"]["cost"]["disagreement"]  # written before those settings
+    (tmp_path / "plan" / "report.json").write_text(json.dumps(report))
+    assert finished_report(compose("plan", settings), tmp_path / "plan")["rows"] == reused["rows"]
     torch.manual_seed(1)
     save_model_checkpoint(tiny_pixel_model(), checkpoint)  # other weights in the same file
     assert finished_report(compose("plan", settings), tmp_path / "plan") is None
@@ -507,3 +514,24 @@ def test_plan_with_an_ensemble_records_its_models_and_refuses_models_of_another_
     faster = save_model_checkpoint(tiny_pixel_model(64, "reacher-easy", "model.frameskip=3"), tmp_path / "f3.ckpt")
     with pytest.raises(ConfigError, match="acts every 3 env steps and the checkpoint every 5"):
         run_plan(compose("plan", plan_overrides(checkpoint, tmp_path / "x", f"ensemble=[{faster}]")))
+
+
+def test_goals_are_split_by_the_success_joints_they_ask_to_move_and_success_is_counted_on_each_side():
+    from jepa_wm.data.envs.tasks import wrap_angles
+    from jepa_wm.planning.evaluate import goal_moves, success_by_goal_move
+
+    env = make_env(env_config("finger-spin", obs_type="state"))
+    moves = goal_moves(env, 6, seed=0, split="dev")
+    for episode, names in enumerate(moves):
+        env.reset(seed=evaluation_seed(0, episode, "dev"))
+        start, goal = env.position(), env._goal_coordinates
+        errors = np.abs(wrap_angles(start - goal, env.angle_periods))  # the spinner modulo half a turn
+        assert names == [name for name, error in zip(env.coordinate_names, errors) if error > env.success_threshold]
+    assert any("hinge" in names for names in moves) and any("hinge" not in names for names in moves)
+    env.close()
+    assert goal_moves(make_env(env_config("reacher-easy", obs_type="state")), 2, seed=0) == [[], []]  # a position
+    split = success_by_goal_move([0, 1, 1, 1], [["hinge", "distal"], ["distal"], [], ["distal"]])
+    assert split == {"hinge": {"moved": [0, 1], "kept": [3, 3]}, "distal": {"moved": [2, 3], "kept": [1, 1]}}
+    assert "proximal" not in success_by_goal_move([1, 0], [["proximal"], ["proximal"]])  # every goal moves it: no split
+    with pytest.raises(ValueError, match="4 episodes reached or not, but 3 goals"):
+        success_by_goal_move([0, 1, 1, 1], [[], [], []])

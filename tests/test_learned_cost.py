@@ -101,6 +101,37 @@ def test_a_checkpoints_learned_cost_loads_safely_and_plans_by_default(tmp_path, 
     assert not torch.allclose(alone.make_cost(reacher_env, [reacher_env.reset(seed=0)[0]], [])(candidates), costs)
 
 
+def test_the_tasks_planning_cost_decides_what_auto_plans_with_even_for_a_checkpoint_older_than_the_key(tmp_path):
+    from jepa_wm.planning.experiment import run_plan
+
+    from jepa_wm.config import ConfigError
+    from tests.test_evaluation import plan_overrides
+
+    model = tiny_pixel_model()  # a reacher world model, as the three reacher tasks share
+    model.hparams["env"]["config"].pop("planning_cost", None)  # trained before env configs had the key
+    path = save_model_checkpoint(model, tmp_path / "model.ckpt")
+    episodes, _ = random_walk_episodes(episodes=6, steps=20)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["learned_cost"] = train_learned_cost(
+        episodes.repeat(1, 1, model.embed_dim * model.num_tokens // 4),
+        default_settings("hilbert", steps=20, batch_size=32)).to_checkpoint()
+    torch.save(checkpoint, path)
+
+    def planned_with(*extra):
+        return run_plan(compose("plan", plan_overrides(path, tmp_path / "-".join(extra or ["own"]), *extra)))["cost"]
+
+    alone, summed = "cost: learned hilbert distance", "cost: 1 x latent l2 + 1 x learned hilbert distance"
+    assert compose("plan", ["env=reacher-easy"]).env.planning_cost == "learned"  # chosen on dev episodes
+    assert compose("plan", ["env=reacher-offset25"]).env.planning_cost is None
+    assert planned_with() == alone  # the checkpoint's own task (reacher-easy), its choice as configs/env has it now
+    assert planned_with("env=reacher-hard") == alone
+    assert planned_with("env=reacher-offset25") == summed
+    assert planned_with("env.planning_cost=null") == summed  # given, it wins
+    assert planned_with("env=reacher-easy", "cost.name=sum") == summed  # a cost named on the command line wins
+    with pytest.raises(ConfigError, match="planning_cost=nearest is not one of sum, learned"):
+        planned_with("env.planning_cost=nearest")
+
+
 def test_a_learned_cost_is_refused_for_a_checkpoint_without_one(tmp_path):
     model = load_world_model(save_model_checkpoint(tiny_pixel_model(), tmp_path / "model.ckpt"))
     with pytest.raises(ValueError, match="cost.name=learned needs a checkpoint with a learned cost"):

@@ -199,7 +199,8 @@ def test_a_shipped_model_reaches_its_goals_where_random_actions_do_not(tmp_path)
 @pytest.mark.parametrize("name", SHIPPED)
 def test_every_shipped_model_carries_the_planning_cost_its_task_trains_with_and_its_card_says_which(name):
     """A task whose env config asks for another learned cost than the default (the decoded cost of point_mass-easy
-    and hopper-stand) plans with it: the shipped model must have been re-exported with it inside."""
+    and hopper-stand), or plans with it alone (planning_cost), plans so: the shipped model must have been
+    re-exported with both inside."""
     from jepa_wm.config import compose, load_group
 
     task_overrides = dict(item.split("=", 1) for item in load_group("env", name).get("train_overrides") or [])
@@ -207,4 +208,11 @@ def test_every_shipped_model_carries_the_planning_cost_its_task_trains_with_and_
     checkpoint = torch.load(jepa_wm.references.PRETRAINED_DIR / f"{name}.ckpt", map_location="cpu", weights_only=True)
     shipped = (checkpoint.get("learned_cost") or {}).get("kind", "none")
     assert shipped == jepa_wm.references.pretrained_card(name)["learned_cost"] == expected, \
+        f"rebuild the zoo: {jepa_wm.references.REBUILD_ZOO}"
+    # and how its task plans with it (the env config's planning_cost), inside the checkpoint and on the card
+    planning_cost = load_group("env", name).get("planning_cost")
+    assert checkpoint["hyper_parameters"]["env"]["config"].get("planning_cost") == planning_cost, \
+        f"rebuild the zoo: {jepa_wm.references.REBUILD_ZOO}"
+    card_says = jepa_wm.references.pretrained_card(name).get("planning_cost", "sum")  # the only way before the key
+    assert card_says == (planning_cost or "sum"), \
         f"rebuild the zoo: {jepa_wm.references.REBUILD_ZOO}"

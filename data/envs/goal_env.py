@@ -17,6 +17,7 @@ ensure_headless_rendering()
 from dm_control import suite  # noqa: E402  (must follow the rendering backend choice)
 from jepa_wm.data.envs.variation import SceneVariation, check_strengths  # noqa: E402
 from jepa_wm.data.envs.tasks import (  # noqa: E402
+    PLANNING_KEYS,
     GoalTask,
     check_suite_task,
     goal_task_for,
@@ -350,7 +351,7 @@ class GoalReachingEnv(gymnasium.Env):
         self._env.close()
 
 
-# Keys of an env config that are about training on the task, not about the env itself.
+# Keys of an env config that are about training on the task or planning in it, not about the env itself.
 TRAINING_KEYS = ("train_overrides",)
 
 
@@ -360,10 +361,13 @@ def make_env(env_cfg, **overrides) -> GoalReachingEnv:
     Settings the env (or dm_control under it) rejects raise ``ConfigError`` naming the env config: they are
     the user's input, so entry points print one line instead of a traceback.
     """
-    settings = {key: value for key, value in dict(env_cfg).items() if key not in TRAINING_KEYS}
+    settings = {key: value for key, value in dict(env_cfg).items() if key not in TRAINING_KEYS + PLANNING_KEYS}
     settings.update(overrides)
     try:
-        return GoalReachingEnv(**settings)
+        env = GoalReachingEnv(**settings)
+        # what cost.name=auto plans with in this task (null: the default, the learned cost + the latent distance)
+        env.planning_cost = dict(env_cfg).get("planning_cost")
+        return env
     except ConfigError:
         raise
     except TypeError as error:  # an unknown setting, e.g. +env.colour=red

@@ -201,6 +201,9 @@ def symmetry_pairs(joint_symmetry) -> tuple[tuple[int, int], ...]:
 # What a world model trained on one env config needs of another to plan in it: the same physics,
 # actions and camera. Evaluation settings (goals, success criterion, budget) may differ freely.
 DYNAMICS_KEYS = ("domain", "task", "action_repeat", "camera_id", "image_size")
+# Keys of an env config about planning in the task (what cost.name=auto means there), not about the env or its data:
+# datasets do not record them, and a checkpoint plans with its task's current choice unless given one.
+PLANNING_KEYS = ("planning_cost",)
 # Suite tasks with the same physics and observations (with the marker hidden): reacher's differ only
 # in the target's size, which our goals and hidden markers make irrelevant.
 SAME_DYNAMICS = {("reacher", "hard"): ("reacher", "easy")}

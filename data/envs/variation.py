@@ -49,8 +49,11 @@ def check_strengths(strengths) -> dict[str, float]:
 
 def recorded_env(env_cfg) -> dict:
     """An env config as a dataset records it: ``variation`` only when some factor is on, so that a config from
-    before the key and one with every strength 0 describe the same data (and a dataset resumes either way)."""
-    settings = dict(env_cfg)
+    before the key and one with every strength 0 describe the same data (and a dataset resumes either way); no
+    planning settings (``PLANNING_KEYS``), which choose how to plan in the task, not what the data holds."""
+    from jepa_wm.data.envs.tasks import PLANNING_KEYS
+
+    settings = {key: value for key, value in dict(env_cfg).items() if key not in PLANNING_KEYS}
     if not check_strengths(settings.get("variation")):
         settings.pop("variation", None)
     return settings
