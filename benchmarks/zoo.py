@@ -54,6 +54,7 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None
         raise ConfigError(f"the {task} model is {size / 2**20:.1f} MB, over the zoo's 5 MB budget; ship a smaller model")
     os.replace(exported, path)
     run_config = hparams["run_config"]
+    kind = (checkpoint.get("learned_cost") or {}).get("kind", "none")
     card = {
         "name": task, "task": task, "format": hparams["format"], "seed": seed,
         "command": "python benchmarks/zoo.py",
@@ -64,8 +65,8 @@ def export_task(cfg, task: str, group: str, seed: int, out: Path) -> dict | None
                  "policy": to_dict(compose("collect").policy), "collected_with": group},
         "model": {key: run_config["model"][key] for key in ("obs_type", "history", "frameskip")}
         | {"encoder": run_config["model"]["encoder"]["name"], "predictor": run_config["model"]["predictor"]["name"]},
-        "learned_cost": (checkpoint.get("learned_cost") or {}).get("kind", "none"),  # what cost.name=auto plans with,
-        "planning_cost": env_cfg.get("planning_cost") or "sum",  # alone (learned) or + the latent distance (sum)
+        "learned_cost": kind,  # what cost.name=auto plans with, alone (learned) or + the latent distance (sum):
+        "planning_cost": (env_cfg.get("planning_cost") or {}).get(kind, "sum"),  # the task's choice for this kind
         "test_success": {"rate": ours["success_rate"], "ci95": ours["ci95"], "episodes": ours["episodes"],
                          "split": ours["split"], "plan_seed": ours["seed"], "final_distance": ours["final_distance"]},
         "random_success": by_method["random"]["success_rate"], "oracle_success": by_method["oracle"]["success_rate"],

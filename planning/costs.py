@@ -122,20 +122,23 @@ COSTS.register("sum")(lambda model, cost_cfg: WeightedSum([
 TASK_COSTS = ("sum", "learned")  # what an env config's planning_cost may make cost.name=auto mean
 
 
-def build_objective(model, cost_cfg, task_cost: str | None = None) -> tuple[object, str]:
+def build_objective(model, cost_cfg, task_costs: dict | None = None) -> tuple[object, str]:
     """The objective a plan config's ``cost`` section asks for with this model, and a line saying which.
 
-    ``task_cost`` is the task's choice for ``auto`` (its env config's ``planning_cost``, chosen on dev episodes)
-    when the checkpoint has a learned cost: ``learned`` alone where its probe reads success best, else the sum."""
+    ``task_costs`` is the task's choice for ``auto`` per kind of learned cost (its env config's ``planning_cost``,
+    chosen on dev episodes, e.g. ``{decoded: learned}``): ``learned`` plans with the checkpoint's learned cost
+    alone, ``sum`` (and any kind the task did not choose for) with it + the latent distance."""
     name = cost_cfg["name"]
-    has_learned = getattr(model, "learned_cost", None) is not None
-    if task_cost is not None and task_cost not in TASK_COSTS:
-        raise ValueError(f"the env config's planning_cost={task_cost} is not one of {', '.join(TASK_COSTS)} "
-                         f"(what cost.name=auto plans with when the checkpoint has a learned cost)")
+    learned = getattr(model, "learned_cost", None)
+    choices = dict(task_costs or {})
+    for kind, choice in choices.items():
+        if choice not in TASK_COSTS:
+            raise ValueError(f"the env config's planning_cost.{kind}={choice} is not one of {', '.join(TASK_COSTS)} "
+                             f"(what cost.name=auto plans with when the checkpoint's learned cost is a {kind} one)")
     if name == AUTO:
-        name = (task_cost or AUTO_WITH_LEARNED) if has_learned else cost_cfg["distance"]
+        name = choices.get(learned.kind, AUTO_WITH_LEARNED) if learned is not None else cost_cfg["distance"]
     objective = COSTS[name](model, cost_cfg)
-    note = " (the checkpoint has no learned cost)" if cost_cfg["name"] == AUTO and not has_learned else ""
+    note = " (the checkpoint has no learned cost)" if cost_cfg["name"] == AUTO and learned is None else ""
     return objective, f"cost: {objective.describe()}{note}"
 
 
@@ -158,10 +161,10 @@ class LatentGoalCost:
         self._goal_embedding = None
 
     @classmethod
-    def from_config(cls, model, cost_cfg, task_cost: str | None = None) -> "LatentGoalCost":
+    def from_config(cls, model, cost_cfg, task_costs: dict | None = None) -> "LatentGoalCost":
         """From a plan config's ``cost`` section (``name``, ``distance``, weights, ``steps``, ``action_penalty``)
         and the task's choice for ``auto`` (``build_objective``)."""
-        objective, description = build_objective(model, cost_cfg, task_cost)
+        objective, description = build_objective(model, cost_cfg, task_costs)
         cost = cls(model, objective, cost_cfg["steps"], float(cost_cfg["action_penalty"]))
         cost.description = description
         return cost

@@ -76,7 +76,7 @@ def planning_env_settings(env_cfg, model) -> dict:
     requested["obs_type"] = model.cfg["obs_type"]
     for key in PLANNING_KEYS:  # not in the data the checkpoint was trained on: its task's choice as it stands
         if key not in requested and requested.get("name") in group_choices("env"):
-            requested[key] = load_group("env", requested["name"]).get(key)
+            requested[key] = to_dict(load_group("env", requested["name"])).get(key)
     differences = dynamics_differences(trained, requested)
     if differences:
         raise ConfigError(
@@ -147,13 +147,13 @@ def how_to_train_a_policy(checkpoint, model) -> str:
 ACTING = ("planner", "policy", "policy+planner")  # act=: the slow system, the fast one, or the fast seeding the slow
 
 
-def ensemble_cost(plan_cfg, model, members, task_cost: str | None = None) -> LatentGoalCost | EnsembleGoalCost:
+def ensemble_cost(plan_cfg, model, members, task_costs: dict | None = None) -> LatentGoalCost | EnsembleGoalCost:
     """The plan config's cost under ``model``, or, with ensemble ``members``, its mean under all of them
-    (``task_cost``: the env config's ``planning_cost``, what ``auto`` means in this task)."""
-    cost = LatentGoalCost.from_config(model, plan_cfg.cost, task_cost)
+    (``task_costs``: the env config's ``planning_cost``, what ``auto`` means in this task)."""
+    cost = LatentGoalCost.from_config(model, plan_cfg.cost, task_costs)
     if not members:
         return cost
-    costs = [cost] + [LatentGoalCost.from_config(member, plan_cfg.cost, task_cost) for member in members]
+    costs = [cost] + [LatentGoalCost.from_config(member, plan_cfg.cost, task_costs) for member in members]
     differing = sorted({member.description for member in costs} - {cost.description})
     if differing:
         raise ValueError(f"the ensemble's models plan with different costs ({cost.description}; {'; '.join(differing)}): "
@@ -180,10 +180,10 @@ def load_ensemble(plan_cfg, model, env, device: str) -> list:
 
 
 def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str, members=(),
-               task_cost: str | None = None) -> MPCController:
+               task_costs: dict | None = None) -> MPCController:
     """Our controller as ``act`` asks: MPC with the planner, the checkpoint's policy alone, or the policy's proposal
     seeding the planner (run with ``policy_planner``'s smaller budget). With ensemble ``members``, the planner's
-    cost is the mean over the checkpoint's model and theirs; ``task_cost`` is what ``cost.name=auto`` means in the
+    cost is the mean over the checkpoint's model and theirs; ``task_costs`` is what ``cost.name=auto`` means in the
     task (its env config's ``planning_cost``)."""
     if plan_cfg.act not in ACTING:
         raise ConfigError(f"unknown act={plan_cfg.act}{did_you_mean(plan_cfg.act, ACTING)} (choices: {', '.join(ACTING)})")
@@ -191,7 +191,7 @@ def build_ours(plan_cfg, model, action_dim: int, frameskip: int, device: str, me
         raise ConfigError(f"act={plan_cfg.act} needs a checkpoint with a policy, and {plan_cfg.checkpoint} has none: "
                           f"{how_to_train_a_policy(plan_cfg.checkpoint, model)}; or plan with act=planner")
     try:
-        cost = ensemble_cost(plan_cfg, model, members, task_cost)
+        cost = ensemble_cost(plan_cfg, model, members, task_costs)
         proposer = PolicyProposer(model, cost, plan_cfg.mpc.horizon) if "policy" in plan_cfg.act else None
     except ValueError as error:
         raise ConfigError(f"{'act' if 'policy' in str(error) else 'cost'} settings: {error}") from error

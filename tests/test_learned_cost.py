@@ -101,14 +101,13 @@ def test_a_checkpoints_learned_cost_loads_safely_and_plans_by_default(tmp_path, 
     assert not torch.allclose(alone.make_cost(reacher_env, [reacher_env.reset(seed=0)[0]], [])(candidates), costs)
 
 
-def test_the_tasks_planning_cost_decides_what_auto_plans_with_even_for_a_checkpoint_older_than_the_key(tmp_path):
+def test_the_tasks_planning_cost_decides_what_auto_plans_with_for_the_kind_of_learned_cost_it_was_chosen_for(tmp_path):
     from jepa_wm.planning.experiment import run_plan
 
     from jepa_wm.config import ConfigError
     from tests.test_evaluation import plan_overrides
 
     model = tiny_pixel_model()  # a reacher world model, as the three reacher tasks share
-    model.hparams["env"]["config"].pop("planning_cost", None)  # trained before env configs had the key
     path = save_model_checkpoint(model, tmp_path / "model.ckpt")
     episodes, _ = random_walk_episodes(episodes=6, steps=20)
     checkpoint = torch.load(path, weights_only=True)
@@ -121,15 +120,14 @@ def test_the_tasks_planning_cost_decides_what_auto_plans_with_even_for_a_checkpo
         return run_plan(compose("plan", plan_overrides(path, tmp_path / "-".join(extra or ["own"]), *extra)))["cost"]
 
     alone, summed = "cost: learned hilbert distance", "cost: 1 x latent l2 + 1 x learned hilbert distance"
-    assert compose("plan", ["env=reacher-easy"]).env.planning_cost == "learned"  # chosen on dev episodes
-    assert compose("plan", ["env=reacher-offset25"]).env.planning_cost is None
-    assert planned_with() == alone  # the checkpoint's own task (reacher-easy), its choice as configs/env has it now
-    assert planned_with("env=reacher-hard") == alone
-    assert planned_with("env=reacher-offset25") == summed
-    assert planned_with("env.planning_cost=null") == summed  # given, it wins
-    assert planned_with("env=reacher-easy", "cost.name=sum") == summed  # a cost named on the command line wins
-    with pytest.raises(ConfigError, match="planning_cost=nearest is not one of sum, learned"):
-        planned_with("env.planning_cost=nearest")
+    assert compose("plan", ["env=reacher-easy"]).env.planning_cost == {"decoded": "learned"}  # chosen on dev episodes
+    assert compose("plan", ["env=reacher-offset25"]).env.planning_cost == {}
+    assert planned_with() == summed  # reacher-easy chose for its decoded cost, not for any learned cost
+    assert planned_with("env.planning_cost={hilbert: learned}") == alone  # given, it wins
+    assert planned_with("env=reacher-hard", "env.planning_cost={hilbert: learned}") == alone
+    assert planned_with("env.planning_cost={hilbert: learned}", "cost.name=sum") == summed  # and a cost.name over it
+    with pytest.raises(ConfigError, match="planning_cost.hilbert=nearest is not one of sum, learned"):
+        planned_with("env.planning_cost={hilbert: nearest}")
 
 
 def test_a_learned_cost_is_refused_for_a_checkpoint_without_one(tmp_path):
@@ -278,6 +276,15 @@ def test_train_cost_decoded_stores_a_task_aware_cost_that_plans(tmp_path, reache
                                        "progress=false", "env.episode_length=3", "planner.samples=8",
                                        "planner.elites=2", "planner.iterations=1", f"out={tmp_path / 'plan'}"]))
     assert "learned decoded distance" in result["cost"] and result["rows"][0]["episodes"] == 1
+    # cost.name=auto: the decoded cost alone in reacher-easy (its env config's planning_cost, which the dataset the
+    # run trained on does not record: the task's choice as it stands), with the latent distance in reacher-offset25
+    assert "planning_cost" not in load_world_model(path).hparams["env"]["config"]
+    settings = ["episodes=1", "videos=0", "progress=false", "env.episode_length=3", "planner.samples=8",
+                "planner.elites=2", "planner.iterations=1"]
+    own = run_plan(compose("plan", [f"checkpoint={path}", *settings, f"out={tmp_path / 'own'}"]))
+    assert own["cost"] == "cost: learned decoded distance"
+    offset = run_plan(compose("plan", [f"checkpoint={path}", "env=reacher-offset25", *settings, f"out={tmp_path / 'o'}"]))
+    assert offset["cost"] == "cost: 1 x latent l2 + 1 x learned decoded distance"
 
 
 def test_a_new_cost_kind_is_one_registered_class_and_trains_ships_loads_resumes_and_plans(tmp_path, reacher_env,

@@ -365,8 +365,8 @@ def make_env(env_cfg, **overrides) -> GoalReachingEnv:
     settings.update(overrides)
     try:
         env = GoalReachingEnv(**settings)
-        # what cost.name=auto plans with in this task (null: the default, the learned cost + the latent distance)
-        env.planning_cost = dict(env_cfg).get("planning_cost")
+        # what cost.name=auto plans with in this task, per kind of learned cost (none: it + the latent distance)
+        env.planning_cost = dict(dict(env_cfg).get("planning_cost") or {})
         return env
     except ConfigError:
         raise
