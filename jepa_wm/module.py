@@ -15,12 +15,14 @@ import math
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
+from torch import nn
 from omegaconf import DictConfig, OmegaConf
 
 from jepa_wm.augment import FrameAugmentation
 from jepa_wm.decoder import PixelDecoder
 from jepa_wm.errors import NonFiniteLossError
 from jepa_wm.heads import head_keys
+from jepa_wm.learned_cost import success_targets
 from jepa_wm.metrics import distance_rank_correlation, effective_rank, embedding_std, linear_probe_r2
 from jepa_wm.regularizers import REGULARIZERS, token_groups
 from jepa_wm.world_model import WorldModel
@@ -35,6 +37,25 @@ PROBE_MAX_SAMPLES = 4096
 def upgrade_state_dict(state_dict: dict) -> dict:
     """A format-2 state dict with the world model's weights at the top -> format 3 (under ``world_model.``)."""
     return {f"world_model.{key}" if key.startswith(WORLD_MODEL_PARTS) else key: value for key, value in state_dict.items()}
+
+COORDINATE_HIDDEN = 256  # width of the head that decodes success coordinates (model.loss.coordinates)
+
+
+def success_periods(env: dict | None):
+    """The period of each success coordinate of the task a world model trains on (0: not an angle; see
+    ``success_targets``), from the env config its data was collected with."""
+    config = (env or {}).get("config")
+    if not config:
+        raise ValueError("model.loss.coordinates decodes the task's success coordinates, and this model was given no "
+                         "task (env=); train it on a dataset (jepa-wm train data.path=...), or set model.loss.coordinates=0")
+    from jepa_wm.data.envs import make_env
+
+    task = make_env(config)
+    try:
+        return task.angle_periods
+    finally:
+        task.close()
+
 
 class JEPAWorldModel(pl.LightningModule):
     """Trains a world model over observations of shape ``obs_shape`` and actions of size ``action_dim``.
@@ -69,6 +90,13 @@ class JEPAWorldModel(pl.LightningModule):
                 raise ValueError("model.decoder.enabled needs pixel observations (it reconstructs frames)")
             self.decoder = PixelDecoder(self.embed_dim * self.num_tokens, self.obs_shape[0], decoder_cfg["channels"])
         self.augmentation = FrameAugmentation.from_config(cfg.get("augment"), cfg["obs_type"])
+        self.coordinate_head = None
+        if cfg["loss"].get("coordinates", 0.0) > 0:
+            periods = success_periods(env)
+            self.register_buffer("coordinate_periods", torch.as_tensor(periods, dtype=torch.float32), persistent=False)
+            outputs = int(success_targets(torch.zeros(len(periods)), periods).shape[-1])
+            self.coordinate_head = nn.Sequential(nn.Linear(self.embed_dim * self.num_tokens, COORDINATE_HIDDEN),
+                                                 nn.GELU(), nn.Linear(COORDINATE_HIDDEN, outputs))
         self._probe_batches: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     # ----------------------------------------------------------------- the world model it trains
@@ -148,6 +176,14 @@ class JEPAWorldModel(pl.LightningModule):
             if weight > 0:
                 terms[name] = REGULARIZERS[name].compute(self, z, z_all, actions)
                 loss = loss + weight * terms[name]
+        if self.coordinate_head is not None:
+            # The task's success coordinates decoded from every encoding and from every open-loop prediction: the
+            # predictor learns to carry what success measures through the rollout (finger-spin's spinner through contact)
+            targets = success_targets(batch["position"], self.coordinate_periods)  # (B, L, T)
+            encoded = self.coordinate_head(z.flatten(2))  # (B, L, T)
+            predicted = self.coordinate_head(rolled.flatten(2))  # (B, K, T)
+            terms["coordinates"] = F.mse_loss(encoded, targets) + F.mse_loss(predicted, targets[:, history:])
+            loss = loss + loss_cfg["coordinates"] * terms["coordinates"]
         if self.decoder is not None:
             decoded_from = z.detach() if self.cfg["decoder"]["detach"] else z
             reconstruction = self.decoder(decoded_from.flatten(2))  # (B, L, H, W, 3) in [0, 1]

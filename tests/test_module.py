@@ -359,3 +359,28 @@ def test_decoder_detach_decides_whether_reconstruction_shapes_the_encoder(detach
     encoder_moved = any(p.grad is not None and p.grad.any() for p in model.encoder.parameters())
     assert any(p.grad is not None and p.grad.any() for p in model.decoder.parameters())
     assert encoder_moved == (not detach)
+
+
+def test_the_coordinates_loss_decodes_the_success_coordinates_from_encodings_and_from_open_loop_predictions():
+    from jepa_wm.config import load_group, to_dict
+
+    env = {"config": to_dict(load_group("env", "reacher-easy"))}  # success: the fingertip's x-y (no angles)
+    cfg = model_config("model.encoder.channels=[8,16,16,16]", "model.encoder.embed_dim=16", "model.loss.coordinates=1.0")
+    model = JEPAWorldModel(cfg, (64, 64, 3), 10, env=env)
+    batch = fake_batch(action_dim=10)
+    _, terms = model.compute_losses(batch)
+    with torch.no_grad():
+        z = model.encode(batch["obs"])
+        rolled = model.rollout(z[:, :2], batch["actions"][:, 1:], batch["actions"][:, :1])
+        expected = (F.mse_loss(model.coordinate_head(z.flatten(2)), batch["position"])
+                    + F.mse_loss(model.coordinate_head(rolled.flatten(2)), batch["position"][:, 2:]))
+    assert float(terms["coordinates"]) == pytest.approx(float(expected), rel=1e-5)
+    # the predictor learns from it: the term's gradient reaches the predictor's weights
+    model.zero_grad()
+    terms["coordinates"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.predictor.parameters())
+    finger = JEPAWorldModel(cfg, (64, 64, 3), 4, env={"config": to_dict(load_group("env", "finger-spin"))})
+    assert finger.coordinate_head[-1].out_features == 6  # three hinges, each as the sin and cos of its turn
+    assert small_pixel_model().coordinate_head is None  # off by default
+    with pytest.raises(ValueError, match="model.loss.coordinates decodes the task's success coordinates"):
+        JEPAWorldModel(cfg, (64, 64, 3), 10)
