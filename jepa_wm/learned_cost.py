@@ -243,6 +243,19 @@ def success_targets(coordinates: torch.Tensor, periods) -> torch.Tensor:
     return torch.cat([part for part in parts if part.shape[-1]], dim=-1)
 
 
+def coordinates_from_targets(targets: torch.Tensor, periods) -> torch.Tensor:
+    """The inverse of ``success_targets``: (..., T) probe outputs back to success coordinates (..., C), each angle
+    read from its sin and cos as a turn within its period."""
+    periods = torch.as_tensor(periods, dtype=torch.float32)
+    angle = periods > 0
+    plain, angles = int((~angle).sum()), int(angle.sum())
+    turns = torch.atan2(targets[..., plain:plain + angles], targets[..., plain + angles:plain + 2 * angles])
+    coordinates = torch.empty(*targets.shape[:-1], len(periods))
+    coordinates[..., ~angle] = targets[..., :plain].float()
+    coordinates[..., angle] = turns.float() * periods[angle] / (2 * torch.pi)
+    return coordinates
+
+
 def default_settings(kind: str = "hilbert", **changes) -> CostTrainingSettings:
     """The settings of ``configs/learned_cost/<kind>.yaml``, with ``changes``."""
     from jepa_wm.config import load_group, to_dict

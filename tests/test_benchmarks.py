@@ -667,3 +667,29 @@ def test_a_study_plans_again_when_the_tasks_env_settings_changed_and_baselines_i
     tmp_path.joinpath("report.json").write_text(json.dumps(report))
     _study.evaluate(tmp_path, ours[1:] + baselines[1:])
     assert len(planned) == 2
+
+
+def test_held_out_prediction_reads_each_success_coordinate_on_training_and_held_out_episodes(tmp_path,
+                                                                                             reacher_pixel_dataset,
+                                                                                             capsys):
+    import torch
+
+    import held_out_prediction
+    from tests.test_training import train
+
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(2000, 6, generator=generator)
+    targets = features[:, :2] @ torch.tensor([[1.0, -2.0], [0.5, 1.0]])  # a map the probe can learn
+    probe = held_out_prediction.fit_probe(features, targets, steps=400)
+    with torch.no_grad():
+        residual = (probe(features) - targets).pow(2).mean() / targets.var(0).mean()
+    assert residual < 0.05
+
+    run = train(reacher_pixel_dataset, tmp_path / "run", "learned_cost=none", steps=2, every=2)
+    held_out_prediction.main([f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"train={reacher_pixel_dataset}",
+                              f"held_out={reacher_pixel_dataset}", "windows=64"])
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| training") or
+            line.startswith("| held out")]
+    assert {tuple(row.split(" | ")[:3]) for row in rows} >= {("| training", "1", "finger x"), ("| held out", "5", "finger y")}
+    with pytest.raises(ConfigError, match="held_out= is required"):
+        held_out_prediction.main([f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"train={reacher_pixel_dataset}"])

@@ -378,3 +378,12 @@ def test_a_decoded_cost_counts_as_trained_with_the_settings_its_config_asks_for(
     stored = dataclasses.replace(asked, decoded_outputs=8).record()  # as train_cost_for_checkpoint stores it
     assert asked.decoded_outputs == 0 and stored_with({"settings": stored}, asked)
     assert not stored_with({"settings": {**stored, "hidden_dim": asked.hidden_dim * 2}}, asked)
+
+
+def test_coordinates_read_back_from_success_targets_are_the_coordinates_within_each_angles_period():
+    from jepa_wm.learned_cost import coordinates_from_targets, success_targets
+
+    periods = [0.0, 2 * math.pi, math.pi]  # a position, a hinge, a hinge that looks the same after half a turn
+    coordinates = torch.tensor([[0.3, 0.5, 2.0], [-2.0, 4.0, -1.2]])
+    back = coordinates_from_targets(success_targets(coordinates, periods), periods)
+    assert torch.allclose(back, torch.tensor([[0.3, 0.5, 2.0 - math.pi], [-2.0, 4.0 - 2 * math.pi, -1.2]]), atol=1e-5)
