@@ -60,12 +60,12 @@ class _Standardise(torch.nn.Module):
 def prediction_errors(model, episodes, probe, periods, steps: int, count: int, seed: int = 0):
     """Per drawn window: the probe's reading of the prediction ``steps`` ahead, the true coordinates there and at
     the window's last history frame (count, C) each."""
-    def draw(source):  # the same windows for embeddings and coordinates
-        return relabelled_examples(source, source if source is episodes.coordinates else episodes.goals,
-                                   episodes.actions, count, model.history, steps, model.frameskip,
+    def draw(history, goals):  # the same windows for embeddings and coordinates
+        return relabelled_examples(history, goals, episodes.actions, count, model.history, steps, model.frameskip,
                                    torch.Generator().manual_seed(seed), goal="block")
 
-    examples, coordinates = draw(episodes.history), draw(episodes.coordinates)
+    examples = draw(episodes.history, episodes.goals)
+    coordinates = draw(episodes.coordinates, episodes.coordinates)
     z_history = examples.z_history.reshape(count, model.history, model.num_tokens, model.embed_dim)
     with torch.no_grad():
         predicted = model.rollout(z_history, examples.actions, examples.past_actions)[:, -1].flatten(1)

@@ -163,9 +163,8 @@ def ensemble_cost(plan_cfg, model, members, task_costs: dict | None = None) -> L
 
 def load_ensemble(plan_cfg, model, env, device: str) -> list:
     """The world models ``ensemble=[...]`` names besides the checkpoint's: of its task, frameskip and actions."""
-    references = plan_cfg.get("ensemble") or []
     members = []
-    for reference in [references] if isinstance(references, str) else references:
+    for reference in plan_cfg.get("ensemble") or []:  # a list: the config refuses anything else
         member = load_world_model(reference, device=device)
         check_compatible(member, env)
         differences = dynamics_differences(checkpoint_env(model), checkpoint_env(member))
