@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 from jepa_wm.data.dataset import EpisodeStore, TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 
 from jepa_wm.errors import ConfigError
 
@@ -77,10 +77,17 @@ class TrajectoryDataModule(pl.LightningDataModule):
         }
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
+        sampler = None
+        if shuffle:
+            trainer = self.trainer
+            sampler = ResumableShuffle(dataset, self.batch_size, self.seed,
+                                       rank=trainer.global_rank if trainer else 0,
+                                       world_size=trainer.world_size if trainer else 1,
+                                       batches_done=self._batches_trained)
+        return (StepResumedLoader if shuffle else DataLoader)(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             drop_last=shuffle and len(dataset) >= self.batch_size,
             num_workers=self.num_workers,
             collate_fn=collate_windows,
@@ -93,6 +100,50 @@ class TrajectoryDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, shuffle=False)
+
+    def _batches_trained(self) -> int:
+        """Training batches this process has taken so far (restored with the step when a run resumes)."""
+        trainer = self.trainer
+        return trainer.global_step * trainer.accumulate_grad_batches if trainer else 0
+
+
+class StepResumedLoader(DataLoader):
+    """A loader whose place in the data is the trainer's step (see ``ResumableShuffle``): nothing else to save.
+
+    Lightning saves and restores the state of loaders that have one, and warns that any other loader
+    resumed mid-epoch is unreliable; this one resumes exactly from the restored step.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """The step, restored with the trainer's loops, already says where the stream goes on."""
+
+
+class ResumableShuffle(DistributedSampler):
+    """The training windows as a stream of passes, each pass a permutation seeded by (seed, pass), where
+    the position in the stream is the number of batches trained so far.
+
+    Why: a run stopped mid-epoch and resumed then draws exactly the batches an uninterrupted run would
+    have drawn next, in the same order (a plain shuffling loader starts the epoch again in a new order,
+    so some windows are trained on twice and others skipped). Each process of a multi-process run takes
+    its own share of every pass (``rank::world_size``, as ``DistributedSampler``); being one, this
+    sampler is kept as it is by Lightning under DDP. An iterator runs to the end of its pass; the next
+    one starts where training then is.
+    """
+
+    def __init__(self, dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1,
+                 batches_done=lambda: 0):
+        super().__init__(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed)
+        self.batch_size, self.batches_done = batch_size, batches_done
+
+    def __iter__(self):
+        per_pass = max(1, self.num_samples // self.batch_size)  # the loader drops a last, partial batch
+        done = self.batches_done()
+        self.set_epoch(done // per_pass)  # the pass, whatever epoch number the trainer sets
+        share = list(super().__iter__())
+        return iter(share[(done % per_pass) * self.batch_size:])
 
 
 def _ignore_interrupts(worker_id: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
@@ -217,6 +218,13 @@ class JEPAWorldModel(pl.LightningModule):
         differ from step to step: seeded by the global step."""
         return torch.Generator(device=device).manual_seed(self.global_step)
 
+    def process_step_generator(self, device) -> torch.Generator:
+        """Random numbers of this process at this step (augmentation): a function of the run's seed, the step
+        and the process, so a resumed run draws what an uninterrupted one would, and processes draw apart."""
+        entropy = [torch.initial_seed() % 2**63, self.global_step, self.global_rank]  # the seed set by the run
+        seed = int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) % 2**63
+        return torch.Generator(device=device).manual_seed(seed)
+
     def any_process(self, decision: bool) -> bool:
         """True on every process when ``decision`` is true on any (so all stop together, none hangs)."""
         if self.world_size == 1:
@@ -226,7 +234,8 @@ class JEPAWorldModel(pl.LightningModule):
     # ---------------------------------------------------------------------------------- training
     def training_step(self, batch, batch_index):
         if self.augmentation.active:
-            batch = {**batch, "obs": self.augmentation(batch["obs"])}
+            obs = batch["obs"]
+            batch = {**batch, "obs": self.augmentation(obs, self.process_step_generator(obs.device))}
         loss, terms = self.compute_losses(batch)
         self._stop_if_non_finite(batch, loss, terms)
         self._log_terms("train", terms, on_step=True)

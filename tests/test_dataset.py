@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from jepa_wm.data.actions import to_model_range as normalize_actions
-from jepa_wm.data.datamodule import TrajectoryDataModule
+from jepa_wm.data.datamodule import ResumableShuffle, TrajectoryDataModule
 from jepa_wm.data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
 from jepa_wm.data.storage import MANIFEST_NAME, DatasetError, file_sha256, sealed, shard_file
 from torch.utils.data import DataLoader
@@ -229,6 +229,32 @@ def test_datamodule_yields_train_and_val_batches_split_by_episode(reacher_pixel_
     assert module.describe() == {"config": manifest["env"], "action_low": [-1.0, -1.0], "action_high": [1.0, 1.0],
                                  "frameskip": 2, "dataset": str(reacher_pixel_dataset),
                                  "dataset_sha256": manifest["header_sha256"]}
+
+
+def batches_from(done, windows=10, batch=3, rank=0, world=1, count=8):
+    """``count`` batches of window indices drawn from the stream when ``done`` batches were trained."""
+    sampler = ResumableShuffle(range(windows), batch, seed=7, rank=rank, world_size=world, batches_done=lambda: done)
+    batches, position = [], done
+    while len(batches) < count:
+        loader = DataLoader(range(windows), batch_size=batch, sampler=sampler, drop_last=True)
+        for batch_ in loader:  # one iterator per epoch, as the trainer makes them
+            batches.append(batch_.tolist())
+            position += 1
+            if len(batches) == count:
+                break
+        sampler.batches_done = lambda position=position: position
+    return batches
+
+
+def test_the_training_stream_goes_on_from_the_batches_trained_in_passes_of_seeded_permutations():
+    whole = batches_from(0, count=12)  # 10 windows, batches of 3: 3 batches per pass (the 10th window left out)
+    for done in (1, 2, 4, 7):
+        assert batches_from(done, count=12 - done) == whole[done:]  # a resumed run draws what comes next
+    passes = [sorted(sum(whole[i:i + 3], [])) for i in range(0, 12, 3)]
+    assert all(len(set(windows)) == 9 for windows in passes)  # no window twice in a pass
+    assert len({tuple(sum(whole[i:i + 3], [])) for i in range(0, 12, 3)}) == 4  # each pass its own order
+    shares = [sum(batches_from(0, windows=12, batch=2, rank=rank, world=2, count=3), []) for rank in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == list(range(12))  # two processes: disjoint shares of one pass
 
 
 def test_datamodule_over_states_yields_float_batches(reacher_state_dataset):

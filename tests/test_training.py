@@ -86,6 +86,25 @@ def test_resume_in_a_copied_directory_continues_in_place_with_the_whole_history(
     assert best_before["global_step"] in (4, 8)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_run_resumed_mid_epoch_ends_with_exactly_the_weights_of_the_run_never_stopped(tmp_path, reacher_pixel_dataset,
+                                                                                         workers):
+    """Stopped at steps 6 (in the first pass over the windows) and 22 (in the second), resumed each time:
+    the same batches in the same order, the same augmentation draws, so the very same weights."""
+    windows = ["model.frameskip=1", "model.augment.shift=2", "model.augment.colour=0.2",  # 18 batches per pass
+               f"data.num_workers={workers}"]
+    whole = train(reacher_pixel_dataset, tmp_path / "whole", *windows, "checkpoints_at=[6,22]", steps=26, every=8)
+    for stop in (6, 22):
+        stopped = shutil.copytree(whole, tmp_path / f"stopped-{stop}")
+        shutil.copyfile(whole / "checkpoints" / f"step-{stop}.ckpt", stopped / "checkpoints" / "last.ckpt")
+        train(reacher_pixel_dataset, stopped, *windows, "checkpoints_at=[6,22]", "resume=true", steps=26, every=8)
+        expected = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        resumed = torch.load(stopped / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+        assert expected.keys() == resumed.keys()
+        different = [name for name in expected if not torch.equal(expected[name], resumed[name])]
+        assert not different, f"resumed at step {stop}: {different[:5]}"
+
+
 def test_resume_applies_a_new_learning_rate_and_records_it(tmp_path, reacher_pixel_dataset):
     run = train(reacher_pixel_dataset, tmp_path / "run", "model.optim.warmup_steps=1", steps=4, every=4)
     train(reacher_pixel_dataset, run, "resume=true", "model.optim.lr=0.004", "model.optim.warmup_steps=1",
