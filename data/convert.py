@@ -146,16 +146,22 @@ def convert_dataset(path, out=None) -> dict[str, Any]:
     check_shard_names(source / MANIFEST_NAME, manifest["shards"], suffix=".npz")
     if target != source:
         check_output_directory(target)
-        if (target / MANIFEST_NAME).exists():
-            raise DatasetError(f"out={target} already holds a dataset; pass a new directory for the converted dataset")
-        strangers = [entry.name for entry in target.iterdir() if entry.name not in (PROGRESS_NAME)
-                     and not is_temporary_of(entry.name, DATASET_FILES)] if target.is_dir() else []
-        if strangers and not (target / PROGRESS_NAME).exists():
-            raise DatasetError(f"out={target} is not empty ({', '.join(sorted(strangers)[:3])}); pass a new or empty "
-                               f"directory for the converted dataset")
-        target.mkdir(parents=True, exist_ok=True)
-    with DirectoryLock(target, "a dataset conversion"):
+        target.mkdir(parents=True, exist_ok=True)  # (a directory that had to be made is empty: nothing is refused then)
+    with DirectoryLock(target, "a dataset conversion"):  # first: a conversion at work there is named as such
+        if target != source:
+            _check_conversion_target(target)
         return _convert_locked(source, target, manifest)
+
+
+def _check_conversion_target(target: Path) -> None:
+    """A new or empty directory, or one this conversion was interrupted in (its progress file)."""
+    if (target / MANIFEST_NAME).exists():
+        raise DatasetError(f"out={target} already holds a dataset; pass a new directory for the converted dataset")
+    strangers = [entry.name for entry in target.iterdir() if entry.name not in (PROGRESS_NAME)
+                 and not is_temporary_of(entry.name, DATASET_FILES)]
+    if strangers and not (target / PROGRESS_NAME).exists():
+        raise DatasetError(f"out={target} is not empty ({', '.join(sorted(strangers)[:3])}); pass a new or empty "
+                           f"directory for the converted dataset")
 
 
 def _convert_locked(source: Path, target: Path, manifest: dict[str, Any]) -> dict[str, Any]:

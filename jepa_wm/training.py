@@ -536,6 +536,9 @@ def _fit(cfg: DictConfig, datamodule, callbacks, out: Path) -> Path:
                           f"set eval.every_n_steps (e.g. =500) or choose a val/ metric")
     resume_from = out / "checkpoints" / "last.ckpt"
     check_output_directory(out)
+    if out.is_dir() and pl.utilities.rank_zero_only.rank == 0:  # (the other processes start under rank 0's lock)
+        with DirectoryLock(out, "a training run"):
+            pass  # a run at work in out= is named as such, before its files are judged below as another run's
     if cfg.resume and not resume_from.is_file():
         raise ConfigError(f"resume=true but {resume_from} does not exist; drop resume or point out= at an earlier run")
     if not cfg.resume and resume_from.is_file():

@@ -171,6 +171,23 @@ def test_two_collections_started_together_into_one_directory_leave_one_sound_dat
         assert np.array_equal(together.episode(episode)["obs"], alone.episode(episode)["obs"])
 
 
+def test_a_writer_at_work_is_named_as_such_before_its_files_are_judged(tmp_path, reacher_env_cfg,
+                                                                      reacher_pixel_dataset):
+    """A collection's first shard before its manifest, a run's first checkpoint: a second writer started then
+    is told the directory is in use (not that it holds strangers or another run), and writes nothing."""
+    busy = tmp_path / "busy"
+    (busy / "checkpoints").mkdir(parents=True)
+    (busy / "shard-00000.pixels.npy").write_bytes(b"being written")
+    (busy / "checkpoints" / "best.ckpt").write_bytes(b"being written")
+    before = snapshot(busy)
+    with DirectoryLock(busy, "a dataset"):
+        with pytest.raises(ConfigError, match="is in use"):
+            small_collection(reacher_env_cfg, busy)
+        with pytest.raises(ConfigError, match="is in use"):
+            train(reacher_pixel_dataset, busy)
+    assert snapshot(busy) == before
+
+
 def test_collection_and_conversion_never_delete_or_write_among_a_users_files(tmp_path, reacher_env_cfg,
                                                                                reacher_pixel_dataset, capsys, monkeypatch):
     dataset = small_collection(reacher_env_cfg, tmp_path / "dataset")
