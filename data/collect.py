@@ -167,9 +167,9 @@ def collect(
     header = dataset_header(env_cfg, steps_per_episode, policy, seed, episodes, episodes_per_shard)
     out.mkdir(parents=True, exist_ok=True)  # (a directory that had to be made is empty: nothing is refused then)
     with DirectoryLock(out, "a dataset"):  # first, so a collection at work there is named as such, not as strangers
-        if not (out / MANIFEST_NAME).exists() and any(_user_files(out)):
-            raise ConfigError(f"out={out} is not empty and holds no jepa-wm dataset "
-                              f"({', '.join(sorted(_user_files(out))[:3])}...); collect into a new or empty directory")
+        if not (out / MANIFEST_NAME).exists() and (found := sorted(_user_files(out))):
+            raise ConfigError(f"out={out} is not empty and holds no jepa-wm dataset ({', '.join(found[:3])}...); "
+                              f"collect into a new or empty directory")
         return _collect_locked(out, header, env_cfg, policy, seed, steps_per_episode, episodes, episodes_per_shard,
                                workers, progress)
 

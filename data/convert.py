@@ -157,7 +157,7 @@ def _check_conversion_target(target: Path) -> None:
     """A new or empty directory, or one this conversion was interrupted in (its progress file)."""
     if (target / MANIFEST_NAME).exists():
         raise DatasetError(f"out={target} already holds a dataset; pass a new directory for the converted dataset")
-    strangers = [entry.name for entry in target.iterdir() if entry.name not in (PROGRESS_NAME)
+    strangers = [entry.name for entry in target.iterdir() if entry.name != PROGRESS_NAME
                  and not is_temporary_of(entry.name, DATASET_FILES)]
     if strangers and not (target / PROGRESS_NAME).exists():
         raise DatasetError(f"out={target} is not empty ({', '.join(sorted(strangers)[:3])}); pass a new or empty "

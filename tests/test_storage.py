@@ -267,6 +267,18 @@ def test_conversion_into_another_directory_leaves_the_source_as_it_was(tmp_path,
         convert_dataset(old, tmp_path / "new")
 
 
+def test_conversion_refuses_a_directory_holding_a_users_file_named_like_part_of_its_progress_file(
+        tmp_path, reacher_pixel_dataset):
+    old = write_format1(reacher_pixel_dataset, tmp_path / "old")
+    target = tmp_path / "new"
+    target.mkdir()
+    (target / "progress").write_text("mine")  # a user's file, only a part of the progress file's name
+    before = snapshot(target)
+    with pytest.raises(DatasetError, match="is not empty .progress."):
+        convert_dataset(old, target)
+    assert snapshot(target) == before
+
+
 def test_conversion_refuses_a_corrupt_format1_shard_and_changes_nothing(tmp_path, reacher_pixel_dataset):
     old = write_format1(reacher_pixel_dataset, tmp_path / "old")
     shard = old / "shard-00001.npz"
