@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import signal
-from pathlib import Path
 
 import pytorch_lightning as pl
 from jepa_wm.data.dataset import EpisodeStore, TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
@@ -48,7 +48,7 @@ class TrajectoryDataModule(pl.LightningDataModule):
             self.val_set = TrajectoryWindowDataset(episodes, val_ids, self.num_frames, self.frameskip)
         except ValueError as error:
             raise ConfigError(f"model.history + model.rollout_steps = {self.num_frames} frames at model.frameskip "
-                              f"{self.frameskip} do not fit the data in {self.path}: {error}") from error
+                              f"{self.frameskip} do not fit the data in {episodes.path}: {error}") from error
         self.episodes = episodes
 
     @property
@@ -65,15 +65,20 @@ class TrajectoryDataModule(pl.LightningDataModule):
         return self.episodes.physics_size
 
     def describe(self) -> dict:
-        """What a trained model must remember about its data to plan in the same task."""
-        manifest = self.episodes.manifest
+        """What a trained model must remember about its data to plan in the same task.
+
+        ``dataset`` is the directory (a list of them for several datasets); ``dataset_sha256`` names the data
+        (resume refuses other data): the manifest header's hash, or for several datasets the hash of theirs in
+        order (the order numbers the episodes, so it decides the train/val split)."""
+        manifest, paths = self.episodes.manifest, [str(path.resolve()) for path in self.episodes.paths]
+        headers = [part["header_sha256"] for part in self.episodes.manifests]
         return {
             "config": manifest["env"],
             "action_low": manifest["action"]["low"],
             "action_high": manifest["action"]["high"],
             "frameskip": self.frameskip,
-            "dataset": str(Path(self.path).resolve()),
-            "dataset_sha256": manifest["header_sha256"],  # which dataset: resume refuses another
+            "dataset": paths[0] if len(paths) == 1 else paths,
+            "dataset_sha256": headers[0] if len(headers) == 1 else hashlib.sha256(" ".join(headers).encode()).hexdigest(),
         }
 
     def _loader(self, dataset, shuffle: bool) -> DataLoader:

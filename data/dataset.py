@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections import OrderedDict
@@ -37,31 +38,43 @@ class EpisodeStore:
     kernel's 64 KiB fault-around, as this process's memory: BENCHMARKS.md, "Data loading").
     """
 
-    def __init__(self, path, manifest: dict, shards: dict[str, dict[str, ArrayFile]], obs_type: str):
-        self.path, self.manifest, self.obs_type = Path(path), manifest, obs_type
-        names, sizes = sorted(shards), []
-        for name in names:
-            first, last = manifest["shards"][name]["episodes"]
-            if first != sum(sizes) or last <= first:
-                raise DatasetError(
-                    f"{self.path / MANIFEST_NAME}: shard {name} holds episodes [{first}, {last}), but the shards "
-                    f"before it end at episode {sum(sizes)}; the manifest was edited: recollect the dataset"
-                )
-            sizes.append(last - first)
+    def __init__(self, parts: Sequence[tuple[Path, dict, dict[str, dict[str, ArrayFile]]]], obs_type: str):
+        """``parts``: (directory, manifest, verified shards) of each dataset, in order (``load_episodes`` checks
+        that they hold episodes of one task); their episodes are numbered one after another."""
+        self.paths = tuple(Path(path) for path, _, _ in parts)
+        self.manifests = tuple(manifest for _, manifest, _ in parts)
+        self.manifest, self.obs_type = parts[0][1], obs_type  # the task's: every part's agree (load_episodes)
         self._keys = (obs_type, "action", "physics", "position")  # the arrays a window needs, in this order
-        files = [[shards[name][key] for key in self._keys] for name in names]
+        files, sizes = [], []
+        for path, manifest, shards in parts:
+            part_sizes = []
+            for name in sorted(shards):
+                first, last = manifest["shards"][name]["episodes"]
+                if first != sum(part_sizes) or last <= first:
+                    raise DatasetError(
+                        f"{Path(path) / MANIFEST_NAME}: shard {name} holds episodes [{first}, {last}), but the shards "
+                        f"before it end at episode {sum(part_sizes)}; the manifest was edited: recollect the dataset"
+                    )
+                part_sizes.append(last - first)
+                files.append([shards[name][key] for key in self._keys])
+            sizes += part_sizes
         self._paths = [tuple(file.path for file in row) for row in files]  # by shard: the 4 file paths
         self._offsets = np.array([[file.offset for file in row] for row in files], np.int64).reshape(-1, 4)  # (S, 4)
-        # Episodes of every shard have the same shapes (checked against the manifest), so these are shared:
+        # Episodes of every shard have the same shapes (checked against the manifests, which agree), so these are shared:
         self._step_bytes = np.array([file.item_bytes for file in files[0]], np.int64) if files else np.zeros(4, np.int64)
         self._row_bytes = self._step_bytes * np.array([file.shape[1] for file in files[0]] if files else [0] * 4)
-        self._shard_of = np.repeat(np.arange(len(names)), sizes)  # (E,) shard position of each episode
+        self._shard_of = np.repeat(np.arange(len(files)), sizes)  # (E,) shard position of each episode
         self._row = np.concatenate([np.arange(size) for size in sizes]) if sizes else np.zeros(0, np.int64)  # (E,)
-        action = manifest["action"]
+        action = self.manifest["action"]
         self._low, self._high = action["low"], action["high"]
         self._fds: OrderedDict[int, tuple[int, ...]] = OrderedDict()  # shard -> descriptors, least recent first
         self._fd_paths: dict[int, str] = {}  # descriptor -> path, for error messages
         self._pid = os.getpid()
+
+    @property
+    def path(self) -> str:
+        """The dataset's directory, or its directories joined by ' + ': what messages name."""
+        return " + ".join(str(path) for path in self.paths)
 
     # ------------------------------------------------------------------------------------- shapes
     @property
@@ -209,8 +222,49 @@ class EpisodeStore:
         return state
 
 
-def load_episodes(path: str | Path, obs_type: str) -> EpisodeStore:
-    """Open the dataset at ``path`` for reading ``obs_type`` windows, after checking every shard file."""
+def dataset_paths(path) -> list[Path]:
+    """``data.path`` as a list of dataset directories: one path, or a list of them (``data.path=[a,b]``)."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or not all(isinstance(item, (str, Path)) and str(item) for item in paths):
+        raise ConfigError(f"data.path={path!r} names no dataset; pass a dataset directory or a list of them "
+                          f"(data.path=[datasets/a,datasets/b])")
+    return [Path(item) for item in paths]
+
+
+# What two datasets must share for their episodes to train one model: the task, its actions, the observations,
+# the episode length and the simulator's state layout. The collection seed and policy may differ.
+SAME_TASK_KEYS = ("env", "action", "action_repeat", "steps_per_episode", "physics_size", "position_size")
+
+
+def load_episodes(path, obs_type: str) -> EpisodeStore:
+    """Open the dataset at ``path`` (or the datasets of a list, their episodes one after another) for reading
+    ``obs_type`` windows, after checking every shard file and that the datasets hold distinct episodes of one
+    task."""
+    paths = dataset_paths(path)
+    parts = [(path, _readable_manifest(path, obs_type)) for path in paths]
+    (first_path, first), names = parts[0], {}
+    for other_path, other in parts[1:]:
+        differing = [key for key in SAME_TASK_KEYS if other.get(key) != first.get(key)]
+        if other["observations"].get(obs_type) != first["observations"].get(obs_type):
+            differing.append(f"observations.{obs_type}")
+        if differing:
+            raise DatasetError(f"datasets {first_path} and {other_path} hold episodes of different tasks or formats "
+                               f"({', '.join(differing)} differ); train on datasets collected with one env config")
+    for path, manifest in parts:
+        # Episode i of a collection depends on (seed, i) and the policy alone: two datasets of one seed and policy
+        # share their first episodes, which would sit on both sides of the train/val split.
+        origin = json.dumps([manifest.get("seed"), manifest.get("policy"), manifest.get("header_sha256")
+                             if manifest.get("seed") is None else None], sort_keys=True)
+        if origin in names:
+            raise DatasetError(f"datasets {names[origin]} and {path} were collected with the same seed and policy, so "
+                               f"they share their first episodes; collect the extra data with another seed= "
+                               f"(jepa-wm collect seed=N out=...)")
+        names[origin] = path
+    return EpisodeStore([(path, manifest, verify_shards(path, manifest)) for path, manifest in parts], obs_type)
+
+
+def _readable_manifest(path: Path, obs_type: str) -> dict:
+    """The manifest of a complete dataset at ``path`` that holds ``obs_type`` observations."""
     manifest = load_manifest(path)
     dropped = manifest.get("dropped_observations", {})
     if obs_type in dropped:
@@ -231,7 +285,7 @@ def load_episodes(path: str | Path, obs_type: str) -> EpisodeStore:
             f"dataset {path} is incomplete: {finished} of {manifest['episodes']} episodes were collected "
             f"(the collection was interrupted); rerun the same collect command to finish it"
         )
-    return EpisodeStore(path, manifest, verify_shards(path, manifest), obs_type)
+    return manifest
 
 
 def split_episodes(num_episodes: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

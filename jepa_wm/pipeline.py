@@ -85,6 +85,8 @@ def train_config(argv) -> DictConfig:
     """``configs/train.yaml`` with the dataset's task overrides (see ``configs/env/*.yaml``) first and
     the command line after them, so a user's setting always wins over the task's."""
     dataset = dict(parse_overrides(argv)).get("data.path")  # composed once, with the task's settings first
+    if dataset is not None and isinstance(decode_value(dataset), list):  # data.path=[a,b]: datasets of one task
+        dataset = (decode_value(dataset) or [None])[0]  # (training refuses them otherwise)
     task = task_train_overrides(dataset) if dataset else []
     return compose("train", [*task, *argv])
 
@@ -265,17 +267,20 @@ def embed_episodes(model, store, episode_ids, batch_episodes: int = 4) -> Embedd
     return EmbeddedEpisodes(**{name: torch.cat(values) for name, values in parts.items()})
 
 
-def recorded_dataset(model, checkpoint: Path) -> Path:
-    """The dataset a checkpoint says its model was trained on. Runs before this version recorded the path as
-    given (relative to where training ran): it is looked for from here, then from the checkpoint's folders up."""
+def recorded_dataset(model, checkpoint: Path) -> Path | list[Path]:
+    """The dataset a checkpoint says its model was trained on (a list for several datasets). Runs before this
+    version recorded the path as given (relative to where training ran): it is looked for from here, then from
+    the checkpoint's folders up."""
     recorded = model.hparams["env"].get("dataset")
     if not recorded:
         raise ConfigError(f"{checkpoint} does not record its dataset; pass data.path=DATASET")
-    recorded = Path(recorded)
-    for base in (Path.cwd(), *Path(checkpoint).resolve().parents):
-        if (base / recorded).is_dir():
-            return base / recorded
-    raise ConfigError(f"{checkpoint} was trained on {recorded}, which is not here; pass data.path=DATASET")
+    found = []
+    for path in map(Path, [recorded] if isinstance(recorded, str) else recorded):
+        bases = [base for base in (Path.cwd(), *Path(checkpoint).resolve().parents) if (base / path).is_dir()]
+        if not bases:
+            raise ConfigError(f"{checkpoint} was trained on {path}, which is not here; pass data.path=DATASET")
+        found.append(bases[0] / path)
+    return found[0] if isinstance(recorded, str) else found
 
 
 def train_into_checkpoint(path, key: str, build, dataset=None, out=None, progress: bool = True,

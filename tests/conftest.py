@@ -27,6 +27,13 @@ def reacher_pixel_dataset(tmp_path_factory, reacher_env_cfg):
 
 
 @pytest.fixture(scope="session")
+def reacher_second_seed_dataset(tmp_path_factory, reacher_env_cfg):
+    """4 more episodes like ``reacher_pixel_dataset``'s, collected with seed 1 in shards of 3: more data of its task."""
+    return collect(reacher_env_cfg, tmp_path_factory.mktemp("reacher-seed-1"), episodes=4, steps_per_episode=30,
+                   policy=OU_POLICY, seed=1, workers=1, episodes_per_shard=3, progress=False)
+
+
+@pytest.fixture(scope="session")
 def reacher_state_dataset(tmp_path_factory, reacher_env_cfg):
     """The same episodes (same seed, identical trajectories) with state vectors only, no pixels."""
     out = tmp_path_factory.mktemp("reacher-states")

@@ -12,6 +12,7 @@ from jepa_wm.data.actions import to_model_range as normalize_actions
 from jepa_wm.data.datamodule import ResumableShuffle, TrajectoryDataModule
 from jepa_wm.data.dataset import TrajectoryWindowDataset, collate_windows, load_episodes, split_episodes
 from jepa_wm.data.storage import MANIFEST_NAME, DatasetError, file_sha256, sealed, shard_file
+from jepa_wm.errors import ConfigError
 from torch.utils.data import DataLoader
 
 
@@ -341,3 +342,54 @@ def test_missing_or_broken_manifest_names_the_directory(dataset_copy, tmp_path):
     (dataset_copy / MANIFEST_NAME).write_text('{"format_version": 2, "shards"')
     with pytest.raises(DatasetError, match="manifest.json is not valid JSON"):
         load_episodes(dataset_copy, "pixels")
+
+
+# ------------------------------------------------------------------------------------- several datasets
+def test_several_datasets_serve_their_episodes_one_after_another(reacher_pixel_dataset, reacher_second_seed_dataset):
+    first, second = load_episodes(reacher_pixel_dataset, "pixels"), load_episodes(reacher_second_seed_dataset, "pixels")
+    both = load_episodes([str(reacher_pixel_dataset), reacher_second_seed_dataset], "pixels")
+    assert both.num_episodes == 6 + 4 and both.paths == (reacher_pixel_dataset, reacher_second_seed_dataset)
+    for index in range(both.num_episodes):
+        part, local = (first, index) if index < 6 else (second, index - 6)
+        for key, values in both.episode(index).items():
+            np.testing.assert_array_equal(values, part.episode(local)[key])
+    # one batch from both: each window is its own dataset's
+    windows = both.read_windows([5, 6, 9], [3, 0, 7], 4, 2)
+    np.testing.assert_array_equal(windows["obs"][1], second.read_windows([0], [0], 4, 2)["obs"][0])
+    np.testing.assert_array_equal(windows["obs"][2], second.read_windows([3], [7], 4, 2)["obs"][0])
+    np.testing.assert_array_equal(windows["actions"][0], first.read_windows([5], [3], 4, 2)["actions"][0])
+
+
+def test_datasets_that_share_episodes_are_refused(reacher_pixel_dataset, tmp_path):
+    """A seed's episode i is the same whatever the dataset's size: a second dataset of the same seed would put
+    the same episodes on both sides of the train/val split."""
+    copy = shutil.copytree(reacher_pixel_dataset, tmp_path / "copy")
+    for paths in ([reacher_pixel_dataset, copy], [reacher_pixel_dataset, reacher_pixel_dataset]):
+        with pytest.raises(DatasetError, match="same seed and policy.*another seed="):
+            load_episodes(paths, "pixels")
+
+
+def test_datasets_of_different_tasks_are_refused_naming_what_differs(reacher_pixel_dataset, tmp_path,
+                                                                    reacher_env_cfg):
+    from jepa_wm.data.collect import collect
+
+    other = collect({**reacher_env_cfg, "action_repeat": 3}, tmp_path / "repeat-3", episodes=2, steps_per_episode=30,
+                    policy={"name": "random"}, seed=2, workers=1, progress=False)
+    with pytest.raises(DatasetError, match=r"different tasks.*\(env, action_repeat differ\)"):
+        load_episodes([reacher_pixel_dataset, other], "pixels")
+    with pytest.raises(ConfigError, match="names no dataset"):
+        load_episodes([], "pixels")
+
+
+def test_the_datamodule_over_several_datasets_records_them_and_splits_their_episodes(reacher_pixel_dataset,
+                                                                                      reacher_second_seed_dataset):
+    module = TrajectoryDataModule([reacher_pixel_dataset, reacher_second_seed_dataset], "pixels", num_frames=7,
+                                  frameskip=5, batch_size=2, val_fraction=0.2, seed=0)
+    module.setup()
+    assert len(module.train_set) + len(module.val_set) == 10  # one window per 30-step episode
+    single = TrajectoryDataModule(reacher_pixel_dataset, "pixels", num_frames=7, frameskip=5)
+    single.setup()
+    described = module.describe()
+    assert described["dataset"] == [str(reacher_pixel_dataset.resolve()), str(reacher_second_seed_dataset.resolve())]
+    assert described["dataset_sha256"] != single.describe()["dataset_sha256"]  # resume tells the data apart
+    assert single.describe()["dataset"] == str(reacher_pixel_dataset.resolve())

@@ -128,6 +128,27 @@ def test_resume_refuses_an_architecture_change_naming_the_keys_and_changes_nothi
     assert after == before
 
 
+def test_a_model_trains_on_several_datasets_records_them_and_resumes_only_on_the_same_data(
+        tmp_path, reacher_pixel_dataset, reacher_second_seed_dataset):
+    """More data without collecting again: data.path=[a,b] trains on both; the learned cost trained after the
+    world model finds both from the checkpoint; a resume on other data (one of them) is refused."""
+    from jepa_wm.pipeline import train_config
+
+    both = f"[{reacher_pixel_dataset},{reacher_second_seed_dataset}]"
+    overrides = tiny_run(both, tmp_path / "run", "learned_cost=hilbert", "learned_cost.steps=5",
+                         "learned_cost.batch_size=16", steps=4, every=4)
+    run = train_from_config(train_config(overrides))
+    model = load_world_model(run / "checkpoints" / "last.ckpt")
+    assert model.hparams["env"]["dataset"] == [str(reacher_pixel_dataset), str(reacher_second_seed_dataset)]
+    assert model.learned_cost is not None and model.learned_cost.kind == "hilbert"
+    before = (run / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(ConfigError, match="resume=true cannot change .*the dataset"):
+        train(reacher_pixel_dataset, run, "resume=true", steps=8, every=4)
+    assert (run / "checkpoints" / "last.ckpt").read_bytes() == before
+    resumed = train_from_config(train_config(tiny_run(both, run, "resume=true", steps=8, every=4)))
+    assert checkpoint_step(resumed / "checkpoints" / "last.ckpt") == 8
+
+
 def test_a_start_that_fails_leaves_nothing_behind(tmp_path, reacher_pixel_dataset):
     out = tmp_path / "run"
     with pytest.raises(ConfigError, match="the model config is invalid: unknown predictor 'mlpp'"):
