@@ -10,7 +10,8 @@ more data, not a better planner or cost, is what it lacks.
 
     python benchmarks/held_out_prediction.py checkpoint=runs/suite/finger-spin/default/seed-0/checkpoints/last.ckpt \\
         train=runs/suite/finger-spin/dataset held_out=datasets/finger-spin-7
-    (held-out data: jepa-wm collect env=finger-spin out=datasets/finger-spin-7 episodes=30 seed=7)
+    (held-out data: jepa-wm collect env=finger-spin out=datasets/finger-spin-7 episodes=30 seed=7;
+    train= takes a list of datasets as data.path does: train=[datasets/a,datasets/b])
 """
 
 from __future__ import annotations

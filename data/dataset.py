@@ -240,8 +240,7 @@ def load_episodes(path, obs_type: str) -> EpisodeStore:
     """Open the dataset at ``path`` (or the datasets of a list, their episodes one after another) for reading
     ``obs_type`` windows, after checking every shard file and that the datasets hold distinct episodes of one
     task."""
-    paths = dataset_paths(path)
-    parts = [(path, _readable_manifest(path, obs_type)) for path in paths]
+    parts = [(directory, _readable_manifest(directory, obs_type)) for directory in dataset_paths(path)]
     (first_path, first), names = parts[0], {}
     for other_path, other in parts[1:]:
         differing = [key for key in SAME_TASK_KEYS if other.get(key) != first.get(key)]
@@ -250,17 +249,18 @@ def load_episodes(path, obs_type: str) -> EpisodeStore:
         if differing:
             raise DatasetError(f"datasets {first_path} and {other_path} hold episodes of different tasks or formats "
                                f"({', '.join(differing)} differ); train on datasets collected with one env config")
-    for path, manifest in parts:
+    for directory, manifest in parts:
         # Episode i of a collection depends on (seed, i) and the policy alone: two datasets of one seed and policy
         # share their first episodes, which would sit on both sides of the train/val split.
         origin = json.dumps([manifest.get("seed"), manifest.get("policy"), manifest.get("header_sha256")
                              if manifest.get("seed") is None else None], sort_keys=True)
         if origin in names:
-            raise DatasetError(f"datasets {names[origin]} and {path} were collected with the same seed and policy, so "
+            raise DatasetError(f"datasets {names[origin]} and {directory} were collected with the same seed and policy, so "
                                f"they share their first episodes; collect the extra data with another seed= "
                                f"(jepa-wm collect seed=N out=...)")
-        names[origin] = path
-    return EpisodeStore([(path, manifest, verify_shards(path, manifest)) for path, manifest in parts], obs_type)
+        names[origin] = directory
+    return EpisodeStore([(directory, manifest, verify_shards(directory, manifest)) for directory, manifest in parts],
+                        obs_type)
 
 
 def _readable_manifest(path: Path, obs_type: str) -> dict:
