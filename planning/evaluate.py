@@ -32,6 +32,7 @@ class EpisodeRecord:
     variation: dict = field(default_factory=dict)  # the scene's changes drawn for this episode (env.variation)
     solved_at_start: bool = False  # the start already met the goal (goal sources without rejection, as published)
     off_goal: list[str] = field(default_factory=list)  # success joints beyond the tolerance when the episode ended
+    goal_moves: list[str] = field(default_factory=list)  # success joints the goal asks to move (off at the start)
 
 
 def run_episode(env, controller, seed: int, record: bool = False, frame_size: int = 128) -> EpisodeRecord:
@@ -42,7 +43,7 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
     whole budget and ``success_at_end`` tells whether the controller stayed on the goal.
     """
     obs, reset_info = env.reset(seed=seed)
-    solved_at_start = env.is_success()
+    solved_at_start, moves = env.is_success(), env.coordinates_off_goal()
     controller.reset(seed)
     goal_frame = env.goal_frame(frame_size) if record else None
 
@@ -62,7 +63,7 @@ def run_episode(env, controller, seed: int, record: bool = False, frame_size: in
         done = terminated or truncated
     return EpisodeRecord(reached, env.is_success(), distances[-1], steps, distances,
                          list(controller.planning_seconds), frames, dict(reset_info.get("variation") or {}),
-                         solved_at_start, env.coordinates_off_goal())
+                         solved_at_start, env.coordinates_off_goal(), moves)
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float, float]:
@@ -94,6 +95,9 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
     # tolerance there. A task whose failures all leave one joint off says which part of the picture a model misses.
     off = {"off_at_failure": dict(Counter(name for record in failed for name in record.off_goal))} if any(
         record.off_goal for record in failed) else {}
+    # Success where the goal asks a joint to move and where it keeps it (joints some goals move and others keep):
+    # finger-spin's spinner, which only contact turns, is planned far less often where its goal turns it.
+    by_move = success_by_goal_move([int(record.success) for record in records], [r.goal_moves for r in records])
     return {
         "env": env_name,
         "method": method,
@@ -113,6 +117,7 @@ def summarize(records: list[EpisodeRecord], env_name: str, method: str, planner:
         "split": split,
         "failures": len(failed),
         **off,
+        **({"by_goal_move": by_move} if by_move else {}),
         **varied,  # per episode, what env.variation drew (only when the scene varies)
     }
 
@@ -282,3 +287,12 @@ def write_report(path: Path, rows: list[dict], config: dict, cost: str | None = 
     (``about``: e.g. the distance unit and the checkpoint's sha256), atomically."""
     write_json_atomic(path, {"results": rows, "config": config, **({"cost": cost} if cost else {}), **about})
     return path
+
+
+def most_split_joint(split: dict[str, dict[str, list[int]]]) -> str:
+    """The joint of ``success_by_goal_move``'s split whose goals that keep it are reached most above those that
+    move it: what a report names when it names one."""
+    def rate(counts):
+        return counts[0] / counts[1]
+
+    return max(split, key=lambda name: rate(split[name]["kept"]) - rate(split[name]["moved"]))

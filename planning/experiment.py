@@ -17,6 +17,7 @@ from jepa_wm.data.envs.tasks import PLANNING_KEYS, dynamics_differences
 from jepa_wm.planning.costs import EnsembleGoalCost, LatentGoalCost, PolicyProposer, SimulatorCost
 from jepa_wm.planning.evaluate import (
     distance_unit,
+    most_split_joint,
     evaluate,
     format_table,
     save_plot,
@@ -301,7 +302,23 @@ def report_table(rows: list[dict], unit: str, cost: str | None) -> str:
     ours = next((row for row in rows if row["method"] == "ours"), None)
     if ours is not None and ours.get("planner") == "policy":
         return format_table(rows, unit) + "\nours acts with the checkpoint's policy alone (act=policy: no planner, no cost)"
-    return format_table(rows, unit) + (f"\nours plans with the {cost.removeprefix('cost: ')}" if cost else "")
+    return format_table(rows, unit) + "".join(goal_move_lines(rows)) + (
+        f"\nours plans with the {cost.removeprefix('cost: ')}" if cost else "")
+
+
+def goal_move_lines(rows: list[dict]) -> list[str]:
+    """Per method, success where the goal moves a success joint and where it keeps it, for the joint where the two
+    differ most (``"\nours: hinge 11 of 18 goals that move it, 11 of 12 that keep it"``); none for other tasks."""
+    lines = []
+    for row in rows:
+        split = row.get("by_goal_move")
+        if not split:
+            continue
+        joint = most_split_joint(split)
+        (moved, of_moved), (kept, of_kept) = split[joint]["moved"], split[joint]["kept"]
+        lines.append(f"\n{row['method']}: {joint} reached in {moved} of {of_moved} goals that move it, "
+                     f"{kept} of {of_kept} that keep it")
+    return lines
 
 
 def checkpoint_sha256(reference) -> str | None:

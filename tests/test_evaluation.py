@@ -101,6 +101,7 @@ def test_goal_is_embedded_in_the_space_the_predictor_predicts_into(reacher_env):
     with torch.no_grad():
         for parameter in model.target_encoder.parameters():
             parameter.add_(0.5)  # the EMA target now differs from the online encoder
+    reacher_env.reset(seed=0)  # the module's env: this test must not depend on another having reset it
     goal_obs = reacher_env.goal_obs()
     goal = LatentGoalCost(model, "l2", "all").goal_embedding(goal_obs)
     pixels = torch.as_tensor(goal_obs["pixels"])[None, None]
@@ -535,3 +536,22 @@ def test_goals_are_split_by_the_success_joints_they_ask_to_move_and_success_is_c
     assert "proximal" not in success_by_goal_move([1, 0], [["proximal"], ["proximal"]])  # every goal moves it: no split
     with pytest.raises(ValueError, match="4 episodes reached or not, but 3 goals"):
         success_by_goal_move([0, 1, 1, 1], [[], [], []])
+
+
+def test_a_report_splits_success_by_what_each_goal_asks_to_move_and_prints_it():
+    from jepa_wm.planning import RandomController
+    from jepa_wm.planning.evaluate import evaluate, goal_moves, success_by_goal_move, summarize
+    from jepa_wm.planning.experiment import report_table
+
+    env = make_env(env_config("finger-spin", obs_type="state"))
+    records = evaluate(env, {"random": RandomController()}, 6, seed=0, progress=False)["random"]
+    row = summarize(records, "finger-spin", "random", None, 0)
+    assert row["by_goal_move"] == success_by_goal_move(row["reached"], goal_moves(env, 6, seed=0, split="dev"))
+    hinge = row["by_goal_move"]["hinge"]
+    assert sum(hinge["moved"][1:]) + sum(hinge["kept"][1:]) == 6
+    assert (f"random: hinge reached in {hinge['moved'][0]} of {hinge['moved'][1]} goals that move it, "
+            f"{hinge['kept'][0]} of {hinge['kept'][1]} that keep it") in report_table([row], "rad", None)
+    env.close()
+    reacher = make_env(env_config("reacher-easy", obs_type="state"))
+    records = evaluate(reacher, {"random": RandomController()}, 1, seed=0, progress=False)["random"]
+    assert "by_goal_move" not in summarize(records, "reacher-easy", "random", None, 0)  # a position criterion
