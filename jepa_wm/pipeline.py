@@ -85,8 +85,9 @@ def train_config(argv) -> DictConfig:
     """``configs/train.yaml`` with the dataset's task overrides (see ``configs/env/*.yaml``) first and
     the command line after them, so a user's setting always wins over the task's."""
     dataset = dict(parse_overrides(argv)).get("data.path")  # composed once, with the task's settings first
-    if dataset is not None and isinstance(decode_value(dataset), list):  # data.path=[a,b]: datasets of one task
-        dataset = (decode_value(dataset) or [None])[0]  # (training refuses them otherwise)
+    listed = decode_value(dataset) if dataset is not None else None
+    if isinstance(listed, list):  # data.path=[a,b]: datasets of one task (training refuses them otherwise)
+        dataset = (listed or [None])[0]
     task = task_train_overrides(dataset) if dataset else []
     return compose("train", [*task, *argv])
 
